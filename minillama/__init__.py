@@ -1,0 +1,15 @@
+"""minillama: a from-scratch mini-Llama for learning and measuring.
+
+Public API:
+    load_model(path, norm=None, device="cpu", dtype=None) -> Llama
+    load_tokenizer(path) -> tokenizer (sentencepiece or tiktoken)
+    model(input_ids, attention_mask=None) -> (logits [B,T,V], hidden_states [B,T,dim])
+    model.generate(input_ids, max_new_tokens, temperature=0.0, epsilon=None, eos_id=None) -> ids [B, T+new]
+"""
+from .config import LlamaConfig, RopeScaling
+from .errors import MinillamaError
+from .loading import load_model
+from .model import Llama
+from .tokenizer import load_tokenizer
+
+__all__ = ["LlamaConfig", "RopeScaling", "Llama", "MinillamaError", "load_model", "load_tokenizer"]

@@ -1,0 +1,161 @@
+"""Multi-head attention with grouped-query heads, causal and padding masks,
+and a key/value cache.
+
+Shapes: B batch, T new tokens, S keys visible (cache + new), H query heads,
+KV key/value heads (H % KV == 0, G = H // KV queries share one kv head), hd head_dim.
+
+The cache (`KVCache`) is also how prefixes enter the model: prefix tuning
+hands every layer a pre-filled cache of trainable keys/values, exactly as if the
+model had already read `prefix_length` tokens.  Keys are stored *after* RoPE,
+so cached or prefix keys are never rotated again.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import LlamaConfig
+from .rope import apply_rope
+
+
+class KVCache:
+    """Per-layer keys/values [B, KV, S, hd] plus a key mask [B, S] (True = real token).
+
+    Buffers grow by doubling, so decoding writes in place instead of
+    concatenating every step.  Writes are autograd-friendly, so a cache built
+    from trainable prefix tensors back-propagates into them."""
+
+    def __init__(self, n_layers: int, batch: int, n_kv_heads: int, head_dim: int,
+                 capacity: int = 0, dtype=torch.float32, device="cpu"):
+        self.n_layers, self.batch = n_layers, batch
+        self.shape = (batch, n_kv_heads, capacity, head_dim)
+        self.keys: List[Optional[torch.Tensor]] = [None] * n_layers
+        self.values: List[Optional[torch.Tensor]] = [None] * n_layers
+        self.mask = torch.zeros(batch, capacity, dtype=torch.bool, device=device)
+        self.dtype, self.device = dtype, device
+        self.length = 0  # keys stored and visible so far (same for every layer)
+
+    @classmethod
+    def from_prefix(cls, keys: List[torch.Tensor], values: List[torch.Tensor], capacity: int = 0) -> "KVCache":
+        """A cache holding given per-layer prefix keys/values, each [B, KV, P, hd]."""
+        batch, n_kv, plen, hd = keys[0].shape
+        cache = cls(len(keys), batch, n_kv, hd, max(capacity, plen), keys[0].dtype, keys[0].device)
+        for layer, (k, v) in enumerate(zip(keys, values)):
+            cache.write(layer, k, v, start=0)
+        cache.mask[:, :plen] = True
+        cache.length = plen
+        return cache
+
+    def _ensure_capacity(self, layer: int, needed: int, like: torch.Tensor):
+        buf = self.keys[layer]
+        cap = buf.shape[2] if buf is not None else self.shape[2]
+        if buf is not None and needed <= cap:
+            return
+        new_cap = max(needed, 2 * cap)
+        shape = (like.shape[0], like.shape[1], new_cap, like.shape[3])
+        new_k = like.new_zeros(shape)
+        new_v = like.new_zeros(shape)
+        if buf is not None:
+            new_k[:, :, :cap] = buf
+            new_v[:, :, :cap] = self.values[layer]
+        self.keys[layer], self.values[layer] = new_k, new_v
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int):
+        """Store k, v [B, KV, T, hd] at positions start..start+T-1; return the
+        keys/values [B, KV, start+T, hd] visible to this step."""
+        end = start + k.shape[2]
+        self._ensure_capacity(layer, end, k)
+        self.keys[layer][:, :, start:end] = k
+        self.values[layer][:, :, start:end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def append_mask(self, new_mask: torch.Tensor) -> torch.Tensor:
+        """Record the key mask [B, T] of T new tokens; return the mask [B, length+T]
+        of every key they see.  Call once per forward, before the layers run."""
+        end = self.length + new_mask.shape[1]
+        if end > self.mask.shape[1]:
+            grown = torch.zeros(self.batch, max(end, 2 * self.mask.shape[1]), dtype=torch.bool, device=self.mask.device)
+            grown[:, : self.mask.shape[1]] = self.mask
+            self.mask = grown
+        self.mask[:, self.length:end] = new_mask.bool()
+        return self.mask[:, :end]
+
+    def expand_batch(self, batch: int) -> "KVCache":
+        """A batch-`batch` view of a batch-1 cache (prefixes shared by every example)."""
+        out = KVCache(self.n_layers, batch, self.shape[1], self.shape[3], 0, self.dtype, self.device)
+        for i in range(self.n_layers):
+            k, v = self.keys[i][:, :, : self.length], self.values[i][:, :, : self.length]
+            out.write(i, k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1), 0)
+        out.mask = self.mask[:, : self.length].expand(batch, -1).clone()
+        out.length = self.length
+        return out
+
+
+def attention_bias(key_mask: torch.Tensor, n_new: int, dtype) -> torch.Tensor:
+    """Additive mask [B, 1, 1, T, S]: 0 where query t may see key s, else a large
+    negative number.  Query t sits at key index S - T + t and sees every earlier
+    real key (causal + padding).  A finite minimum (not -inf) keeps rows of
+    padding queries, which see nothing, free of NaN."""
+    S = key_mask.shape[1]
+    q_index = torch.arange(S - n_new, S, device=key_mask.device)[:, None]  # [T, 1]
+    k_index = torch.arange(S, device=key_mask.device)[None, :]  # [1, S]
+    allowed = (k_index <= q_index)[None] & key_mask[:, None, :]  # [B, T, S]
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=key_mask.device)
+    bias.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return bias[:, None, None]
+
+
+class Attention(nn.Module):
+    def __init__(self, config: LlamaConfig):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
+        self.n_groups = self.n_heads // self.n_kv_heads
+        self.wq = nn.Linear(config.dim, self.n_heads * self.head_dim, bias=False)
+        self.wk = nn.Linear(config.dim, self.n_kv_heads * self.head_dim, bias=False)
+        self.wv = nn.Linear(config.dim, self.n_kv_heads * self.head_dim, bias=False)
+        self.wo = nn.Linear(self.n_heads * self.head_dim, config.dim, bias=False)
+        self.dropout = config.dropout
+        self.use_sdpa = config.use_sdpa
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor,
+                cache: Optional[KVCache] = None, layer: int = 0) -> torch.Tensor:
+        """x: [B, T, dim]; cos/sin: [B, T, hd/2] at each token's position;
+        bias: [B, 1, 1, T, S] from `attention_bias`; cache: keys before these T
+        tokens (S = cache.length + T), updated in place.  Returns [B, T, dim]."""
+        B, T, _ = x.shape
+        q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
+        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
+        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T, hd]
+        if cache is not None:
+            k, v = cache.write(layer, k, v, start=cache.length)  # [B, KV, S, hd]
+        if self.use_sdpa:
+            out = self._sdpa(q, k, v, bias)
+        else:
+            out = self._attend(q, k, v, bias)
+        return self.wo(out.transpose(1, 2).reshape(B, T, -1))
+
+    def _attend(self, q, k, v, bias):
+        """softmax(q k^T / sqrt(hd) + bias) v, written out.  Grouped-query heads
+        without copying k/v: the G query heads of a group share one kv head.
+        q: [B, H, T, hd], k/v: [B, KV, S, hd] -> [B, H, T, hd]"""
+        B, H, T, hd = q.shape
+        q = q.reshape(B, self.n_kv_heads, self.n_groups, T, hd)
+        scores = torch.matmul(q, k.unsqueeze(2).transpose(-1, -2)) / math.sqrt(hd)  # [B, KV, G, T, S]
+        scores = scores + bias.to(scores.dtype)
+        probs = torch.softmax(scores.float(), dim=-1).type_as(q)
+        probs = F.dropout(probs, p=self.dropout, training=self.training)
+        out = torch.matmul(probs, v.unsqueeze(2))  # [B, KV, G, T, hd]
+        return out.reshape(B, H, T, hd)
+
+    def _sdpa(self, q, k, v, bias):
+        """Opt-in fast path (LlamaConfig.use_sdpa): torch's fused kernel, kv heads repeated."""
+        k = k.repeat_interleave(self.n_groups, dim=1)
+        v = v.repeat_interleave(self.n_groups, dim=1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias[:, 0].to(q.dtype),
+                                              dropout_p=self.dropout if self.training else 0.0)

@@ -1,0 +1,68 @@
+"""One entry point that turns any supported checkpoint into a ready model."""
+from __future__ import annotations
+
+import warnings
+from typing import Optional, Union
+
+import torch
+
+from .checkpoints import read_checkpoint
+from .config import NORMS
+from .errors import MinillamaError
+from .model import Llama
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+COURSE_DEFAULT_NORM = "layernorm"  # the course's spec; stories checkpoints were trained with rmsnorm
+
+
+def resolve_dtype(dtype: Union[None, str, torch.dtype]) -> Optional[torch.dtype]:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise MinillamaError(f"unsupported dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def choose_norm(family: str, norm: Optional[str]) -> str:
+    """Stories checkpoints: the course's LayerNorm unless asked otherwise.
+    Llama 3 checkpoints: always RMSNorm (LayerNorm would ruin a 1B model)."""
+    if norm is not None and norm not in NORMS:
+        raise MinillamaError(f"--norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    if family == "llama3":
+        if norm == "layernorm":
+            warnings.warn("Llama 3.2 checkpoints use RMSNorm; ignoring --norm layernorm")
+        return "rmsnorm"
+    return norm or COURSE_DEFAULT_NORM
+
+
+def load_model(path: str, norm: Optional[str] = None, device: Union[str, torch.device] = "cpu",
+               dtype: Union[None, str, torch.dtype] = None, use_sdpa: bool = False,
+               max_seq_len: Optional[int] = None) -> Llama:
+    """Load a llama2.c .pt/.bin file or a Llama 3.2 directory (HF or Meta layout),
+    detecting the format from content.  Returns the model in eval mode.
+
+    norm: 'layernorm' or 'rmsnorm' (stories default: layernorm, the course's);
+    dtype: None keeps the checkpoint's (float32 for llama2.c), or
+    'float32' / 'bfloat16' / 'float16'; max_seq_len: shrink the RoPE table/context."""
+    dtype = resolve_dtype(dtype)
+    config, state = read_checkpoint(path, dtype)
+    config.norm = choose_norm(config.family, norm)
+    config.use_sdpa = use_sdpa
+    if max_seq_len is not None:
+        config.max_seq_len = max_seq_len
+    with torch.device("meta"):
+        model = Llama(config)
+    expected = set(model.state_dict().keys())
+    missing = expected - set(state)
+    if missing:
+        raise MinillamaError(f"{path}: checkpoint lacks weights {sorted(missing)[:3]}... (incomplete or another architecture)")
+    for name, tensor in model.state_dict().items():
+        if tuple(state[name].shape) != tuple(tensor.shape):
+            raise MinillamaError(f"{path}: weight {name} has shape {tuple(state[name].shape)}, "
+                                 f"the config implies {tuple(tensor.shape)}")
+    target_dtype = dtype or state["tok_embeddings.weight"].dtype
+    state = {k: v.to(dtype=target_dtype) for k, v in state.items() if k in expected}
+    model.load_state_dict(state, assign=True, strict=True)
+    if config.tie_embeddings:
+        model.output.weight = model.tok_embeddings.weight
+    return model.to(device).eval()

@@ -1,0 +1,146 @@
+"""The Llama transformer: embeddings -> n_layers x (norm, attention, norm, SwiGLU) -> norm -> logits.
+
+    h = x + Attention(norm(x))      # pre-norm residual blocks
+    out = h + FeedForward(norm(h))
+
+`Llama.forward(input_ids, attention_mask)` returns `(logits, hidden_states)`
+for every position: [B, T, vocab] and [B, T, dim] (after the final norm).
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import Attention, KVCache, attention_bias
+from .config import LlamaConfig
+from .errors import MinillamaError
+from .norms import make_norm
+from .rope import precompute_rope_table
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: w2(silu(w1 x) * w3 x).  w1 is the gate, w3 the up, w2 the down projection."""
+
+    def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden_dim, bias=False)
+        self.w2 = nn.Linear(hidden_dim, dim, bias=False)
+        self.w3 = nn.Linear(dim, hidden_dim, bias=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, T, dim] -> [B, T, dim]"""
+        return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, layer_id: int, config: LlamaConfig):
+        super().__init__()
+        self.layer_id = layer_id
+        self.attention = Attention(config)
+        self.feed_forward = FeedForward(config.dim, config.hidden_dim, config.dropout)
+        self.attention_norm = make_norm(config.norm, config.dim, config.norm_eps)
+        self.ffn_norm = make_norm(config.norm, config.dim, config.norm_eps)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, cos, sin, bias, cache=None):
+        """x: [B, T, dim] -> [B, T, dim]"""
+        h = x + self.resid_dropout(self.attention(self.attention_norm(x), cos, sin, bias, cache, self.layer_id))
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class Llama(nn.Module):
+    def __init__(self, config: LlamaConfig):
+        super().__init__()
+        self.config = config
+        self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
+        self.dropout = nn.Dropout(config.dropout)
+        self.layers = nn.ModuleList(TransformerBlock(i, config) for i in range(config.n_layers))
+        self.norm = make_norm(config.norm, config.dim, config.norm_eps)
+        self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.output.weight = self.tok_embeddings.weight
+        self._rope_cache = {}
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    # -- positions -------------------------------------------------------------
+    def rope_table(self, device) -> Tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [max_seq_len, hd/2] in float32, built once per device.  Kept
+        out of the state dict and out of .to(dtype), so bf16 models rotate exactly."""
+        key = str(device)
+        if key not in self._rope_cache:
+            c = self.config
+            cos, sin = precompute_rope_table(c.head_dim, c.max_seq_len, c.rope_theta, c.rope_scaling)
+            self._rope_cache[key] = (cos.to(device), sin.to(device))
+        return self._rope_cache[key]
+
+    def _positions(self, key_mask: torch.Tensor, n_new: int) -> torch.Tensor:
+        """Position of each new token = number of real keys before it: [B, T].
+        Left padding and prefixes (a cache of P keys) shift positions correctly."""
+        positions = (key_mask.long().cumsum(dim=1) - 1).clamp(min=0)[:, -n_new:]
+        if positions.numel() and int(positions.max()) >= self.config.max_seq_len:
+            raise MinillamaError(
+                f"sequence of {int(positions.max()) + 1} tokens exceeds the model's max_seq_len "
+                f"{self.config.max_seq_len}: shorten the input (e.g. --max_sentence_len) or --max_new_tokens")
+        return positions
+
+    # -- forward ---------------------------------------------------------------
+    def new_cache(self, batch: int, capacity: int = 0) -> KVCache:
+        """An empty KV cache for incremental decoding (adapters may pre-fill it)."""
+        p = next(self.parameters())
+        c = self.config
+        return KVCache(c.n_layers, batch, c.n_kv_heads, c.head_dim, capacity, p.dtype, p.device)
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """[B, T] ids -> [B, T, dim] embeddings."""
+        return self.tok_embeddings(input_ids)
+
+    def forward(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None, *,
+                inputs_embeds: Optional[torch.Tensor] = None, cache: Optional[KVCache] = None,
+                last_only: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+        """input_ids: [B, T] (or inputs_embeds [B, T, dim]); attention_mask: [B, T],
+        1 for real tokens, 0 for padding (left or right); cache: keys of earlier
+        tokens (or a prefix), extended in place.
+
+        Returns (logits, hidden_states): [B, T, vocab] (or [B, 1, vocab] for the
+        last position when last_only) and [B, T, dim] after the final norm."""
+        x = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
+        B, T, _ = x.shape
+        if attention_mask is None:
+            attention_mask = torch.ones(B, T, dtype=torch.bool, device=x.device)
+        key_mask = attention_mask.bool() if cache is None else cache.append_mask(attention_mask)
+        positions = self._positions(key_mask, T)
+        cos_table, sin_table = self.rope_table(x.device)
+        cos, sin = cos_table[positions], sin_table[positions]  # [B, T, hd/2]
+        bias = attention_bias(key_mask, T, x.dtype if x.is_floating_point() else torch.float32)
+
+        h = self.dropout(x)
+        for layer in self.layers:
+            h = layer(h, cos, sin, bias, cache)
+        if cache is not None:
+            cache.length += T
+        h = self.norm(h)
+        logits = self.output(h[:, -1:] if last_only else h)
+        return logits, h
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
+                 epsilon: Optional[float] = None, eos_id=None, attention_mask: Optional[torch.Tensor] = None,
+                 generator: Optional[torch.Generator] = None, use_cache: bool = True) -> torch.Tensor:
+        """Continue input_ids [B, T] (left-padded if ragged, with attention_mask)
+        by up to max_new_tokens: [B, T + new].  See sampling.generate."""
+        from .sampling import generate
+        return generate(self, input_ids, max_new_tokens, temperature=temperature, epsilon=epsilon,
+                        eos_id=eos_id, attention_mask=attention_mask, generator=generator, use_cache=use_cache)
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """Distinct parameters (a tied output counts once)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,48 @@
+"""Normalisation layers, written out by hand.
+
+LayerNorm is the course's version: (x - mean) / sqrt(var + eps) * gain, with a
+learnable gain and no bias.  RMSNorm is what llama2.c and Meta's Llama use:
+x / sqrt(mean(x^2) + eps) * gain.  Both compute in float32 and cast back, so
+bf16 models normalise as precisely as fp32 ones.
+"""
+import torch
+from torch import nn
+
+
+class LayerNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=-1, keepdim=True)
+        var = (x - mean).pow(2).mean(dim=-1, keepdim=True)  # biased, as F.layer_norm
+        return (x - mean) * torch.rsqrt(var + self.eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [..., dim] -> [..., dim]"""
+        return self._norm(x.float()).type_as(x) * self.weight
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [..., dim] -> [..., dim]"""
+        return self._norm(x.float()).type_as(x) * self.weight
+
+
+def make_norm(kind: str, dim: int, eps: float) -> nn.Module:
+    """The norm layer named by LlamaConfig.norm."""
+    if kind == "layernorm":
+        return LayerNorm(dim, eps)
+    if kind == "rmsnorm":
+        return RMSNorm(dim, eps)
+    raise ValueError(f"unknown norm {kind!r}: use 'layernorm' or 'rmsnorm'")
