@@ -28,7 +28,7 @@ OPTIONS = {
     "mmlu": "mmlu",
 }
 DEFAULT_CHECKPOINT = "stories42M.pt"      # where setup.sh puts it (the course's default)
-DEFAULT_TOKENIZER = "tokenizer.model"     # the Llama 2 tokenizer, put here by setup.sh
+from .loading import DEFAULT_LLAMA2_TOKENIZER as DEFAULT_TOKENIZER  # noqa: E402
 DEFAULT_MMLU_DIR = os.path.join("data", "mmlu")
 
 

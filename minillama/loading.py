@@ -66,3 +66,26 @@ def load_model(path: str, norm: Optional[str] = None, device: Union[str, torch.d
     if config.tie_embeddings:
         model.output.weight = model.tok_embeddings.weight
     return model.to(device).eval()
+
+
+DEFAULT_LLAMA2_TOKENIZER = "tokenizer.model"  # where setup.sh puts the Llama 2 tokenizer
+
+
+def default_tokenizer_path(model_path: str, tokenizer_arg: Optional[str]) -> str:
+    """--tokenizer if given; else a Llama 3.2 directory's own tokenizer
+    (tokenizer.model, then original/tokenizer.model); else the Llama 2 default."""
+    import os
+
+    if tokenizer_arg:
+        return tokenizer_arg
+    if os.path.isdir(model_path):
+        return model_path  # load_tokenizer searches the directory
+    return DEFAULT_LLAMA2_TOKENIZER
+
+
+def check_vocab_match(model, tokenizer, model_path: str, tokenizer_path: str):
+    """A tokenizer whose ids exceed the model's embedding table is the wrong one."""
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise MinillamaError(
+            f"tokenizer {tokenizer_path} has {tokenizer.vocab_size} tokens but model {model_path} only "
+            f"{model.config.vocab_size}: pass the tokenizer that belongs to this checkpoint (--tokenizer)")
