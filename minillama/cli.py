@@ -68,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--generated_sentence_low_temp_out", type=str, default="generated-sentence-temp-0.txt")
     g.add_argument("--generated_sentence_high_temp_out", type=str, default="generated-sentence-temp-1.txt")
     g.add_argument("--prompt_text", type=str, default=None, help="text to continue (default: the course's)")
-    g.add_argument("--temperature", type=non_negative_float, default=None,
-                   help="one temperature instead of the course's 0.0 and 1.0")
+    # checked by the task (sampling.check_sampling_args) so a bad value is one error line, not argparse usage
+    g.add_argument("--temperature", type=float, default=None,
+                   help="one temperature (>= 0) instead of the course's 0.0 and 1.0")
     g.add_argument("--epsilon", type=float, default=None, help="epsilon sampling threshold in [0, 1)")
     g.add_argument("--max_new_tokens", type=positive_int, default=75)
     g.add_argument("--chat", action="store_true", help="wrap the prompt in the Llama 3 Instruct chat format")
