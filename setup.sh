@@ -326,6 +326,9 @@ main() {
     for n in ${NOTICES[@]+"${NOTICES[@]}"}; do say "NOTE: $n"; done
     if (( ${#FAILED[@]} )); then
         for n in "${FAILED[@]}"; do printf '[setup] MISSING: %s\n' "$n" >&2; done
+        if [[ -n "$MIRROR" ]]; then
+            die "${#FAILED[@]} required asset(s) are missing from the mirror $MIRROR and could not be downloaded; complete the mirror or unset MINILLAMA_MIRROR (and MINILLAMA_OFFLINE) to download them."
+        fi
         die "${#FAILED[@]} required asset(s) could not be fetched (no network? set MINILLAMA_MIRROR=/path/to/assets-mirror to copy them instead)."
     fi
     say "done. Try: .venv/bin/python run_llama.py --option generate   |   tests: .venv/bin/python -m pytest -q tests"
