@@ -98,6 +98,24 @@ def build_parser() -> argparse.ArgumentParser:
     l.add_argument("--lora_alpha", type=float, default=1.0)
     l.add_argument("--lora_dropout", type=float, default=0.0)
     l.add_argument("--lora_targets", type=str, default="wq,wv", help="comma-separated projections: wq,wk,wv,wo,w1,w2,w3")
+    # mmlu (--option mmlu; --option prefix --task mmlu)
+    m = p.add_argument_group("mmlu")
+    m.add_argument("--task", type=str, default="classify", choices=["classify", "mmlu"],
+                   help="what --option prefix trains on: the course's classification data or MMLU")
+    m.add_argument("--mmlu_dir", type=str, default=DEFAULT_MMLU_DIR, help="MMLU data with dev/ val/ test/ CSVs")
+    m.add_argument("--subjects", type=str, default=None, help="comma-separated MMLU subjects (default: all 57)")
+    m.add_argument("--limit", type=positive_int, default=None, help="at most this many questions per subject")
+    m.add_argument("--k_shot", type=int, default=0, choices=range(0, 6), metavar="{0..5}",
+                   help="exemplars from dev before each question")
+    m.add_argument("--mmlu_split", type=str, default="test", choices=["test", "val", "dev"])
+    m.add_argument("--mmlu_mode", type=str, default="logits", choices=["logits", "generate"],
+                   help="logits: compare the letter tokens' logits; generate: parse a greedy reply (refusals)")
+    m.add_argument("--mmlu_new_tokens", type=positive_int, default=10, help="tokens generated in generate mode")
+    m.add_argument("--mmlu_holdout", type=float, default=0.2,
+                   help="prefix --task mmlu: share of val (per subject) held out for early stopping")
+    m.add_argument("--mmlu_out", type=str, default=None, help="report: .json, or .jsonl with one line per question")
+    m.add_argument("--log_jsonl", type=str, default=None, help="append per-epoch / eval metrics here as JSON lines")
+    m.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (if installed)")
     return p
 
 
