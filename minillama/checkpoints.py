@@ -45,11 +45,12 @@ def detect_format(path: str) -> str:
         head = f.read(BIN_HEADER.size)
     if head[:4] == b"PK\x03\x04":
         return "llama2c_pt"
+    # the exact-size .bin check first: a .bin with dim 640 (0x280) also starts with bytes 80 02
+    if len(head) == BIN_HEADER.size and _bin_layout(path) is not None:
+        return "llama2c_bin"
     if head[:2] in (b"\x80\x02", b"\x80\x04", b"\x80\x05"):
         raise MinillamaError(f"{path}: a legacy (non-zip) pickle; re-save it with a current torch.save, "
                              "minillama only loads zip checkpoints with weights_only=True")
-    if len(head) == BIN_HEADER.size and _bin_layout(path) is not None:
-        return "llama2c_bin"
     raise MinillamaError(f"{path}: not a llama2.c .pt/.bin checkpoint (unrecognised content or truncated file)")
 
 
