@@ -156,7 +156,8 @@ def score_logits(model: nn.Module, prompts: Sequence[Sequence[int]], letter_ids:
 _LETTER = r"[\(\[]?([ABCD])(?![A-Za-z0-9])"
 # Where an answer letter may stand, earliest match wins:
 ANSWER_PATTERNS = [
-    re.compile(r"^\s*" + _LETTER),                                   # "A", "A.", "(A)", "B) text"
+    # the reply opens with the letter alone: "A", "A.", "(A)", "B) text", "C - text"; not "A cat"
+    re.compile(r"^\s*[\(\[]?([ABCD])(?=[\)\]\.:,]|\s*$|\s*\n|\s+[-(])"),
     re.compile(r"(?i:answer)(?:\s+(?i:is))?\s*[:\-]?\s*" + _LETTER),  # "Answer: A", "the answer is (C)"
     re.compile(r"\(([ABCD])\)"),                                      # "... option (B) ..."
     re.compile(r"(?m)^\s*([ABCD])[.)](?:\s|$)"),                      # a line "D. text"
