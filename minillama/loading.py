@@ -23,6 +23,22 @@ def resolve_dtype(dtype: Union[None, str, torch.dtype]) -> Optional[torch.dtype]
     return DTYPES[dtype]
 
 
+def check_dtype_on_device(dtype: Optional[torch.dtype], device: Union[str, torch.device]):
+    """Fail early, in one line, when the device cannot run the dtype (or does not exist):
+    a tiny matmul in that dtype is the cheapest exact test (e.g. bf16 on pre-Ampere GPUs)."""
+    try:
+        device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise MinillamaError(f"device {device} requested but CUDA is not available: use device='cpu' (drop --use_gpu)")
+        x = torch.ones(2, 2, dtype=dtype or torch.float32, device=device)
+        (x @ x).sum().item()
+    except MinillamaError:
+        raise
+    except (RuntimeError, TypeError) as e:
+        raise MinillamaError(f"dtype {dtype} is not supported on device {device} ({str(e).splitlines()[0]}): "
+                             "choose another --dtype (float32 works everywhere)") from None
+
+
 def choose_norm(family: str, norm: Optional[str]) -> str:
     """Stories checkpoints: the course's LayerNorm unless asked otherwise.
     Llama 3 checkpoints: always RMSNorm (LayerNorm would ruin a 1B model)."""
@@ -45,6 +61,7 @@ def load_model(path: str, norm: Optional[str] = None, device: Union[str, torch.d
     dtype: None keeps the checkpoint's (float32 for llama2.c), or
     'float32' / 'bfloat16' / 'float16'; max_seq_len: shrink the RoPE table/context."""
     dtype = resolve_dtype(dtype)
+    check_dtype_on_device(dtype, device)
     config, state = read_checkpoint(path, dtype)
     config.norm = choose_norm(config.family, norm)
     config.use_sdpa = use_sdpa
@@ -84,7 +101,14 @@ def default_tokenizer_path(model_path: str, tokenizer_arg: Optional[str]) -> str
 
 
 def check_vocab_match(model, tokenizer, model_path: str, tokenizer_path: str):
-    """A tokenizer whose ids exceed the model's embedding table is the wrong one."""
+    """A tokenizer whose ids exceed the model's embedding table is the wrong one; so is
+    a non-Llama-3 tokenizer on a model with Llama 3's 128256-token vocabulary."""
+    from .llama3 import LLAMA3_VOCAB_SIZE
+
+    if model.config.vocab_size == LLAMA3_VOCAB_SIZE and tokenizer.family != "llama3":
+        raise MinillamaError(
+            f"tokenizer {tokenizer_path} is a {tokenizer.family} tokenizer but model {model_path} is a Llama 3 "
+            "model: pass its tokenizer.model (--tokenizer), or omit --tokenizer to use the directory's own")
     if tokenizer.vocab_size > model.config.vocab_size:
         raise MinillamaError(
             f"tokenizer {tokenizer_path} has {tokenizer.vocab_size} tokens but model {model_path} only "
