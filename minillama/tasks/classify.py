@@ -1,0 +1,260 @@
+"""`run_llama.py --option prompt | finetune | lora | prefix`: sentiment classification
+on the course's SST-5 and CFIMDB files.
+
+Each option = a backbone (the Llama, or an adapted one) + an answer reader:
+- HeadClassifier: a linear head on the hidden state of the last real token
+  (finetune, lora);
+- VerbalizerClassifier: the LM's log-likelihood of each label name after the
+  course prompt (prompt; multi-token names: sum of the tokens' log-probs).
+A backbone is any module with
+    forward(input_ids [B, T], attention_mask [B, T], last_only=False)
+        -> (logits [B, T or 1, vocab], hidden [B, T, dim])
+whose outputs line up with input_ids and which accepts left or right padding
+(the core Llama does: positions count real tokens only).
+
+OPTIONS maps each option to an OptionSpec whose `build` returns the classifier;
+the training loop (minillama/train.py) and the output writing are shared.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import check_writable, load_split, read_examples, read_label_names, write_predictions
+from ..errors import MinillamaError
+from ..lora import inject_lora, lora_parameter_count, merge_lora, parse_targets
+from ..train import TrainConfig, accuracy, describe_trainable, fit, predict
+
+COURSE_PROMPT = "Is this movie {names}? This movie is "
+
+
+def label_phrase(names: Sequence[str]) -> str:
+    """'a or b' for two names, 'a, b, c, d, or e' for more (the course's wording)."""
+    if len(names) == 2:
+        return " or ".join(names)
+    return ", ".join(names[:-1]) + ", or " + names[-1]
+
+
+def course_prompt(names: Sequence[str]) -> str:
+    return COURSE_PROMPT.format(names=label_phrase(names))
+
+
+# -- answer readers ---------------------------------------------------------------------
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last real token of each row, for left or right padding: [B]."""
+    T = attention_mask.shape[1]
+    positions = torch.arange(T, device=attention_mask.device).expand_as(attention_mask)
+    return torch.where(attention_mask.bool(), positions, -1).max(dim=1).values
+
+
+def last_token_hidden(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """hidden [B, T, dim] -> [B, dim] at each row's last real token."""
+    idx = last_token_index(attention_mask)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
+
+
+class HeadClassifier(nn.Module):
+    """logits [B, K] = W dropout(h_last) + b, h_last the last real token's final hidden state."""
+
+    def __init__(self, backbone: nn.Module, dim: int, num_labels: int, dropout: float = 0.0):
+        super().__init__()
+        self.backbone = backbone
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(dim, num_labels)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        # last_only: the vocabulary logits are not needed, so skip the [B, T, vocab] projection.
+        _, hidden = self.backbone(input_ids, attention_mask, last_only=True)
+        return self.head(self.dropout(last_token_hidden(hidden, attention_mask)))
+
+
+def left_pad(input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    """Right-padded rows -> left-padded rows (same width): every row then ends
+    at column T-1, so appended tokens line up across the batch."""
+    T = input_ids.shape[1]
+    lengths = attention_mask.long().sum(dim=1, keepdim=True)                 # [B, 1]
+    src = (torch.arange(T, device=input_ids.device)[None] + lengths) % T     # new[j] = old[(j + n) % T]
+    return input_ids.gather(1, src), attention_mask.gather(1, src)
+
+
+class VerbalizerClassifier(nn.Module):
+    """scores [B, K] = log P(label name k | text) under the backbone's LM head,
+    summed over the name's tokens (teacher-forced)."""
+
+    def __init__(self, backbone: nn.Module, label_token_ids: Sequence[Sequence[int]]):
+        super().__init__()
+        if any(len(ids) == 0 for ids in label_token_ids):
+            raise MinillamaError("a label name encodes to no tokens: use non-empty label names")
+        self.backbone = backbone
+        self.label_token_ids = [list(ids) for ids in label_token_ids]
+        # positions the longest name adds after the text (for the context-length budget)
+        self.extra_positions = max(len(ids) for ids in self.label_token_ids) - 1
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        ids, mask = left_pad(input_ids, attention_mask)
+        B = ids.shape[0]
+        scores = []
+        first = None  # log-probs of the next token after the text, shared by every single-token name
+        for label_ids in self.label_token_ids:
+            if len(label_ids) == 1:
+                if first is None:
+                    logits, _ = self.backbone(ids, mask, last_only=True)
+                    first = F.log_softmax(logits[:, -1].float(), dim=-1)
+                scores.append(first[:, label_ids[0]])
+                continue
+            # text + all but the last name token; the last L positions predict the L name tokens
+            L = len(label_ids)
+            target = torch.tensor(label_ids, device=ids.device).expand(B, L)
+            full_ids = torch.cat([ids, target[:, :-1]], dim=1)
+            full_mask = torch.cat([mask, torch.ones_like(target[:, :-1], dtype=mask.dtype)], dim=1)
+            logits, _ = self.backbone(full_ids, full_mask)
+            logp = F.log_softmax(logits[:, -L:].float(), dim=-1)             # [B, L, vocab]
+            scores.append(logp.gather(2, target[..., None]).squeeze(2).sum(dim=1))
+        return torch.stack(scores, dim=1)
+
+
+# -- options ------------------------------------------------------------------------------
+@dataclass
+class OptionSpec:
+    word: str      # in the default output names: <dataset>-dev-<word>-output.txt
+    build: Callable  # (args, model, tokenizer, label_names) -> classifier module
+    trains: bool   # run the training loop before predicting
+    prompt: bool   # append the course prompt to every sentence
+    before_predict: Optional[Callable] = None  # (classifier) -> None, e.g. merge LoRA weights
+
+
+def build_prompt(args, model, tokenizer, label_names):
+    """Frozen LM, label names scored after the course prompt (encoded as the course does)."""
+    model.requires_grad_(False)
+    return VerbalizerClassifier(model, [tokenizer.encode(name, bos=False) for name in label_names])
+
+
+def build_finetune(args, model, tokenizer, label_names):
+    """Every weight trains, plus the head."""
+    model.requires_grad_(True)
+    return HeadClassifier(model, model.config.dim, len(label_names), args.hidden_dropout_prob)
+
+
+def build_lora(args, model, tokenizer, label_names):
+    """Frozen base, LoRA factors in --lora_targets of every block, trained head."""
+    targets = parse_targets(args.lora_targets)
+    injected = inject_lora(model, targets, args.lora_rank, args.lora_alpha, args.lora_dropout)
+    n_lora = sum(m.lora_A.numel() + m.lora_B.numel() for m in injected)
+    assert n_lora == lora_parameter_count(model.config, targets, args.lora_rank)
+    print(f"LoRA: rank {args.lora_rank}, alpha {args.lora_alpha}, targets {','.join(targets)} "
+          f"in {model.config.n_layers} layers: {n_lora:,} adapter parameters")
+    return HeadClassifier(model, model.config.dim, len(label_names), args.hidden_dropout_prob)
+
+
+def build_prefix(args, model, tokenizer, label_names):
+    # The prefix-tuning helper replaces this builder (prefix tuning, prompt tuning, P-tuning v2).
+    raise MinillamaError("--option prefix is not available yet")
+
+
+OPTIONS: Dict[str, OptionSpec] = {
+    "prompt": OptionSpec("prompting", build_prompt, trains=False, prompt=True),
+    "finetune": OptionSpec("finetuning", build_finetune, trains=True, prompt=False),
+    "lora": OptionSpec("lora", build_lora, trains=True, prompt=False, before_predict=merge_lora),
+    "prefix": OptionSpec("prefix", build_prefix, trains=True, prompt=False),
+}
+
+
+# -- run --------------------------------------------------------------------------------
+def dataset_name(train_path: str) -> str:
+    """'data/sst-train.txt' -> 'sst' (the part of the file name before the first '-')."""
+    stem = os.path.splitext(os.path.basename(train_path))[0]
+    return stem.split("-")[0] or "data"
+
+
+def output_paths(args, word: str):
+    name = dataset_name(args.train)
+    dev_out = args.dev_out or f"{name}-dev-{word}-output.txt"
+    test_out = args.test_out or f"{name}-test-{word}-output.txt"
+    return dev_out, test_out
+
+
+def check_args(args, spec: OptionSpec):
+    if not args.lr >= 0:
+        raise MinillamaError(f"--lr must be >= 0, got {args.lr}")
+    if args.option == "lora":
+        if args.lora_rank <= 0:
+            raise MinillamaError(f"--lora_rank must be a positive integer, got {args.lora_rank}")
+        parse_targets(args.lora_targets)
+    if not 0.0 <= args.hidden_dropout_prob < 1.0:
+        raise MinillamaError(f"--hidden_dropout_prob must be in [0, 1), got {args.hidden_dropout_prob}")
+    if args.patience is not None and args.patience <= 0:
+        raise MinillamaError(f"--patience must be a positive number of epochs, got {args.patience}")
+
+
+def placeholder_note(test_path: str, labels: torch.Tensor) -> Optional[str]:
+    """CFIMDB's public test labels are placeholders (all the same value)."""
+    if os.path.basename(test_path).startswith("cfimdb") or bool((labels == labels[0]).all()):
+        return (f"note: the test labels of {test_path} are placeholders (all {int(labels[0])}), "
+                "so test acc is meaningless; report dev acc")
+    return None
+
+
+def context_budget(model, tokenizer, classifier, suffix: Optional[str], max_sentence_len: Optional[int]) -> Optional[int]:
+    """Sentence tokens that fit the model's context with BOS, the prompt and the
+    label-name tokens; the smaller of that and --max_sentence_len."""
+    extra = 1 + (len(tokenizer.encode(suffix, bos=False)) if suffix else 0) + getattr(classifier, "extra_positions", 0)
+    fit_len = model.config.max_seq_len - extra
+    if fit_len <= 0:
+        raise MinillamaError(f"the model's context ({model.config.max_seq_len} tokens) is too short for the prompt")
+    return fit_len if max_sentence_len is None else min(max_sentence_len, fit_len)
+
+
+def run(args):
+    from .generate import load_model_and_tokenizer
+
+    spec = OPTIONS[args.option]
+    check_args(args, spec)
+    device = getattr(args, "device", torch.device("cpu"))
+    # every input and output check before the model loads
+    label_names = read_label_names(args.label_names)
+    num_labels = len(label_names)
+    paths = {"train": args.train, "dev": args.dev, "test": args.test} if spec.trains else \
+        {"dev": args.dev, "test": args.test}
+    for path in paths.values():
+        read_examples(path, num_labels)
+    dev_out, test_out = output_paths(args, spec.word)
+    for path in (dev_out, test_out):
+        check_writable(path)
+
+    model, tokenizer = load_model_and_tokenizer(args)
+    print(f"load model from {args.pretrained_model_path}")
+    classifier = spec.build(args, model, tokenizer, label_names).to(device)
+    if spec.trains:
+        print(describe_trainable(classifier))
+    suffix = course_prompt(label_names) if spec.prompt else None
+    max_len = context_budget(model, tokenizer, classifier, suffix, args.max_sentence_len)
+    splits = {name: load_split(path, tokenizer, num_labels, max_len, suffix) for name, path in paths.items()}
+    for name, split in splits.items():
+        print(f"load {len(split)} data from {split.path}")
+
+    if spec.trains:
+        cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                          weight_decay=args.weight_decay, patience=args.patience, min_delta=args.min_delta,
+                          bf16=args.bf16, device=device, seed=args.seed)
+        fit(classifier, splits["train"], splits["dev"], cfg)
+    if spec.before_predict is not None:
+        spec.before_predict(classifier)
+
+    results = {}
+    for name in ("dev", "test"):
+        split = splits[name]
+        preds = predict(classifier, split, args.batch_size, device, args.bf16, desc=name)
+        results[name] = (preds, accuracy(preds, split.labels))
+    for name, out in (("dev", dev_out), ("test", test_out)):
+        preds, acc = results[name]
+        write_predictions(out, preds.tolist(), splits[name].sentences)
+        print(f"{name} acc :: {acc:.3f}")
+    note = placeholder_note(args.test, splits["test"].labels)
+    if note:
+        print(note)
+    return {name: acc for name, (_, acc) in results.items()}
