@@ -183,3 +183,18 @@ def test_stories260k_greedily_tells_the_manifest_story(tmp_path):
     path = str(tmp_path / "stories260K.pt")
     save_checkpoint(model, path)
     assert torch.equal(load_model(path, norm="rmsnorm").generate(bos, max_new_tokens=40), out)
+
+
+def test_load_model_dtype_bfloat16_keeps_tie_and_stays_close(tmp_path):
+    model = tiny_model(seed=9)
+    path = str(tmp_path / "m.bin")
+    save_checkpoint(model, path)
+    bf = load_model(path, norm="rmsnorm", dtype="bfloat16")
+    assert all(p.dtype == torch.bfloat16 for p in bf.parameters())
+    assert bf.output.weight.data_ptr() == bf.tok_embeddings.weight.data_ptr()
+    ref, _ = model(IDS)
+    out, _ = bf(IDS)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, atol=3e-2, rtol=5e-2)
+    with pytest.raises(MinillamaError):
+        load_model(path, dtype="float8")

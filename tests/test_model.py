@@ -129,14 +129,26 @@ def test_left_padded_incremental_decoding_equals_singles():
             torch.testing.assert_close(steps[t][i], full[0, len(s) + t], atol=ATOL, rtol=1e-4)
 
 
+def _lively_model():
+    """Untied, with 10x the init scale: a tiny tied model at std 0.02 just repeats
+    its last token, which would make generation tests trivially pass."""
+    model = tiny_model(tie_embeddings=False)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.mul_(10.0)
+    return model
+
+
 def test_generate_cache_equals_no_cache_and_manual_greedy():
-    model = tiny_model()
+    model = _lively_model()
     prompt = torch.randint(0, 97, (2, 5), generator=torch.Generator().manual_seed(7))
     with_cache = model.generate(prompt, max_new_tokens=12)
     without = model.generate(prompt, max_new_tokens=12, use_cache=False)
     assert with_cache.shape == (2, 17)
     assert torch.equal(with_cache, without)
     assert torch.equal(with_cache[:, :5], prompt)
+    assert len(with_cache[0, 5:].unique()) > 3  # a varied continuation, not one repeated id
     # manual greedy loop: argmax of the full forward's last logits
     ids = prompt
     for _ in range(12):
@@ -146,7 +158,7 @@ def test_generate_cache_equals_no_cache_and_manual_greedy():
 
 
 def test_generate_left_padded_batch_equals_singles():
-    model = tiny_model()
+    model = _lively_model()
     g = torch.Generator().manual_seed(8)
     a, b = torch.randint(3, 97, (6,), generator=g), torch.randint(3, 97, (2,), generator=g)
     ids = torch.stack([a, torch.cat([torch.zeros(4, dtype=torch.long), b])])
@@ -157,7 +169,7 @@ def test_generate_left_padded_batch_equals_singles():
 
 
 def test_generate_stops_at_eos_and_pads_finished_rows():
-    model = tiny_model()
+    model = _lively_model()
     prompt = torch.randint(0, 97, (1, 4), generator=torch.Generator().manual_seed(9))
     free = model.generate(prompt, max_new_tokens=10)
     eos = int(free[0, 6])  # the 3rd generated token becomes the stop id
@@ -221,3 +233,32 @@ def test_bf16_model_runs_close_to_fp32():
     assert logits.dtype == torch.bfloat16
     torch.testing.assert_close(logits.float(), ref, atol=3e-2, rtol=5e-2)
     assert F.cosine_similarity(logits.float().flatten(), ref.flatten(), dim=0) > 0.999
+
+
+def test_dropout_active_only_in_training():
+    model = tiny_model(dropout=0.5)
+    ids = torch.randint(0, 97, (1, 6), generator=torch.Generator().manual_seed(13))
+    a, _ = model(ids)
+    b, _ = model(ids)
+    assert torch.equal(a, b)  # eval: deterministic
+    model.train()
+    torch.manual_seed(0)
+    c, _ = model(ids)
+    assert not torch.allclose(a, c, atol=1e-3)
+
+
+def test_generate_batch_rows_finish_independently():
+    model = _lively_model()
+    prompt = torch.randint(0, 97, (2, 4), generator=torch.Generator().manual_seed(14))
+    free = model.generate(prompt, max_new_tokens=10)
+    eos = int(free[0, 5])  # row 0 stops at its 2nd new token
+    first0 = (free[0, 4:] == eos).nonzero()[0].item()
+    out = model.generate(prompt, max_new_tokens=10, eos_id=[eos, 1000])
+    hits1 = (free[1, 4:] == eos).nonzero()
+    n = out.shape[1] - 4
+    assert n > first0 + 1  # row 0 finished first and was padded while row 1 went on
+    assert n == (10 if len(hits1) == 0 else max(first0, hits1[0].item()) + 1)
+    assert torch.equal(out[0, : 4 + first0 + 1], free[0, : 4 + first0 + 1])
+    assert (out[0, 4 + first0:] == eos).all()  # a finished row keeps emitting its stop id
+    stop1 = 4 + (hits1[0].item() + 1 if len(hits1) else n)
+    assert torch.equal(out[1, :stop1], free[1, :stop1])
