@@ -183,13 +183,17 @@ fetch_stories42m() {
     fi
     if ! "$VENV/bin/python" - "$tmp" <<'PY'
 import sys, torch
-ck = torch.load(sys.argv[1], map_location="cpu", weights_only=True, mmap=True)
-args = ck["model_args"]
-assert (args["dim"], args["n_layers"], args["vocab_size"]) == (512, 8, 32000), args
+try:
+    args = torch.load(sys.argv[1], map_location="cpu", weights_only=True)["model_args"]
+    shape = (args["dim"], args["n_layers"], args["vocab_size"])
+except Exception as e:  # any failure means: not the checkpoint we want
+    sys.exit(f"[setup] {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+if shape != (512, 8, 32000):
+    sys.exit(f"[setup] model_args (dim, n_layers, vocab_size) = {shape}, expected (512, 8, 32000)")
 PY
     then
         rm -f -- "$tmp"; PARTIAL=""
-        die "stories42M.pt from $src is not a loadable llama2.c stories42M checkpoint (see the error above); delete it and retry."
+        die "stories42M.pt from $src is not a loadable llama2.c stories42M checkpoint (reason above); nothing was written. Fix or remove that source and re-run setup.sh."
     fi
     mv -f -- "$tmp" "$dest"; PARTIAL=""
     say "fetched  $dest  <- $src (sha256 $(sha256_of "$dest"))"
