@@ -24,6 +24,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -32,7 +33,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import mmlu_data
-from ..data import Split
+from ..data import Split, pad_batch
 from ..errors import MinillamaError
 from ..mmlu_data import LETTERS, Question
 
@@ -63,8 +64,8 @@ def letter_token_ids(tokenizer, chat: bool = False) -> List[int]:
         raise MinillamaError(f"the tokenizer maps the answer letters A-D to ids {ids}, not 4 distinct tokens: "
                              "it cannot score MMLU by letter logits (use --mmlu_mode generate)")
     if not all(exact for _, exact in found):
-        print(f"warning: this tokenizer splits '{space}A'..'{space}D' into several tokens; scoring uses the "
-              "letters' last tokens (approximate; exact for Llama 2/3 tokenizers)", file=sys.stderr)
+        warnings.warn(f"this tokenizer splits '{space}A'..'{space}D' into several tokens; scoring uses the "
+                      "letters' last tokens (approximate; exact for Llama 2/3 tokenizers)")
     return ids
 
 
@@ -109,14 +110,8 @@ def encode_questions(tokenizer, questions: Sequence[Question], dev: Dict[str, Li
 
 def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Left-pad to the longest: (ids [B, T], mask [B, T]); every row ends at column T-1."""
-    longest = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), longest), dtype=torch.long)
-    for i, s in enumerate(sequences):
-        if len(s):
-            ids[i, longest - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[i, longest - len(s):] = 1
-    return ids, mask
+    from .classify import left_pad
+    return left_pad(*pad_batch(sequences, pad_id))
 
 
 def length_sorted_batches(prompts: Sequence[Sequence[int]], batch_size: int) -> List[List[int]]:
@@ -132,11 +127,24 @@ def _autocast(device, enabled: bool):
 
 
 # -- scoring: logits ----------------------------------------------------------------------
-def letter_logits(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                  letter_ids: Sequence[int]) -> torch.Tensor:
-    """Logits of the letter tokens after each left-padded prompt: [B, 4] (float32)."""
-    logits, _ = model(input_ids, attention_mask, last_only=True)  # [B, 1, V]
-    return logits[:, -1, list(letter_ids)].float()
+class LetterClassifier(nn.Module):
+    """scores [B, 4] = the backbone's next-token logits of the four letter tokens
+    after each prompt.  Input rows are right-padded (as data.Split batches them);
+    they are re-aligned to the left so one last_only pass reads every row's last
+    prompt token.
+    A backbone is a Llama or anything shaped like it (PrefixModel):
+    forward(ids, mask, last_only=True) -> (logits [B, 1, V], hidden)."""
+
+    def __init__(self, backbone: nn.Module, letter_ids: Sequence[int]):
+        super().__init__()
+        self.backbone = backbone
+        self.register_buffer("letter_ids", torch.tensor(list(letter_ids), dtype=torch.long), persistent=False)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        from .classify import left_pad
+        ids, mask = left_pad(input_ids, attention_mask)
+        logits, _ = self.backbone(ids, mask, last_only=True)  # [B, 1, V]
+        return logits[:, -1].index_select(-1, self.letter_ids.to(logits.device)).float()
 
 
 @torch.no_grad()
@@ -144,11 +152,12 @@ def score_logits(model: nn.Module, prompts: Sequence[Sequence[int]], letter_ids:
                  batch_size: int = 8, device=None, bf16: bool = False, progress: bool = True) -> torch.Tensor:
     """Letter logits for every prompt, in input order: [N, 4]."""
     device = device or next(model.parameters()).device
+    classifier = LetterClassifier(model, letter_ids)
     scores = torch.empty(len(prompts), len(letter_ids))
     for idx in tqdm(length_sorted_batches(prompts, batch_size), desc="mmlu", disable=not progress, leave=False):
-        ids, mask = pad_left([prompts[i] for i in idx], pad_id)
+        ids, mask = pad_batch([prompts[i] for i in idx], pad_id)  # right-padded, as the classifier expects
         with _autocast(device, bf16):
-            scores[idx] = letter_logits(model, ids.to(device), mask.to(device), letter_ids).cpu()
+            scores[idx] = classifier(ids.to(device), mask.to(device)).cpu()
     return scores
 
 
@@ -370,5 +379,137 @@ def run(args):
     run_ = open_wandb(args, "mmlu-eval")
     if run_ is not None:
         run_.log({f"mmlu/{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
+        run_.finish()
+    return report
+
+
+# -- prefix training on MMLU (--option prefix --task mmlu) ---------------------------------
+# Training data.  MMLU's auxiliary_train split is not in the mirror, and test must stay
+# untouched for the final numbers, so the prefix trains on val (1531 questions, the split
+# MMLU provides for tuning), with --mmlu_holdout of each subject held out for early
+# stopping; dev keeps its role as the pool of k-shot exemplars (never a training target).
+def split_holdout(by_subject: Dict[str, List[Question]], fraction: float,
+                  seed: int) -> Tuple[List[Question], List[Question]]:
+    """(train, held-out): per subject a seeded shuffle, round(fraction * n) questions
+    (at least one when the subject has two or more) held out, so every subject is
+    represented in both."""
+    import random
+    if not 0.0 < fraction < 1.0:
+        raise MinillamaError(f"--mmlu_holdout must be in (0, 1), got {fraction}")
+    rng = random.Random(seed)
+    train, held = [], []
+    for subject, questions in by_subject.items():
+        order = list(questions)
+        rng.shuffle(order)
+        n_held = min(max(1, round(fraction * len(order))), len(order) - 1) if len(order) > 1 else 0
+        held += order[:n_held]
+        train += order[n_held:]
+    if not train or not held:
+        raise MinillamaError("too few val questions to train and hold out (raise --limit or select more --subjects)")
+    return train, held
+
+
+def make_split(questions: Sequence[Question], prompts: List[List[int]], pad_id: int, name: str) -> Split:
+    """The shared training loop's Split: questions as examples, labels = answer index."""
+    return Split(questions, prompts, pad_id, name)
+
+
+def make_prefix_backbone(args, model, tokenizer):
+    """A PrefixModel from the prefix flags (or the adapter of --load_adapter to start from)."""
+    from ..prefix import PrefixModel, load_adapter
+    adapters = getattr(args, "load_adapter", None)
+    if adapters:
+        if len(adapters) != 1:
+            raise MinillamaError("--task mmlu starts from at most one --load_adapter")
+        return load_adapter(model, adapters[0])  # folded prefix, trainable; base frozen
+    return PrefixModel(model, getattr(args, "prefix_mode", "prefix"), getattr(args, "prefix_length", 10),
+                       reparam=False if getattr(args, "no_reparam", False) else None,
+                       prefix_hidden=getattr(args, "prefix_hidden", 512), init=getattr(args, "prefix_init", "random"),
+                       init_text=getattr(args, "prefix_init_text", None), tokenizer=tokenizer)
+
+
+def side_by_side(results: Dict[str, Dict[str, Dict]]) -> str:
+    """Baseline vs tuned, one line per (mode, metric)."""
+    lines = [f"{'test':<28}  {'baseline':>8}  {'tuned':>8}"]
+    for mode in results["baseline"]:
+        b, t = results["baseline"][mode], results["tuned"][mode]
+        for key in ("micro_accuracy", "macro_accuracy", "refusal_rate"):
+            lines.append(f"{mode + ' ' + key:<28}  {b[key]:>8.3f}  {t[key]:>8.3f}")
+    return "\n".join(lines)
+
+
+def run_prefix_mmlu(args):
+    """Train a prefix (--prefix_mode prefix | prompt | ptuning2) on MMLU val with the
+    answer-letter loss (cross-entropy over the 4 letter logits at the last prompt
+    position), early stopping on the held-out part of val (--patience, --min_delta),
+    AdamW with --weight_decay; then test accuracy and refusal rate, baseline (the
+    frozen model alone) vs tuned, in logits mode and, with --mmlu_mode generate,
+    also by generation."""
+    from ..prefix import parameter_counts, save_adapter
+    from ..train import TrainConfig, fit
+    from .generate import load_model_and_tokenizer
+
+    for flag in ("mmlu_out", "log_jsonl", "save_adapter"):
+        check_writable(getattr(args, flag, None), f"--{flag}")
+    if args.patience is not None and args.patience <= 0:
+        raise MinillamaError(f"--patience must be a positive number of epochs, got {args.patience}")
+    train_q, held_q = split_holdout(load_questions(args, "val"), getattr(args, "mmlu_holdout", 0.2), args.seed)
+    test_q = mmlu_data.flatten(load_questions(args, "test"))
+    dev = load_dev(args)
+    model, tokenizer = load_model_and_tokenizer(args)
+    print(f"load model from {args.pretrained_model_path}; MMLU: train {len(train_q)} / held-out {len(held_q)} "
+          f"(val), test {len(test_q)}")
+    kw = eval_kwargs(args)
+    modes = ["logits"] + (["generate"] if getattr(args, "mmlu_mode", "logits") == "generate" else [])
+    results: Dict[str, Dict[str, Dict]] = {"baseline": {}, "tuned": {}}
+    records: Dict[str, List[Dict]] = {}
+    for mode in modes:
+        results["baseline"][mode], records[f"baseline_{mode}"] = evaluate(model, tokenizer, test_q, dev,
+                                                                           mode=mode, **kw)
+
+    backbone = make_prefix_backbone(args, model, tokenizer).to(args.device)
+    counts = parameter_counts(backbone)
+    print(f"prefix {backbone.mode}, length {backbone.length}: {counts['trainable']:,} trainable parameters "
+          f"({100 * counts['share']:.4f}% of the model)")
+    classifier = LetterClassifier(backbone, letter_token_ids(tokenizer, kw["chat"]))
+    room = backbone.config.max_seq_len
+    splits = {}
+    for name, qs in (("train", train_q), ("held-out", held_q)):
+        prompts, _ = encode_questions(tokenizer, qs, dev, kw["k_shot"], kw["chat"], room)
+        splits[name] = make_split(qs, prompts, tokenizer.pad_id, name)
+    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
+                      patience=args.patience, min_delta=args.min_delta, bf16=kw["bf16"], device=args.device,
+                      seed=args.seed)
+    history = fit(classifier, splits["train"], splits["held-out"], cfg)
+    backbone.eval()
+    for mode in modes:
+        results["tuned"][mode], records[f"tuned_{mode}"] = evaluate(backbone, tokenizer, test_q, dev, mode=mode, **kw)
+
+    print(side_by_side(results))
+    epochs = [{"event": "epoch", "epoch": h.epoch, "train_loss": h.train_loss, "train_acc": h.train_acc,
+               "heldout_acc": h.dev_acc} for h in history]
+    finals = [{"event": "test", "model": which, "mode": mode,
+               **{k: v for k, v in results[which][mode].items() if k != "subjects"}}
+              for which in results for mode in modes]
+    if getattr(args, "log_jsonl", None):
+        write_atomically(args.log_jsonl, [json.dumps(r) + "\n" for r in epochs + finals])
+    report = {"model": args.pretrained_model_path, "prefix_mode": backbone.mode, "prefix_length": backbone.length,
+              "trainable_parameters": counts["trainable"],
+              "data": {"train": "val minus held-out", "n_train": len(train_q), "n_heldout": len(held_q),
+                       "n_test": len(test_q), "holdout": getattr(args, "mmlu_holdout", 0.2)},
+              "history": epochs, "baseline": results["baseline"], "tuned": results["tuned"]}
+    if getattr(args, "mmlu_out", None):
+        write_report(args.mmlu_out, report, [dict(r, run=name) for name, rs in records.items() for r in rs])
+        print(f"wrote MMLU report to {args.mmlu_out}")
+    if getattr(args, "save_adapter", None):
+        size = save_adapter(backbone.fold(), args.save_adapter,
+                            extra={"task": "mmlu", "chat": kw["chat"], "k_shot": kw["k_shot"]})
+        print(f"saved adapter to {args.save_adapter}.safetensors/.json ({size:,} bytes)")
+    run_ = open_wandb(args, "mmlu-prefix")
+    if run_ is not None:
+        for r in epochs:
+            run_.log({k: v for k, v in r.items() if k != "event"})
+        for r in finals:
+            run_.log({f"{r['model']}/{r['mode']}/{k}": v for k, v in r.items() if isinstance(v, (int, float))})
         run_.finish()
     return report
