@@ -78,7 +78,12 @@ def test_causality_future_tokens_do_not_change_past_logits():
     assert not torch.allclose(a[:, 8:], b[:, 8:], atol=1e-4)
 
 
-@pytest.mark.parametrize("overrides", [{"tie_embeddings": True}, {"n_kv_heads": 4}, {"n_kv_heads": 1}])
+@pytest.mark.parametrize("overrides", [
+    {"tie_embeddings": True}, {"n_kv_heads": 4}, {"n_kv_heads": 1, "use_sdpa": True},
+    # Llama 3 style: large base and llama3 scaling that changes these frequencies (short original context)
+    {"rope_theta": 500000.0, "rope_scaling": {"factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                              "original_max_position_embeddings": 16}},
+])
 def test_incremental_decoding_equals_full_forward(overrides):
     model = _lively_model(**overrides)
     ids = torch.randint(0, 97, (2, 14), generator=torch.Generator().manual_seed(3))
@@ -264,3 +269,15 @@ def test_generate_batch_rows_finish_independently():
     assert (out[0, 4 + first0:] == eos).all()  # a finished row keeps emitting its stop id
     stop1 = 4 + (hits1[0].item() + 1 if len(hits1) else n)
     assert torch.equal(out[1, :stop1], free[1, :stop1])
+
+
+def test_model_uses_configured_rope_base_and_scaling():
+    ids = torch.randint(0, 97, (1, 20), generator=torch.Generator().manual_seed(15))
+    scaling = {"factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+    plain = _lively_model(rope_theta=500000.0)
+    scaled = _lively_model(rope_theta=500000.0, rope_scaling=scaling)
+    base = _lively_model()
+    assert torch.equal(plain.tok_embeddings.weight, scaled.tok_embeddings.weight)  # same seed, same weights
+    a, b, c = plain(ids)[0], scaled(ids)[0], base(ids)[0]
+    torch.testing.assert_close(a[:, 0], b[:, 0], atol=ATOL, rtol=1e-4)  # position 0 is never rotated
+    assert not torch.allclose(a, b, atol=1e-2) and not torch.allclose(a, c, atol=1e-2)
