@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Decode speed, batch 1: minillama (KV cache / no cache / SDPA) vs transformers, same weights, one run.
+
+    .venv/bin/python bench/generate.py                       # CPU, stories42M shape, fp32
+    .venv/bin/python bench/generate.py --device cuda --dtype bfloat16
+
+The model is stories42M-shaped (dim 512, 8 layers, 8 heads, vocab 32000,
+max_seq_len 1024, RMSNorm) with random weights.  The same weights are copied
+into transformers' LlamaForCausalLM (q/k rows permuted from the adjacent-pair
+RoPE convention to HF's rotate-half one); their logits are compared before any
+timing.  Every engine decodes greedily from the same random prompt for the same
+number of new tokens (no early stop); tokens/s = new tokens / wall time of the
+whole generate call (prefill included), best of --repeats.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from minillama.config import LlamaConfig  # noqa: E402
+from minillama.loading import resolve_dtype  # noqa: E402
+from minillama.model import Llama  # noqa: E402
+
+STORIES42M = dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=8, vocab_size=32000, max_seq_len=1024,
+                  multiple_of=32, norm="rmsnorm")
+
+
+def meta_to_hf_qk(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Rows of a q/k projection [n_heads*hd, dim]: adjacent pairs (Meta) -> rotate-half (HF), per head."""
+    out_dim, dim = w.shape
+    hd = out_dim // n_heads
+    return w.view(n_heads, hd // 2, 2, dim).transpose(1, 2).reshape(out_dim, dim)
+
+
+def to_transformers(model: Llama):
+    """A transformers LlamaForCausalLM holding exactly model's weights."""
+    from transformers import LlamaConfig as HFConfig, LlamaForCausalLM
+
+    c = model.config
+    hf_config = HFConfig(vocab_size=c.vocab_size, hidden_size=c.dim, intermediate_size=c.hidden_dim,
+                         num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads,
+                         num_key_value_heads=c.n_kv_heads, max_position_embeddings=c.max_seq_len,
+                         rms_norm_eps=c.norm_eps, rope_theta=c.rope_theta, tie_word_embeddings=c.tie_embeddings,
+                         bos_token_id=1, eos_token_id=None, pad_token_id=0)
+    sd = model.state_dict()
+    hf_sd = {"model.embed_tokens.weight": sd["tok_embeddings.weight"], "model.norm.weight": sd["norm.weight"],
+             "lm_head.weight": sd["output.weight"]}
+    for i in range(c.n_layers):
+        p, q = f"layers.{i}.", f"model.layers.{i}."
+        hf_sd[q + "self_attn.q_proj.weight"] = meta_to_hf_qk(sd[p + "attention.wq.weight"], c.n_heads)
+        hf_sd[q + "self_attn.k_proj.weight"] = meta_to_hf_qk(sd[p + "attention.wk.weight"], c.n_kv_heads)
+        hf_sd[q + "self_attn.v_proj.weight"] = sd[p + "attention.wv.weight"]
+        hf_sd[q + "self_attn.o_proj.weight"] = sd[p + "attention.wo.weight"]
+        hf_sd[q + "mlp.gate_proj.weight"] = sd[p + "feed_forward.w1.weight"]
+        hf_sd[q + "mlp.up_proj.weight"] = sd[p + "feed_forward.w3.weight"]
+        hf_sd[q + "mlp.down_proj.weight"] = sd[p + "feed_forward.w2.weight"]
+        hf_sd[q + "input_layernorm.weight"] = sd[p + "attention_norm.weight"]
+        hf_sd[q + "post_attention_layernorm.weight"] = sd[p + "ffn_norm.weight"]
+    hf = LlamaForCausalLM(hf_config)
+    hf.load_state_dict({k: v.clone() for k, v in hf_sd.items()}, strict=True)
+    hf.generation_config.eos_token_id = None  # decode exactly --new_tokens, as minillama does
+    hf.generation_config.pad_token_id = 0
+    return hf.to(device=next(model.parameters()).device, dtype=next(model.parameters()).dtype).eval()
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def best_time(fn, device, repeats: int):
+    """(best seconds, last result) over repeats calls."""
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        out = fn()
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--new_tokens", type=int, default=128)
+    p.add_argument("--prompt_len", type=int, default=32)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--skip_no_cache", action="store_true", help="skip the slow no-cache run")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    dtype = resolve_dtype(args.dtype)
+
+    torch.manual_seed(0)
+    model = Llama(LlamaConfig(**STORIES42M)).to(device=device, dtype=dtype).eval()
+    sdpa_model = Llama(LlamaConfig(**STORIES42M, use_sdpa=True)).to(device=device, dtype=dtype).eval()
+    sdpa_model.load_state_dict(model.state_dict())
+    hf = to_transformers(model)
+    prompt = torch.randint(3, model.config.vocab_size, (1, args.prompt_len), device=device)
+    N = args.new_tokens
+    print(f"device {device} ({torch.get_num_threads()} threads), dtype {args.dtype}, stories42M shape "
+          f"({model.num_parameters() / 1e6:.1f}M params), batch 1, prompt {args.prompt_len}, new tokens {N}, "
+          f"torch {torch.__version__}")
+
+    # the same function on both sides, or the speed comparison means nothing
+    with torch.no_grad():
+        ours = model(prompt)[0].float()
+        theirs = hf(prompt).logits.float()
+    max_diff = (ours - theirs).abs().max().item()
+    tol = 1e-4 if dtype == torch.float32 else 5e-2 * ours.abs().max().item()
+    print(f"logits max |minillama - transformers| = {max_diff:.2e} (tolerance {tol:.1e})")
+    if not max_diff <= tol:
+        sys.exit("logits differ: the weight conversion is wrong, timings would compare different models")
+
+    engines = {
+        "minillama (KV cache)": lambda: model.generate(prompt, N),
+        "minillama (KV cache, --use_sdpa)": lambda: sdpa_model.generate(prompt, N),
+        "transformers generate": lambda: hf.generate(prompt, max_new_tokens=N, do_sample=False,
+                                                     attention_mask=torch.ones_like(prompt)),
+    }
+    if not args.skip_no_cache:
+        engines["minillama (no cache)"] = lambda: model.generate(prompt, N, use_cache=False)
+    rate, outputs = {}, {}
+    with torch.no_grad():
+        for name, fn in engines.items():
+            fn_warm = fn if name != "minillama (no cache)" else (lambda: model.generate(prompt, 4, use_cache=False))
+            fn_warm()  # warm-up: allocator, kernels, lazy init
+            seconds, out = best_time(fn, device, args.repeats if "no cache" not in name else 1)
+            assert out.shape[1] == args.prompt_len + N, f"{name} produced {out.shape[1] - args.prompt_len} tokens"
+            rate[name], outputs[name] = N / seconds, out
+            print(f"{name:36s} {rate[name]:8.1f} tokens/s")
+    same = all(torch.equal(outputs["minillama (KV cache)"], o) for o in outputs.values())
+    print(f"greedy tokens identical across engines: {same}")
+    base = rate["minillama (KV cache)"]
+    print(f"ratio minillama-cache / transformers: {base / rate['transformers generate']:.2f}x")
+    print(f"ratio minillama-sdpa / transformers: {rate['minillama (KV cache, --use_sdpa)'] / rate['transformers generate']:.2f}x")
+    print(f"ratio minillama-sdpa / minillama-cache: {rate['minillama (KV cache, --use_sdpa)'] / base:.2f}x")
+    if "minillama (no cache)" in rate:
+        print(f"ratio cache / no-cache: {base / rate['minillama (no cache)']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
