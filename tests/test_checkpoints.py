@@ -163,7 +163,7 @@ def test_hostile_pickle_is_refused_without_running(tmp_path, zipfile_format):
         load_model(path)
     assert not os.path.exists(marker), "the pickle's code ran"
     # sanity: the file really is hostile (a full unpickle would run it)
-    torch.load(path, weights_only=False)
+    torch.load(path, weights_only=False)["evil"].close()
     assert os.path.exists(marker)
 
 
@@ -198,3 +198,14 @@ def test_load_model_dtype_bfloat16_keeps_tie_and_stays_close(tmp_path):
     torch.testing.assert_close(out.float(), ref, atol=3e-2, rtol=5e-2)
     with pytest.raises(MinillamaError):
         load_model(path, dtype="float8")
+
+
+@pytest.mark.parametrize("name", ["llama2c/tok512.model", "llama2/tokenizer.model"])
+def test_tokenizer_passed_as_checkpoint_raises(name):
+    with pytest.raises(MinillamaError, match="not a llama2.c"):
+        load_model(asset(name))
+
+
+def test_directory_without_config_raises(tmp_path):
+    with pytest.raises(MinillamaError, match="config.json"):
+        load_model(str(tmp_path))

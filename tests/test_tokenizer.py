@@ -76,9 +76,15 @@ def test_missing_file_raises(tmp_path):
         load_tokenizer(str(tmp_path))  # a directory without a tokenizer.model
 
 
-@pytest.mark.parametrize("content", [b"", b"\x00\xff garbage \x13\x37" * 50, os.urandom(2048)])
+@pytest.mark.parametrize("content", [b"", b"\x00\xff garbage \x13\x37" * 50, os.urandom(2048),
+                                     b"abc 12\nxyz\n"])  # looks like a tiktoken file at first
 def test_garbage_file_raises(tmp_path, content):
     path = tmp_path / "tokenizer.model"
     path.write_bytes(content)
     with pytest.raises(MinillamaError):
         load_tokenizer(str(path))
+
+
+def test_checkpoint_passed_as_tokenizer_raises():
+    with pytest.raises(MinillamaError):
+        load_tokenizer(asset("llama2c/stories260K.bin"))
