@@ -1,0 +1,216 @@
+"""The prefix family vs its oracle, the base model reading real text first: prefix
+tuning, P-tuning v2 and prompt tuning (minillama/prefix.py)."""
+import os
+import time
+
+import pytest
+import torch
+
+from conftest import asset, tiny_model
+from minillama.errors import MinillamaError
+from minillama.optimizer import AdamW
+from minillama.prefix import PrefixBank, PrefixModel, interpolate, load_adapter, parameter_counts, save_adapter
+from minillama.sampling import generate
+
+DEEP = [("prefix", False), ("prefix", True), ("ptuning2", None)]
+ALL = DEEP + [("prompt", None)]
+TEXT = [1, 17, 5, 42, 8, 23]  # the "text" a text-initialised prefix stands for
+
+
+def ids(*rows):
+    return torch.tensor(rows)
+
+
+def test_length_zero_is_base_model():
+    base = tiny_model()
+    x = torch.randint(0, 97, (2, 9))
+    want = base(x)
+    for mode, reparam in ALL:
+        logits, hidden = PrefixModel(base, mode, 0, reparam=reparam)(x)
+        assert torch.equal(logits, want[0]) and torch.equal(hidden, want[1])
+
+
+@pytest.mark.parametrize("mode,reparam", ALL)
+def test_text_init_equals_reading_the_text_first(mode, reparam):
+    base = tiny_model()
+    x = torch.randint(0, 97, (3, 7))
+    full_logits, full_hidden = base(torch.cat([ids(TEXT).expand(3, -1), x], dim=1))
+    model = PrefixModel(base, mode, len(TEXT), reparam=reparam, init="text", init_ids=TEXT)
+    logits, hidden = model(x)
+    assert logits.shape == (3, 7, 97) and hidden.shape == (3, 7, 64)
+    torch.testing.assert_close(logits, full_logits[:, len(TEXT):], atol=1e-5, rtol=0)
+    torch.testing.assert_close(hidden, full_hidden[:, len(TEXT):], atol=1e-5, rtol=0)
+
+
+def test_text_init_repeats_or_truncates_to_the_length():
+    base = tiny_model()
+    x = torch.randint(0, 97, (1, 5))
+    for length in (4, 9):
+        text = (TEXT * 2)[:length]
+        want = base(torch.cat([ids(text), x], dim=1))[0][:, length:]
+        for mode, reparam in ALL:
+            got = PrefixModel(base, mode, length, reparam=reparam, init="text", init_ids=TEXT)(x)[0]
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+class WordTokenizer:
+    def encode(self, text, bos=True, eos=False):
+        return [1] * bos + [10 + len(w) for w in text.split()]
+
+
+def test_text_init_from_a_tokenizer_and_vocab_init():
+    base = tiny_model()
+    x = torch.randint(0, 97, (1, 5))
+    text_ids = [1, 13, 12, 15]  # WordTokenizer("the an three")
+    want = base(torch.cat([ids(text_ids), x], dim=1))[0][:, 4:]
+    got = PrefixModel(base, "prefix", 4, init="text", init_text="the an three", tokenizer=WordTokenizer())(x)[0]
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    torch.manual_seed(3)
+    vocab_ids = torch.randint(0, 97, (4,))
+    want = base(torch.cat([vocab_ids[None], x], dim=1))[0][:, 4:]
+    torch.manual_seed(3)
+    torch.testing.assert_close(PrefixModel(base, "ptuning2", 4, init="vocab")(x)[0], want, atol=1e-5, rtol=0)
+    with pytest.raises(MinillamaError, match="prefix_init_text"):
+        PrefixModel(base, "prefix", 4, init="text")
+
+
+@pytest.mark.parametrize("mode,reparam", ALL)
+def test_padded_batch_equals_unpadded_singles(mode, reparam):
+    base = tiny_model()
+    torch.manual_seed(1)
+    model = PrefixModel(base, mode, 5, reparam=reparam, init="random")
+    seqs = [torch.randint(2, 97, (n,)) for n in (6, 3, 8)]
+    singles = [model(s[None])[0][0] for s in seqs]
+    for side in ("right", "left"):
+        batch = torch.zeros(3, 8, dtype=torch.long)
+        mask = torch.zeros(3, 8, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            span = slice(0, len(s)) if side == "right" else slice(8 - len(s), 8)
+            batch[i, span], mask[i, span] = s, 1
+        logits = model(batch, mask)[0]
+        for i, s in enumerate(seqs):
+            span = slice(0, len(s)) if side == "right" else slice(8 - len(s), 8)
+            torch.testing.assert_close(logits[i, span], singles[i], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("mode,reparam", ALL)
+def test_only_the_prefix_trains_and_base_stays_bit_identical(mode, reparam):
+    base = tiny_model()
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    model = PrefixModel(base, mode, 4, reparam=reparam, prefix_hidden=32)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and all(not p.requires_grad for p in base.parameters())
+    opt = AdamW(model.parameters(), lr=1e-2, weight_decay=0.01)
+    start = model.prefix_tensor().detach().clone()
+    x = torch.randint(0, 97, (2, 6))
+    for _ in range(3):
+        loss = model(x)[0].logsumexp(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in trainable[-1:])
+        assert all(p.grad is None for p in base.parameters())
+        opt.step()
+    assert not torch.equal(model.prefix_tensor(), start)
+    assert all(torch.equal(v, before[k]) for k, v in base.state_dict().items())
+    counts = parameter_counts(model)
+    assert counts["base"] == base.num_parameters() and counts["trainable"] == sum(p.numel() for p in trainable)
+
+
+def test_fold_keeps_outputs_and_leaves_only_the_prefix():
+    base = tiny_model()
+    torch.manual_seed(2)
+    model = PrefixModel(base, "prefix", 5, prefix_hidden=32)
+    opt = AdamW(model.parameters(), lr=1e-2)
+    x = torch.randint(0, 97, (2, 6))
+    model(x)[0].square().mean().backward()
+    opt.step()  # move away from the init, so MLP(P') is not just the offset
+    before = model(x)[0]
+    model.fold()
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["kv"]
+    assert parameter_counts(model)["trainable"] == 2 * 2 * 2 * 5 * 16  # L * (k, v) * KV * P * hd
+    torch.testing.assert_close(model(x)[0], before, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("mode,reparam", ALL)
+def test_save_load_round_trip(tmp_path, mode, reparam):
+    base = tiny_model()
+    torch.manual_seed(4)
+    model = PrefixModel(base, mode, 3, reparam=reparam, prefix_hidden=32)
+    head = {"weight": torch.randn(5, 64), "bias": torch.randn(5)}
+    path = str(tmp_path / "adapter")
+    nbytes = save_adapter(model, path, label_names=["a", "b", "c", "d", "e"], head_state=head)
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+    model_bytes = sum(p.numel() * p.element_size() for p in base.parameters())
+    assert nbytes < model_bytes / 10
+    loaded = load_adapter(base, path)
+    x = torch.randint(0, 97, (2, 6))
+    assert torch.equal(loaded(x)[0], model(x)[0])
+    assert loaded.adapter_meta["label_names"][0] == "a" and torch.equal(loaded.head_state["bias"], head["bias"])
+    with pytest.raises(MinillamaError, match="n_layers=2.*n_layers=3"):
+        load_adapter(tiny_model(n_layers=3), path)
+    with pytest.raises(MinillamaError, match="not found"):
+        load_adapter(base, path + "-missing")
+
+
+def test_interpolation_and_bank(tmp_path):
+    base = tiny_model()
+    a = PrefixModel(base, "ptuning2", 4, init="text", init_ids=TEXT)
+    b = PrefixModel(base, "ptuning2", 4, init="vocab")
+    x = torch.randint(0, 97, (2, 6))
+    assert torch.equal(interpolate(a, b, 1.0)(x)[0], a(x)[0])
+    assert torch.equal(interpolate(a, b, 0.0)(x)[0], b(x)[0])
+    mid = interpolate(a, b, 0.25).prefix_tensor()
+    torch.testing.assert_close(mid, 0.25 * a.kv + 0.75 * b.kv)
+    with pytest.raises(MinillamaError, match="interpolate"):
+        interpolate(a, PrefixModel(base, "ptuning2", 5), 0.5)
+    bank = PrefixBank({"a": a, "b": b})
+    assert torch.equal(bank(x)[0], a(x)[0]) and torch.equal(bank(x, adapter="b")[0], b(x)[0])
+    assert torch.equal(bank.use("b")(x)[0], b(x)[0])
+    with pytest.raises(MinillamaError, match="no adapter named"):
+        bank.use("c")
+
+
+@pytest.mark.parametrize("mode,reparam", ALL)
+def test_generate_with_cache_equals_without_and_equals_reading_the_text(mode, reparam):
+    base = tiny_model(max_seq_len=24)
+    model = PrefixModel(base, mode, len(TEXT), reparam=reparam, init="text", init_ids=TEXT)
+    prompt = torch.randint(2, 97, (2, 4))
+    cached = generate(model, prompt, 12)
+    assert torch.equal(cached, generate(model, prompt, 12, use_cache=False))
+    assert torch.equal(cached, model.generate(prompt, 12))
+    from_text = generate(base, torch.cat([ids(TEXT).expand(2, -1), prompt], dim=1), 12)
+    assert torch.equal(cached, from_text[:, len(TEXT):])
+    # the prefix takes room from the context: generation stops at the base's max_seq_len
+    assert generate(model, prompt, 1000).shape[1] == 24 - len(TEXT)
+
+
+def test_prefix_tuning_learns_a_task_with_a_verbalizer():
+    """A frozen pretrained stories260K reads BOS + 4 words, all from one of two random
+    groups of 8 tokens; it must answer with the group's label token.  Trained on 32
+    sequences, the prefix must classify 64 unseen ones well above chance (0.5)."""
+    from minillama.loading import load_model
+    base = load_model(asset("llama2c/stories260K.bin"), norm="rmsnorm")
+    g = torch.Generator().manual_seed(0)
+    groups = torch.randperm(500, generator=g)[:16].view(2, 8) + 10  # [2 labels, 8 words]
+
+    def sample(n):
+        labels = torch.randint(0, 2, (n,), generator=g)
+        words = groups[labels][torch.arange(n)[:, None], torch.randint(0, 8, (n, 4), generator=g)]
+        return torch.cat([torch.ones(n, 1, dtype=torch.long), words], dim=1), labels  # [n, 5], [n]
+
+    (x, y), (x_test, y_test) = sample(32), sample(64)
+    label_ids = torch.tensor([300, 301])  # the verbalizer: label k is answered by token label_ids[k]
+    torch.manual_seed(0)
+    model = PrefixModel(base, "prefix", 8, prefix_hidden=128)
+    opt = AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    start = time.time()
+    for _ in range(40):
+        scores = model(x, last_only=True)[0][:, -1, label_ids]  # LM logits of the label tokens [32, 2]
+        loss = torch.nn.functional.cross_entropy(scores, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        accuracy = (model(x_test, last_only=True)[0][:, -1, label_ids].argmax(-1) == y_test).float().mean().item()
+    print(f"held-out accuracy {accuracy:.3f} after 40 steps, {time.time() - start:.1f}s")
+    assert accuracy >= 0.85, f"prefix tuning stayed near chance: {accuracy:.3f} (loss {loss.item():.3f})"
