@@ -269,12 +269,12 @@ def prefix_mmlu_args(tmp_path, root, ckpt, mode, *extra):
     from minillama.cli import build_parser
     argv = ["--option", "prefix", "--task", "mmlu", "--pretrained-model-path", ckpt,
             "--tokenizer", asset("llama2c/tok512.model"), "--norm", "rmsnorm", "--mmlu_dir", root,
-            "--epochs", "4", "--lr", "0.05", "--batch_size", "2", "--mmlu_holdout", "0.5", "--weight_decay", "0.01",
-            "--log_jsonl", str(tmp_path / f"{mode}.jsonl"), "--mmlu_out", str(tmp_path / f"report-{mode}.json"), *extra]
+            "--epochs", "3", "--lr", "0.05", "--batch_size", "2", "--mmlu_holdout", "0.5", "--weight_decay", "0.01",
+            "--prefix_mode", mode, "--prefix_length", "3", "--save_adapter", str(tmp_path / mode),
+            "--log_jsonl", str(tmp_path / f"{mode}.jsonl"), "--mmlu_out", str(tmp_path / f"report-{mode}.json"),
+            *extra]
     args = build_parser().parse_args(argv)
-    args.device = torch.device("cpu")
-    for name, value in (("prefix_mode", mode), ("prefix_length", 3), ("save_adapter", str(tmp_path / mode))):
-        setattr(args, name, value)  # before the prefix flags exist in cli.py, as the parser would set them
+    args.device = torch.device("cpu")  # as cli.main sets it
     return args
 
 
@@ -289,9 +289,9 @@ def test_prefix_task_mmlu_end_to_end(tmp_path, mode):
     report = run_prefix_mmlu(prefix_mmlu_args(tmp_path, root, ckpt, mode, *extra))
     assert report["data"]["n_train"] == 2 and report["data"]["n_heldout"] == 3 and report["data"]["n_test"] == 5
     losses = [h["train_loss"] for h in report["history"]]
-    assert len(losses) == 4 and losses[-1] < losses[0]  # the answer-letter loss goes down
+    assert len(losses) == 3 and losses[-1] < losses[0]  # the answer-letter loss goes down
     log = [json.loads(line) for line in open(tmp_path / f"{mode}.jsonl")]
-    assert [r["epoch"] for r in log if r["event"] == "epoch"] == [0, 1, 2, 3]
+    assert [r["epoch"] for r in log if r["event"] == "epoch"] == [0, 1, 2]
     modes = ["logits", "generate"] if mode == "prefix" else ["logits"]
     assert {(r["model"], r["mode"]) for r in log if r["event"] == "test"} == \
         {(w, m) for w in ("baseline", "tuned") for m in modes}
@@ -309,3 +309,7 @@ def test_prefix_task_mmlu_end_to_end(tmp_path, mode):
     assert (before - after).abs().max() > 1e-3
     assert saved["tuned"]["logits"]["correct"] == sum(
         "ABCD"[i] == q.answer for i, q in zip(after.argmax(-1).tolist(), qs))
+    # --load_adapter: no training, the saved prefix evaluated against the baseline
+    again = run_prefix_mmlu(prefix_mmlu_args(tmp_path, root, ckpt, mode, "--load_adapter", str(tmp_path / mode),
+                                             "--epochs", "1"))
+    assert again["history"] == [] and again["tuned"]["logits"]["correct"] == saved["tuned"]["logits"]["correct"]

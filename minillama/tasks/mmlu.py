@@ -38,6 +38,7 @@ from ..errors import MinillamaError
 from ..mmlu_data import LETTERS, Question
 
 DEFAULT_NEW_TOKENS = 10  # room for "The answer is (B)." and similar
+DEFAULT_ADAPTER = "mmlu-prefix-adapter"  # --save_adapter default for --task mmlu (+ .safetensors/.json)
 
 
 # -- letter tokens ----------------------------------------------------------------------
@@ -415,17 +416,19 @@ def make_split(questions: Sequence[Question], prompts: List[List[int]], pad_id: 
 
 
 def make_prefix_backbone(args, model, tokenizer):
-    """A PrefixModel from the prefix flags (or the adapter of --load_adapter to start from)."""
-    from ..prefix import PrefixModel, load_adapter
-    adapters = getattr(args, "load_adapter", None)
-    if adapters:
-        if len(adapters) != 1:
-            raise MinillamaError("--task mmlu starts from at most one --load_adapter")
-        return load_adapter(model, adapters[0])  # folded prefix, trainable; base frozen
-    return PrefixModel(model, getattr(args, "prefix_mode", "prefix"), getattr(args, "prefix_length", 10),
-                       reparam=False if getattr(args, "no_reparam", False) else None,
-                       prefix_hidden=getattr(args, "prefix_hidden", 512), init=getattr(args, "prefix_init", "random"),
-                       init_text=getattr(args, "prefix_init_text", None), tokenizer=tokenizer)
+    """A fresh PrefixModel from the prefix flags, or (--load_adapter) the saved
+    adapter to evaluate: with two paths and --interpolate ALPHA, alpha*A + (1-alpha)*B."""
+    from ..prefix import PrefixModel, interpolate, load_adapter
+    paths = getattr(args, "load_adapter", None)
+    if paths:
+        alpha = getattr(args, "interpolate", None)
+        if len(paths) > 2 or (len(paths) == 2) != (alpha is not None):
+            raise MinillamaError("--load_adapter takes one path, or two with --interpolate ALPHA")
+        adapters = [load_adapter(model, path) for path in paths]
+        return adapters[0] if len(adapters) == 1 else interpolate(adapters[0], adapters[1], alpha)
+    return PrefixModel(model, args.prefix_mode, args.prefix_length,
+                       reparam=False if args.no_reparam else None, prefix_hidden=args.prefix_hidden,
+                       init=args.prefix_init, init_text=args.prefix_init_text, tokenizer=tokenizer)
 
 
 def side_by_side(results: Dict[str, Dict[str, Dict]]) -> str:
@@ -444,13 +447,16 @@ def run_prefix_mmlu(args):
     position), early stopping on the held-out part of val (--patience, --min_delta),
     AdamW with --weight_decay; then test accuracy and refusal rate, baseline (the
     frozen model alone) vs tuned, in logits mode and, with --mmlu_mode generate,
-    also by generation."""
+    also by generation.  With --load_adapter nothing trains: the saved prefix is
+    evaluated against the baseline."""
     from ..prefix import parameter_counts, save_adapter
     from ..train import TrainConfig, fit
     from .generate import load_model_and_tokenizer
 
     for flag in ("mmlu_out", "log_jsonl", "save_adapter"):
         check_writable(getattr(args, flag, None), f"--{flag}")
+    if getattr(args, "prefix_length", 1) <= 0 and not getattr(args, "load_adapter", None):
+        raise MinillamaError(f"--prefix_length must be a positive number of virtual tokens, got {args.prefix_length}")
     if args.patience is not None and args.patience <= 0:
         raise MinillamaError(f"--patience must be a positive number of epochs, got {args.patience}")
     train_q, held_q = split_holdout(load_questions(args, "val"), getattr(args, "mmlu_holdout", 0.2), args.seed)
@@ -480,7 +486,8 @@ def run_prefix_mmlu(args):
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
                       patience=args.patience, min_delta=args.min_delta, bf16=kw["bf16"], device=args.device,
                       seed=args.seed)
-    history = fit(classifier, splits["train"], splits["held-out"], cfg)
+    trains = not getattr(args, "load_adapter", None)
+    history = fit(classifier, splits["train"], splits["held-out"], cfg) if trains else []
     backbone.eval()
     for mode in modes:
         results["tuned"][mode], records[f"tuned_{mode}"] = evaluate(backbone, tokenizer, test_q, dev, mode=mode, **kw)
@@ -501,10 +508,10 @@ def run_prefix_mmlu(args):
     if getattr(args, "mmlu_out", None):
         write_report(args.mmlu_out, report, [dict(r, run=name) for name, rs in records.items() for r in rs])
         print(f"wrote MMLU report to {args.mmlu_out}")
-    if getattr(args, "save_adapter", None):
-        size = save_adapter(backbone.fold(), args.save_adapter,
-                            extra={"task": "mmlu", "chat": kw["chat"], "k_shot": kw["k_shot"]})
-        print(f"saved adapter to {args.save_adapter}.safetensors/.json ({size:,} bytes)")
+    if trains:
+        path = getattr(args, "save_adapter", None) or DEFAULT_ADAPTER
+        size = save_adapter(backbone.fold(), path, extra={"task": "mmlu", "chat": kw["chat"], "k_shot": kw["k_shot"]})
+        print(f"saved adapter to {path}.safetensors/.json ({size:,} bytes)")
     run_ = open_wandb(args, "mmlu-prefix")
     if run_ is not None:
         for r in epochs:
