@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from conftest import tiny_config, tiny_model
 from minillama.config import LlamaConfig, ffn_hidden_dim
 from minillama.errors import MinillamaError
-from minillama.model import FeedForward, Llama
+from minillama.model import FeedForward
 
 ATOL = 1e-4  # logits of the 10x-scaled models are O(10)
 

@@ -1,4 +1,5 @@
 """LayerNorm and RMSNorm vs independent oracles (torch's layer_norm, the RMS formula)."""
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -78,6 +79,5 @@ def test_bf16_input_path_normalises_in_float32():
 
 
 def test_make_norm_rejects_unknown_kind():
-    import pytest
     with pytest.raises(ValueError):
         make_norm("batchnorm", 8, 1e-5)
