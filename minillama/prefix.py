@@ -210,9 +210,13 @@ def load_adapter(base: nn.Module, path: str) -> PrefixModel:
     for suffix in (".json", ".safetensors"):
         if not os.path.isfile(path + suffix):
             raise MinillamaError(f"adapter file {path + suffix} not found: pass the path without the extension")
-    with open(path + ".json") as f:
-        meta = json.load(f)
-    want, have = meta["base"], base_identity(base)
+    try:
+        with open(path + ".json") as f:
+            meta = json.load(f)
+        want, have = meta["base"], base_identity(base)
+        mode, length = meta["mode"], int(meta["length"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise MinillamaError(f"{path}.json: not a minillama prefix adapter config ({e}); re-save the adapter") from None
     if any(want[k] != have[k] for k in SHAPE_KEYS):
         shape = lambda d: ", ".join(f"{k}={d[k]}" for k in SHAPE_KEYS)  # noqa: E731
         raise MinillamaError(f"{path}.json: adapter made for a model with {shape(want)}, but this model has "
@@ -220,7 +224,7 @@ def load_adapter(base: nn.Module, path: str) -> PrefixModel:
     if (want["config_sha256"], want["embedding_fingerprint"]) != (have["config_sha256"], have["embedding_fingerprint"]):
         warnings.warn(f"{path}: adapter was trained on a different base model of the same shape")
     tensors = load_file(path + ".safetensors")
-    model = PrefixModel(base, meta["mode"], meta["length"], reparam=False)
+    model = PrefixModel(base, mode, length, reparam=False)
     w = base.tok_embeddings.weight
     with torch.no_grad():
         model.prefix_tensor().copy_(tensors.pop("prefix").to(w.device, w.dtype))
