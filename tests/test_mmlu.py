@@ -313,3 +313,43 @@ def test_prefix_task_mmlu_end_to_end(tmp_path, mode):
     again = run_prefix_mmlu(prefix_mmlu_args(tmp_path, root, ckpt, mode, "--load_adapter", str(tmp_path / mode),
                                              "--epochs", "1"))
     assert again["history"] == [] and again["tuned"]["logits"]["correct"] == saved["tuned"]["logits"]["correct"]
+
+
+def test_holdout_split_is_per_subject_disjoint_and_seeded():
+    q = lambda s, i: Question(s, f"{s}{i}?", ("a", "b", "c", "d"), "A", f"{s}:{i}")  # noqa: E731
+    data = {"x": [q("x", i) for i in range(10)], "y": [q("y", i) for i in range(3)], "z": [q("z", 0)]}
+    train, held = mmlu.split_holdout(data, 0.2, seed=7)
+    assert sorted(h.subject for h in held) == ["x", "x", "y"]  # round(0.2 n), at least one; "z" too small
+    assert not set(train) & set(held) and set(train) | set(held) == set(mmlu_data.flatten(data))
+    assert mmlu.split_holdout(data, 0.2, seed=7) == (train, held) and mmlu.split_holdout(data, 0.2, 8) != (train, held)
+    with pytest.raises(MinillamaError, match="--mmlu_holdout"):
+        mmlu.split_holdout(data, 1.0, 0)
+
+
+def test_chat_prompts_and_scoring_with_the_llama3_tokenizer(tmp_path):
+    tok = load_tokenizer(asset("llama3/tokenizer.model"))
+    root = make_fixture(tmp_path)
+    qs = mmlu_data.flatten(mmlu_data.load_split(root, "test", ["gamma"]))
+    dev = mmlu_data.load_split(root, "dev")
+    prompts, _ = mmlu.encode_questions(tok, qs, dev, 1, True, 10_000)
+    message = mmlu_data.build_chat_message(qs[0], dev["gamma"][:1])
+    assert prompts[0] == tok.format_chat([{"role": "user", "content": message}], add_generation_prompt=True)
+    assert tok.decode(prompts[0]).endswith(mmlu_data.CHAT_INSTRUCTION +
+                                           "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
+    model = tiny_model(vocab_size=tok.vocab_size, max_seq_len=512)
+    report, records = mmlu.evaluate(model, tok, qs, dev, k_shot=1, chat=True, progress=False)
+    chat_ids = mmlu.letter_token_ids(tok, chat=True)
+    for p, r in zip(prompts, records):  # "A".."D" opening the assistant turn, read after the header
+        want = model(torch.tensor([p]))[0][0, -1, chat_ids]
+        assert r["scores"] == pytest.approx(want.tolist(), abs=1e-4)  # records keep 4 decimals
+    with pytest.raises(MinillamaError, match="--chat needs a Llama 3 tokenizer"):
+        mmlu.encode_questions(load_tokenizer(asset("llama2c/tok512.model")), qs, dev, 0, True, 100)
+
+
+def test_wandb_is_optional(capsys, monkeypatch):
+    import argparse
+    import sys
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed: `import wandb` raises ImportError
+    assert mmlu.open_wandb(argparse.Namespace(wandb=True), "test") is None
+    assert "wandb package is not installed" in capsys.readouterr().err
+    assert mmlu.open_wandb(argparse.Namespace(wandb=False), "test") is None
