@@ -1,0 +1,154 @@
+"""Seconds per training step and peak memory: finetune vs LoRA (and whatever
+else is registered in METHODS) on a stories42M-shaped model with random weights.
+
+Scenarios (the course's batch sizes; sequence lengths are the padded width of
+a typical batch: SST sentences have 27 tokens on average, p99 61, so a batch
+of 80 pads to about 64; CFIMDB reviews 236 on average, p90 382, p99 499, max
+585, so a batch of 10 pads to about 512):
+    sst     batch 80, 64 tokens   (the course's finetune SST setting)
+    cfimdb  batch 10, 512 tokens  (the course's LoRA CFIMDB setting)
+Every method runs in every scenario, so each ratio compares like with like.
+
+Each (method, scenario) runs in its own subprocess, so peak memory is that
+run's alone: on CPU the growth of ru_maxrss over the process's size once the
+model is built (optimizer state, activations, gradients); on CUDA
+torch.cuda.max_memory_allocated over the same baseline.
+
+    python bench/train_step.py --device cpu --steps 2
+    python bench/train_step.py --device cuda --steps 10
+
+To add a method, register a builder in METHODS: (model, num_labels, args) ->
+classifier module with forward(input_ids, attention_mask) -> scores [B, K]
+and requires_grad set on what trains.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from minillama.config import LlamaConfig  # noqa: E402
+from minillama.lora import inject_lora  # noqa: E402
+from minillama.model import Llama  # noqa: E402
+from minillama.tasks.classify import HeadClassifier  # noqa: E402
+from minillama.train import count_parameters, make_optimizer, TrainConfig  # noqa: E402
+
+STORIES42M = dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=8, vocab_size=32000, multiple_of=32,
+                  max_seq_len=1024, norm="layernorm")
+SCENARIOS = {"sst": (80, 64), "cfimdb": (10, 512)}  # name -> (batch, tokens)
+
+
+def build_finetune(model, num_labels, args):
+    model.requires_grad_(True)
+    return HeadClassifier(model, model.config.dim, num_labels, dropout=0.3)
+
+
+def build_lora(model, num_labels, args):
+    inject_lora(model, ("wq", "wv"), rank=4, alpha=1.0)
+    return HeadClassifier(model, model.config.dim, num_labels, dropout=0.3)
+
+
+# name -> (builder, lr): the prefix helper adds prefix / prompt / ptuning2 / peft-prefix here
+METHODS = {"finetune": (build_finetune, 2e-5), "lora": (build_lora, 2e-5)}
+
+
+def max_rss_bytes() -> int:
+    """Peak resident set of this process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def measure(method: str, scenario: str, args) -> dict:
+    """Runs in a fresh process: build, warm up, time args.steps steps."""
+    device = torch.device(args.device)
+    batch, tokens = SCENARIOS[scenario]
+    num_labels = 5 if scenario == "sst" else 2
+    torch.manual_seed(0)
+    model = Llama(LlamaConfig(**STORIES42M)).to(device)
+    builder, lr = METHODS[method]
+    clf = builder(model, num_labels, args).to(device).train()
+    trainable, total = count_parameters(clf)
+    opt = make_optimizer(clf, TrainConfig(lr=lr))
+    ids = torch.randint(3, STORIES42M["vocab_size"], (batch, tokens), device=device)
+    mask = torch.ones(batch, tokens, dtype=torch.long, device=device)
+    labels = torch.randint(0, num_labels, (batch,), device=device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = max_rss_bytes()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            scores = clf(ids, mask)
+        torch.nn.functional.cross_entropy(scores.float(), labels).backward()
+        opt.step()
+
+    step()  # warm-up: allocates optimizer state and gradients, as every later step reuses
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - start) / args.steps
+    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda" else max_rss_bytes()) - base
+    return dict(method=method, scenario=scenario, batch=batch, tokens=tokens, trainable=trainable, total=total,
+                seconds=seconds, peak_mib=peak / 2**20)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up step")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--scenarios", default=",".join(SCENARIOS))
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--child", nargs=2, metavar=("METHOD", "SCENARIO"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.child:
+        print(json.dumps(measure(*args.child, args)))
+        return
+    methods, scenarios = args.methods.split(","), args.scenarios.split(",")
+    print(f"device {args.device}{' (' + torch.cuda.get_device_name() + ')' if args.device == 'cuda' else ''}, "
+          f"torch {torch.__version__}, threads {args.threads or torch.get_num_threads()}, "
+          f"{args.steps} timed steps, bf16 {args.bf16}; stories42M shape, random weights")
+    rows = {}
+    for scenario in scenarios:
+        for method in methods:
+            cmd = [sys.executable, os.path.abspath(__file__), "--child", method, scenario, "--device", args.device,
+                   "--steps", str(args.steps)] + (["--bf16"] if args.bf16 else []) + \
+                  (["--threads", str(args.threads)] if args.threads else [])
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            r = json.loads(out.strip().splitlines()[-1])
+            rows[method, scenario] = r
+            print(f"{scenario:7s} batch {r['batch']:3d} x {r['tokens']:4d} tokens  {method:10s} "
+                  f"trainable {r['trainable']:>11,} ({100 * r['trainable'] / r['total']:7.3f}%)  "
+                  f"{r['seconds']:8.3f} s/step  peak +{r['peak_mib']:8.1f} MiB", flush=True)
+    base = methods[0]
+    for scenario in scenarios:
+        for method in methods[1:]:
+            a, b = rows[method, scenario], rows[base, scenario]
+            print(f"{scenario}: {method}/{base}  time x{a['seconds'] / b['seconds']:.2f}  "
+                  f"peak memory x{a['peak_mib'] / max(b['peak_mib'], 1e-9):.2f}")
+    if "sst" in scenarios and "cfimdb" in scenarios and {"finetune", "lora"} <= set(methods):
+        a, b = rows["lora", "cfimdb"], rows["finetune", "sst"]
+        print(f"course settings: lora CFIMDB (10x512) / finetune SST (80x64)  time x{a['seconds'] / b['seconds']:.2f}  "
+              f"peak memory x{a['peak_mib'] / max(b['peak_mib'], 1e-9):.2f}")
+
+
+if __name__ == "__main__":
+    main()
