@@ -313,6 +313,11 @@ def test_prefix_task_mmlu_end_to_end(tmp_path, mode):
     again = run_prefix_mmlu(prefix_mmlu_args(tmp_path, root, ckpt, mode, "--load_adapter", str(tmp_path / mode),
                                              "--epochs", "1"))
     assert again["history"] == [] and again["tuned"]["logits"]["correct"] == saved["tuned"]["logits"]["correct"]
+    out = str(tmp_path / "eval.json")  # --option mmlu evaluates the adapter too
+    assert main(["--option", "mmlu", "--pretrained-model-path", ckpt, "--tokenizer", asset("llama2c/tok512.model"),
+                 "--norm", "rmsnorm", "--mmlu_dir", root, "--load_adapter", str(tmp_path / mode),
+                 "--mmlu_out", out]) == 0
+    assert json.load(open(out))["correct"] == saved["tuned"]["logits"]["correct"]
 
 
 def test_holdout_split_is_per_subject_disjoint_and_seeded():

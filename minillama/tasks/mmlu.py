@@ -356,7 +356,7 @@ def append_jsonl(path: Optional[str], record: Dict):
 
 
 def run(args):
-    """--option mmlu: evaluate --pretrained-model-path on --mmlu_split."""
+    """--option mmlu: evaluate --pretrained-model-path (plus --load_adapter) on --mmlu_split."""
     from .generate import load_model_and_tokenizer
     check_writable(getattr(args, "mmlu_out", None), "--mmlu_out")
     check_writable(getattr(args, "log_jsonl", None), "--log_jsonl")
@@ -364,6 +364,8 @@ def run(args):
     questions = mmlu_data.flatten(load_questions(args, split))
     dev = load_dev(args)
     model, tokenizer = load_model_and_tokenizer(args)
+    if getattr(args, "load_adapter", None):  # evaluate a saved prefix (two: --interpolate)
+        model = make_prefix_backbone(args, model, tokenizer).eval()
     print(f"load model from {args.pretrained_model_path}; MMLU {split}: {len(questions)} questions, "
           f"{getattr(args, 'k_shot', 0)}-shot, mode {getattr(args, 'mmlu_mode', 'logits')}")
     report, records = evaluate(model, tokenizer, questions, dev, mode=getattr(args, "mmlu_mode", "logits"),
