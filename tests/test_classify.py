@@ -170,10 +170,10 @@ def test_cli_cfimdb_placeholder_note_and_seed_repeats(tmp_path, capsys, tiny_ckp
 @pytest.mark.parametrize("case,message", [
     ("missing_data", "not found"), ("label_outside", "outside the 5 label names"), ("empty_split", "empty split"),
     ("bad_json", "not valid JSON"), ("lora_rank_0", "--lora_rank"), ("negative_lr", "--lr must be >= 0"),
-    ("missing_out_dir", "does not exist"), ("prefix_not_yet", "not available yet")])
+    ("missing_out_dir", "does not exist")])
 def test_cli_bad_input_exits_2_without_outputs(tmp_path, capsys, tiny_ckpt, case, message):
     data = data_slice(tmp_path, "sst", n=8)
-    option, extra = "lora", []
+    option, extra = "lora", []  # lora reads every split and checks every flag
     if case == "missing_data":
         data["dev"] = str(tmp_path / "nope.txt")
     elif case == "label_outside":
@@ -188,8 +188,6 @@ def test_cli_bad_input_exits_2_without_outputs(tmp_path, capsys, tiny_ckpt, case
         extra = ["--lora_rank", "0"]
     elif case == "negative_lr":
         extra = ["--lr=-1e-3"]
-    elif case == "prefix_not_yet":
-        option = "prefix"
     out_dir = tmp_path / ("missing" if case == "missing_out_dir" else "out")
     if case != "missing_out_dir":
         out_dir.mkdir()
