@@ -17,6 +17,7 @@ from minillama.errors import MinillamaError
 from minillama.mmlu_data import Question
 from minillama.sampling import generate
 from minillama.tasks import mmlu
+from minillama.tasks.generate import strip_stop
 from minillama.tokenizer import load_tokenizer
 
 # tok512 splits " A" into "▁" + "A": the approximation warning is expected here
@@ -220,7 +221,7 @@ def test_generate_mode_counts_refusals(tmp_path, tok512):
     for q, r in zip(qs, records):
         ids = torch.tensor([tok512.encode(mmlu_data.build_prompt(q), bos=True)])
         alone = generate(base, ids, 4, eos_id=tok512.stop_ids)[0, ids.shape[1]:].tolist()
-        assert r["reply"] == tok512.decode(mmlu._cut_at_stop(alone, tok512.stop_ids))
+        assert r["reply"] == tok512.decode(strip_stop(alone, tok512.stop_ids))
         assert r["prediction"] == mmlu.parse_answer(r["reply"])
     assert report["refusals"] == sum(r["prediction"] is None for r in records)
 

@@ -17,10 +17,7 @@ question followed by the summary), written atomically.
 """
 from __future__ import annotations
 
-import inspect
 import json
-import math
-import os
 import re
 import sys
 import time
@@ -28,12 +25,12 @@ import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from .. import mmlu_data
 from ..data import Split, pad_batch
+from ..data import check_writable as data_check_writable
 from ..errors import MinillamaError
 from ..mmlu_data import LETTERS, Question
 
@@ -187,19 +184,12 @@ def parse_answer(text: str) -> Optional[str]:
     return best.group(1) if best else None
 
 
-def _cut_at_stop(ids: List[int], stop_ids) -> List[int]:
-    stops = set(int(i) for i in stop_ids)
-    for n, i in enumerate(ids):
-        if i in stops:
-            return ids[:n]
-    return ids
-
-
 @torch.no_grad()
 def generate_replies(model: nn.Module, tokenizer, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                      batch_size: int = 8, device=None, bf16: bool = False, progress: bool = True) -> List[str]:
     """Greedy replies (decoded text, stop token excluded) for every prompt, in input order."""
     from ..sampling import generate
+    from .generate import strip_stop
     device = device or next(model.parameters()).device
     replies: List[Optional[str]] = [None] * len(prompts)
     for idx in tqdm(length_sorted_batches(prompts, batch_size), desc="mmlu generate", disable=not progress,
@@ -209,7 +199,7 @@ def generate_replies(model: nn.Module, tokenizer, prompts: Sequence[Sequence[int
             out = generate(model, ids.to(device), max_new_tokens, temperature=0.0, eos_id=tokenizer.stop_ids,
                            attention_mask=mask.to(device))
         for row, i in enumerate(idx):
-            replies[i] = tokenizer.decode(_cut_at_stop(out[row, ids.shape[1]:].tolist(), tokenizer.stop_ids))
+            replies[i] = tokenizer.decode(strip_stop(out[row, ids.shape[1]:].tolist(), tokenizer.stop_ids))
     return replies
 
 
@@ -252,22 +242,17 @@ def format_table(report: Dict) -> str:
 
 
 def check_writable(path: Optional[str], flag: str):
+    """Fail before any work when an output path given with `flag` cannot be written."""
     if path:
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise MinillamaError(f"{flag} {path}: directory {directory} does not exist (create it first)")
+        try:
+            data_check_writable(path)
+        except MinillamaError as e:
+            raise MinillamaError(f"{flag}: {e}") from None
 
 
 def write_atomically(path: str, lines: Sequence[str]):
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for line in lines:
-                f.write(line)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    from .generate import write_text_atomically
+    write_text_atomically(path, "".join(lines))
 
 
 def write_report(path: str, report: Dict, records: Optional[Sequence[Dict]] = None):
