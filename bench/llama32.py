@@ -7,7 +7,9 @@ layout, then:
   2. greedy decode tokens/s, batch 1, KV cache, vs transformers' generate;
   3. MMLU-style scoring examples/s: a left-padded batch of ~300-token prompts,
      next-token logits of the last position only.
-Ratios are minillama / transformers (> 1: minillama faster or larger).
+Ratios are minillama / transformers: for seconds and MiB lower is better, for
+tokens/s and examples/s higher is better.  --use-sdpa runs minillama's opt-in
+fused-attention path instead of its hand-written attention.
 
     .venv/bin/python bench/llama32.py                       # CPU, 1B shape, short runs
     .venv/bin/python bench/llama32.py --layers 4            # quicker
@@ -62,7 +64,7 @@ def rss_mb() -> float:
 
 
 # -- 1. load, in a fresh process each -------------------------------------------------------
-def child_load(which: str, path: str, dtype: str, device: str):
+def child_load(which: str, path: str, dtype: str, device: str, use_sdpa: bool = False):
     """Runs in a subprocess: import, then time one load; print JSON."""
     if which == "transformers":
         import transformers  # noqa: F401  (import cost is not load cost)
@@ -70,7 +72,7 @@ def child_load(which: str, path: str, dtype: str, device: str):
     sync(device)
     start = time.perf_counter()
     if which == "minillama":
-        model = load_model(path, dtype=dtype, device=device)
+        model = load_model(path, dtype=dtype, device=device, use_sdpa=use_sdpa)
     else:
         from transformers import AutoModelForCausalLM
         model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], device_map=device)
@@ -88,8 +90,8 @@ def child_load(which: str, path: str, dtype: str, device: str):
 
 
 def measure_load(which: str, path: str, args) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", which, path, "--dtype", args.dtype,
-                          "--device", args.device], capture_output=True, text=True, check=False)
+    cmd = [sys.executable, __file__, "--child", which, path, "--dtype", args.dtype, "--device", args.device]
+    out = subprocess.run(cmd + (["--use-sdpa"] if args.use_sdpa else []), capture_output=True, text=True, check=False)
     if out.returncode:
         raise SystemExit(f"{which} load failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -155,10 +157,11 @@ def main():
     p.add_argument("--mmlu-batch", type=int, default=None, help="scoring batch (cuda 16, cpu 1)")
     p.add_argument("--prompt-len", type=int, default=300, help="MMLU-like prompt length (tokens)")
     p.add_argument("--reps", type=int, default=None, help="timed repetitions after one warm-up (cuda 3, cpu 1)")
+    p.add_argument("--use-sdpa", action="store_true", help="minillama's opt-in fused attention path")
     p.add_argument("--dir", default=None, help="keep the saved checkpoint here (default: a temp dir)")
     args = p.parse_args()
     if args.child:
-        return child_load(args.child[0], args.child[1], args.dtype, args.device)
+        return child_load(args.child[0], args.child[1], args.dtype, args.device, args.use_sdpa)
     gpu = args.device == "cuda"
     for name, on_gpu, on_cpu in (("layers", 16, 2), ("decode_tokens", 128, 8), ("mmlu_batch", 16, 1), ("reps", 3, 1)):
         if getattr(args, name) is None:
@@ -180,12 +183,13 @@ def main():
         size = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path)) / 2**20
         print(f"device {args.device} ({torch.cuda.get_device_name() if args.device == 'cuda' else os.cpu_count()} "
               f"{'' if args.device == 'cuda' else 'CPU threads'}), dtype {args.dtype}, layers {args.layers}, "
+              f"minillama attention {'sdpa' if args.use_sdpa else 'hand-written'}, "
               f"torch {torch.__version__}, transformers {transformers.__version__}")
         print(f"checkpoint: {size:.0f} MiB written in {time.perf_counter() - start:.1f}s")
 
         ours_load, hf_load = measure_load("minillama", path, args), measure_load("transformers", path, args)
         print(f"params {ours_load['params'] / 1e9:.3f}B, loaded dtype {ours_load['dtype']} / {hf_load['dtype']}")
-        print(f"{'metric':34s} {'minillama':>11s} {'transformers':>13s} {'ratio':>7s}")
+        print(f"{'metric':34s} {'minillama':>11s} {'transformers':>13s} {'ratio':>7s}  (minillama / transformers)")
         row = lambda name, a, b: print(f"{name:34s} {a:11.2f} {b:13.2f} {a / b if b else float('nan'):7.2f}")
         row("load seconds", ours_load["seconds"], hf_load["seconds"])
         row("peak RSS MiB, load only", ours_load["rss_loaded_mb"], hf_load["rss_loaded_mb"])
@@ -195,7 +199,7 @@ def main():
         if args.device == "cuda":
             row("load peak GPU MiB", ours_load["gpu_peak_mb"], hf_load["gpu_peak_mb"])
 
-        ours = load_model(path, dtype=args.dtype, device=args.device)
+        ours = load_model(path, dtype=args.dtype, device=args.device, use_sdpa=args.use_sdpa)
         theirs = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=args.device).eval()
         tps_ours, tps_hf, same = decode(ours, theirs, args, config.vocab_size)
         row(f"decode tokens/s (b=1, {args.decode_tokens} new)", tps_ours, tps_hf)
