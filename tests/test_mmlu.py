@@ -266,28 +266,24 @@ def test_cli_option_mmlu_end_to_end(tmp_path, capsys):
 
 
 # -- prefix training on MMLU ----------------------------------------------------------------
-def prefix_mmlu_args(tmp_path, root, ckpt, mode, *extra):
-    from minillama.cli import build_parser
-    argv = ["--option", "prefix", "--task", "mmlu", "--pretrained-model-path", ckpt,
+def prefix_mmlu_argv(tmp_path, root, ckpt, mode, *extra):
+    return ["--option", "prefix", "--task", "mmlu", "--pretrained-model-path", ckpt,
             "--tokenizer", asset("llama2c/tok512.model"), "--norm", "rmsnorm", "--mmlu_dir", root,
             "--epochs", "3", "--lr", "0.05", "--batch_size", "2", "--mmlu_holdout", "0.5", "--weight_decay", "0.01",
             "--prefix_mode", mode, "--prefix_length", "3", "--save_adapter", str(tmp_path / mode),
             "--log_jsonl", str(tmp_path / f"{mode}.jsonl"), "--mmlu_out", str(tmp_path / f"report-{mode}.json"),
             *extra]
-    args = build_parser().parse_args(argv)
-    args.device = torch.device("cpu")  # as cli.main sets it
-    return args
 
 
 @pytest.mark.parametrize("mode", ["prefix", "prompt", "ptuning2"])
 def test_prefix_task_mmlu_end_to_end(tmp_path, mode):
     from minillama.prefix import load_adapter
-    from minillama.tasks.mmlu import run_prefix_mmlu
     root = make_fixture(tmp_path / "mmlu")
     ckpt = str(tmp_path / "tiny.pt")
     save_checkpoint(tiny_model(vocab_size=512, max_seq_len=512), ckpt)
     extra = ["--mmlu_mode", "generate", "--mmlu_new_tokens", "2"] if mode == "prefix" else []
-    report = run_prefix_mmlu(prefix_mmlu_args(tmp_path, root, ckpt, mode, *extra))
+    assert main(prefix_mmlu_argv(tmp_path, root, ckpt, mode, *extra)) == 0  # run_llama.py --option prefix --task mmlu
+    report = json.load(open(tmp_path / f"report-{mode}.json"))
     assert report["data"]["n_train"] == 2 and report["data"]["n_heldout"] == 3 and report["data"]["n_test"] == 5
     losses = [h["train_loss"] for h in report["history"]]
     assert len(losses) == 3 and losses[-1] < losses[0]  # the answer-letter loss goes down
@@ -296,9 +292,9 @@ def test_prefix_task_mmlu_end_to_end(tmp_path, mode):
     modes = ["logits", "generate"] if mode == "prefix" else ["logits"]
     assert {(r["model"], r["mode"]) for r in log if r["event"] == "test"} == \
         {(w, m) for w in ("baseline", "tuned") for m in modes}
-    saved = json.load(open(tmp_path / f"report-{mode}.json"))
+
     for m in modes:
-        assert set(saved["baseline"][m]) >= {"micro_accuracy", "macro_accuracy", "refusal_rate"}
+        assert set(report["baseline"][m]) >= {"micro_accuracy", "macro_accuracy", "refusal_rate"}
     # the prefix changes the letter scores; the saved adapter reproduces the tuned ones
     tok = load_tokenizer(asset("llama2c/tok512.model"))
     qs = mmlu_data.flatten(mmlu_data.load_split(root, "test"))
@@ -308,17 +304,17 @@ def test_prefix_task_mmlu_end_to_end(tmp_path, mode):
     before = mmlu.score_logits(base, prompts, ids, tok.pad_id, progress=False)
     after = mmlu.score_logits(load_adapter(base, str(tmp_path / mode)), prompts, ids, tok.pad_id, progress=False)
     assert (before - after).abs().max() > 1e-3
-    assert saved["tuned"]["logits"]["correct"] == sum(
+    assert report["tuned"]["logits"]["correct"] == sum(
         "ABCD"[i] == q.answer for i, q in zip(after.argmax(-1).tolist(), qs))
     # --load_adapter: no training, the saved prefix evaluated against the baseline
-    again = run_prefix_mmlu(prefix_mmlu_args(tmp_path, root, ckpt, mode, "--load_adapter", str(tmp_path / mode),
-                                             "--epochs", "1"))
-    assert again["history"] == [] and again["tuned"]["logits"]["correct"] == saved["tuned"]["logits"]["correct"]
+    assert main(prefix_mmlu_argv(tmp_path, root, ckpt, mode, "--load_adapter", str(tmp_path / mode))) == 0
+    again = json.load(open(tmp_path / f"report-{mode}.json"))
+    assert again["history"] == [] and again["tuned"]["logits"]["correct"] == report["tuned"]["logits"]["correct"]
     out = str(tmp_path / "eval.json")  # --option mmlu evaluates the adapter too
     assert main(["--option", "mmlu", "--pretrained-model-path", ckpt, "--tokenizer", asset("llama2c/tok512.model"),
                  "--norm", "rmsnorm", "--mmlu_dir", root, "--load_adapter", str(tmp_path / mode),
                  "--mmlu_out", out]) == 0
-    assert json.load(open(out))["correct"] == saved["tuned"]["logits"]["correct"]
+    assert json.load(open(out))["correct"] == report["tuned"]["logits"]["correct"]
 
 
 def test_holdout_split_is_per_subject_disjoint_and_seeded():
