@@ -292,7 +292,6 @@ def test_prefix_task_mmlu_end_to_end(tmp_path, mode):
     modes = ["logits", "generate"] if mode == "prefix" else ["logits"]
     assert {(r["model"], r["mode"]) for r in log if r["event"] == "test"} == \
         {(w, m) for w in ("baseline", "tuned") for m in modes}
-
     for m in modes:
         assert set(report["baseline"][m]) >= {"micro_accuracy", "macro_accuracy", "refusal_rate"}
     # the prefix changes the letter scores; the saved adapter reproduces the tuned ones
