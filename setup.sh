@@ -125,7 +125,9 @@ setup_venv() {
         return 0
     fi
     say "installing requirements-dev.txt into .venv (torch is large: this can take minutes)"
-    "$VENV/bin/python" -m pip install -r requirements-dev.txt \
+    # --no-compile: byte-compiling all of torch/transformers up front costs about a minute
+    # of CPU; Python compiles the modules actually imported on first use instead.
+    "$VENV/bin/python" -m pip install --no-compile -r requirements-dev.txt \
         || die "pip install -r requirements-dev.txt failed (see above). For a GPU build of torch, install it first: .venv/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu130"
     printf '%s\n' "$want" > "$stamp"
 }
