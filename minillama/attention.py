@@ -149,7 +149,8 @@ class Attention(nn.Module):
         scores = torch.matmul(q, k.unsqueeze(2).transpose(-1, -2)) / math.sqrt(hd)  # [B, KV, G, T, S]
         scores = scores + bias.to(scores.dtype)
         probs = torch.softmax(scores.float(), dim=-1).type_as(q)
-        probs = F.dropout(probs, p=self.dropout, training=self.training)
+        if self.training and self.dropout > 0:
+            probs = F.dropout(probs, p=self.dropout)
         out = torch.matmul(probs, v.unsqueeze(2))  # [B, KV, G, T, hd]
         return out.reshape(B, H, T, hd)
 

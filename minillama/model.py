@@ -33,7 +33,8 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, T, dim] -> [B, T, dim]"""
-        return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+        out = self.w2(F.silu(self.w1(x)) * self.w3(x))
+        return self.dropout(out) if self.training else out  # eval: skip a no-op module call (decode speed)
 
 
 class TransformerBlock(nn.Module):
@@ -48,7 +49,8 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x, cos, sin, bias, cache=None):
         """x: [B, T, dim] -> [B, T, dim]"""
-        h = x + self.resid_dropout(self.attention(self.attention_norm(x), cos, sin, bias, cache, self.layer_id))
+        attn = self.attention(self.attention_norm(x), cos, sin, bias, cache, self.layer_id)
+        h = x + (self.resid_dropout(attn) if self.training else attn)
         return h + self.feed_forward(self.ffn_norm(h))
 
 

@@ -61,11 +61,12 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
     x: [B, T, H, head_dim]; cos, sin: [B or 1, T, head_dim/2] (the table rows of
     each token's position).  Returns x's shape and dtype; computes in float32."""
-    x_pairs = x.float().reshape(*x.shape[:-1], -1, 2)  # [B, T, H, hd/2, 2]
-    x_even, x_odd = x_pairs[..., 0], x_pairs[..., 1]
-    cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)  # broadcast over heads
-    out = torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1)
-    return out.flatten(-2).type_as(x)
+    # (x_even + i x_odd) * (cos + i sin) is the rotation, written as one complex
+    # product: the same arithmetic as the explicit two-line form, in half the
+    # kernel launches (this runs twice per layer per decoded token).
+    x_pairs = torch.view_as_complex(x.float().contiguous().view(*x.shape[:-1], -1, 2))  # [B, T, H, hd/2]
+    rotation = torch.complex(cos, sin).unsqueeze(2)  # broadcast over heads
+    return torch.view_as_real(x_pairs * rotation).flatten(-2).type_as(x)
 
 
 def apply_rotary_emb(query: torch.Tensor, key: torch.Tensor, head_dim: int, max_seq_len: int,
