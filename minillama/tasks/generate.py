@@ -62,9 +62,12 @@ def load_model_and_tokenizer(args):
         raise MinillamaError(
             f"tokenizer not found: {tokenizer_path} (./setup.sh puts the Llama 2 tokenizer.model into the "
             "repository root; or pass --tokenizer PATH)")
+    tokenizer = load_tokenizer(tokenizer_path)  # first: it is cheap, and a wrong one fails before a big load
+    if getattr(args, "chat", False) and not hasattr(tokenizer, "format_chat"):
+        raise MinillamaError(f"--chat needs a Llama 3 tokenizer with a chat format; {tokenizer_path} is a "
+                             f"{tokenizer.family} tokenizer: drop --chat or use a Llama 3.2 Instruct directory")
     model = load_model(model_path, norm=args.norm, device=args.device, dtype=args.dtype,
                        use_sdpa=getattr(args, "use_sdpa", False))
-    tokenizer = load_tokenizer(tokenizer_path)
     check_vocab_match(model, tokenizer, model_path, tokenizer_path)
     return model, tokenizer
 
