@@ -60,7 +60,7 @@ def resolve_tokenizer_path(path: str) -> str:
         raise MinillamaError(f"{path}: no tokenizer.model or original/tokenizer.model in this directory")
     if not os.path.isfile(path):
         raise MinillamaError(f"tokenizer not found: {path} (run ./setup.sh, which puts the Llama 2 "
-                             "tokenizer at assets/tokenizer.model, or pass --tokenizer)")
+                             "tokenizer at ./tokenizer.model in the repository root, or pass --tokenizer)")
     return path
 
 
