@@ -22,6 +22,7 @@ import torch
 
 from .config import LlamaConfig
 from .errors import MinillamaError
+from .files import atomic_write
 
 BIN_HEADER = struct.Struct("<7i")
 ORIG_MOD_PREFIX = "_orig_mod."
@@ -130,7 +131,12 @@ def save_llama2c_bin(model, path: str):
         parts.append(sd["output.weight"])
     header = BIN_HEADER.pack(c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads,
                              c.vocab_size if shared else -c.vocab_size, c.max_seq_len)
-    _atomic_write(path, lambda f: (f.write(header), [f.write(p.detach().float().cpu().contiguous().numpy().tobytes()) for p in parts]))
+    def write(tmp: str):
+        with open(tmp, "wb") as f:
+            f.write(header)
+            for part in parts:
+                f.write(part.detach().float().cpu().contiguous().numpy().tobytes())
+    atomic_write(path, write)
 
 
 # -- llama2.c .pt -----------------------------------------------------------------
@@ -163,25 +169,10 @@ def save_llama2c_pt(model, path: str):
                       vocab_size=c.vocab_size, multiple_of=c.multiple_of, max_seq_len=c.max_seq_len,
                       hidden_dim=c.hidden_dim, norm_eps=c.norm_eps, dropout=0.0)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(path, lambda f: torch.save({"model_args": model_args, "model": state}, f))
+    atomic_write(path, lambda tmp: torch.save({"model_args": model_args, "model": state}, tmp))
 
 
 # -- shared helpers -------------------------------------------------------------------
-def _atomic_write(path: str, write):
-    """Write through a temporary file and rename, so a failure leaves no partial file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise MinillamaError(f"cannot write {path}: directory {directory} does not exist")
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def read_checkpoint(path: str, dtype: Optional[torch.dtype] = None) -> Tuple[LlamaConfig, Dict[str, torch.Tensor]]:
     """(config, state_dict) for any supported format."""
     fmt = detect_format(path)

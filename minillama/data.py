@@ -19,6 +19,7 @@ from typing import Iterator, List, Optional, Sequence
 import torch
 
 from .errors import MinillamaError
+from .files import atomic_write_text, check_writable  # noqa: F401  (check_writable: used by the tasks)
 
 SEPARATOR = " ||| "
 
@@ -163,24 +164,7 @@ def load_split(path: str, tokenizer, num_labels: int, max_len: Optional[int] = N
 
 
 # -- writing -------------------------------------------------------------------------------
-def check_writable(path: str):
-    """Fail before any work when an output file cannot be created."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise MinillamaError(f"cannot write {path}: directory {directory} does not exist (create it first)")
-    if os.path.isdir(path):
-        raise MinillamaError(f"cannot write {path}: it is a directory")
-
-
 def write_predictions(path: str, predictions: Sequence[int], sentences: Sequence[str]):
     """`PRED ||| SENTENCE` lines in input order, written to a temporary file then renamed."""
-    check_writable(path)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for pred, sentence in zip(predictions, sentences):
-                f.write(f"{int(pred)}{SEPARATOR}{sentence}\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write_text(path, "".join(f"{int(pred)}{SEPARATOR}{sentence}\n"
+                                    for pred, sentence in zip(predictions, sentences)))

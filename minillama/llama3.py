@@ -39,6 +39,7 @@ import torch
 
 from .config import LlamaConfig, RopeScaling
 from .errors import MinillamaError
+from .files import atomic_write
 
 HF_CONFIG = "config.json"
 HF_WEIGHTS = "model.safetensors"
@@ -300,22 +301,11 @@ def read_llama3_dir(path: str, fmt: str, dtype: Optional[torch.dtype] = None
 
 
 # -- writers -----------------------------------------------------------------------------
-def _write_atomic(path: str, write):
-    """Write through path.tmp and rename: an interrupted save leaves no half file."""
-    tmp = path + ".tmp"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _write_json(path: str, data: dict):
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2)
-    _write_atomic(path, write)
+    atomic_write(path, write)
 
 
 def _rope_dict(c: LlamaConfig) -> Optional[dict]:
@@ -356,7 +346,7 @@ def save_hf_dir(model, path: str):
               "hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
               "torch_dtype": str(dtype).replace("torch.", ""),
               "bos_token_id": 128000, "eos_token_id": 128001}
-    _write_atomic(os.path.join(path, HF_WEIGHTS), lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write(os.path.join(path, HF_WEIGHTS), lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     _write_json(os.path.join(path, HF_CONFIG), config)
 
 
@@ -377,7 +367,7 @@ def save_meta_dir(model, path: str):
             params["rope_low_freq_factor"] = s.low_freq_factor
         if s.original_max_position_embeddings != d.original_max_position_embeddings:
             params["rope_original_max_position_embeddings"] = s.original_max_position_embeddings
-    _write_atomic(os.path.join(path, META_WEIGHTS), lambda tmp: torch.save(state, tmp))
+    atomic_write(os.path.join(path, META_WEIGHTS), lambda tmp: torch.save(state, tmp))
     _write_json(os.path.join(path, META_PARAMS), params)
 
 

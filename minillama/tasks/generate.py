@@ -21,6 +21,7 @@ from typing import Dict, List
 import torch
 
 from ..errors import MinillamaError
+from ..files import atomic_write_text
 from ..loading import check_vocab_match, default_tokenizer_path, load_model
 from ..sampling import check_sampling_args
 from ..tokenizer import load_tokenizer
@@ -101,17 +102,6 @@ def continue_prompt(model, tokenizer, prompt_ids: List[int], temperature: float,
     return strip_stop(y[0, len(prompt_ids):].tolist(), tokenizer.stop_ids)
 
 
-def write_text_atomically(path: str, text: str):
-    tmp = f"{path}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def run(args):
     temps = temperatures(args)
     outputs = [output_path(args, t) for t in temps]
@@ -133,5 +123,5 @@ def run(args):
         print(texts[path])
         print("---------------")
     for path, text in texts.items():
-        write_text_atomically(path, text)
+        atomic_write_text(path, text)
         print(f"Wrote generated sentence to {path}.")

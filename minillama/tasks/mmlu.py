@@ -30,8 +30,9 @@ from tqdm import tqdm
 
 from .. import mmlu_data
 from ..data import Split, pad_batch
-from ..data import check_writable as data_check_writable
 from ..errors import MinillamaError
+from ..files import atomic_write_text, check_writable
+from ..train import autocast
 from ..mmlu_data import LETTERS, Question
 
 DEFAULT_NEW_TOKENS = 10  # room for "The answer is (B)." and similar
@@ -119,11 +120,6 @@ def length_sorted_batches(prompts: Sequence[Sequence[int]], batch_size: int) -> 
     return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
 
 
-def _autocast(device, enabled: bool):
-    from ..train import autocast
-    return autocast(device, enabled)
-
-
 # -- scoring: logits ----------------------------------------------------------------------
 class LetterClassifier(nn.Module):
     """scores [B, 4] = the backbone's next-token logits of the four letter tokens
@@ -154,7 +150,7 @@ def score_logits(model: nn.Module, prompts: Sequence[Sequence[int]], letter_ids:
     scores = torch.empty(len(prompts), len(letter_ids))
     for idx in tqdm(length_sorted_batches(prompts, batch_size), desc="mmlu", disable=not progress, leave=False):
         ids, mask = pad_batch([prompts[i] for i in idx], pad_id)  # right-padded, as the classifier expects
-        with _autocast(device, bf16):
+        with autocast(device, bf16):
             scores[idx] = classifier(ids.to(device), mask.to(device)).cpu()
     return scores
 
@@ -195,7 +191,7 @@ def generate_replies(model: nn.Module, tokenizer, prompts: Sequence[Sequence[int
     for idx in tqdm(length_sorted_batches(prompts, batch_size), desc="mmlu generate", disable=not progress,
                     leave=False):
         ids, mask = pad_left([prompts[i] for i in idx], tokenizer.pad_id)
-        with _autocast(device, bf16):
+        with autocast(device, bf16):
             out = generate(model, ids.to(device), max_new_tokens, temperature=0.0, eos_id=tokenizer.stop_ids,
                            attention_mask=mask.to(device))
         for row, i in enumerate(idx):
@@ -241,27 +237,13 @@ def format_table(report: Dict) -> str:
     return "\n".join(lines)
 
 
-def check_writable(path: Optional[str], flag: str):
-    """Fail before any work when an output path given with `flag` cannot be written."""
-    if path:
-        try:
-            data_check_writable(path)
-        except MinillamaError as e:
-            raise MinillamaError(f"{flag}: {e}") from None
-
-
-def write_atomically(path: str, lines: Sequence[str]):
-    from .generate import write_text_atomically
-    write_text_atomically(path, "".join(lines))
-
-
 def write_report(path: str, report: Dict, records: Optional[Sequence[Dict]] = None):
     """A .jsonl path: one line per question, then {"summary": report}; else one JSON document."""
     if path.endswith(".jsonl"):
         lines = [json.dumps(r) + "\n" for r in (records or [])] + [json.dumps({"summary": report}) + "\n"]
     else:
         lines = [json.dumps(report, indent=1) + "\n"]
-    write_atomically(path, lines)
+    atomic_write_text(path, "".join(lines))
 
 
 # -- evaluation -------------------------------------------------------------------------
@@ -486,7 +468,7 @@ def run_prefix_mmlu(args):
                **{k: v for k, v in results[which][mode].items() if k != "subjects"}}
               for which in results for mode in modes]
     if getattr(args, "log_jsonl", None):
-        write_atomically(args.log_jsonl, [json.dumps(r) + "\n" for r in epochs + finals])
+        atomic_write_text(args.log_jsonl, "".join(json.dumps(r) + "\n" for r in epochs + finals))
     report = {"model": args.pretrained_model_path, "prefix_mode": backbone.mode, "prefix_length": backbone.length,
               "trainable_parameters": counts["trainable"],
               "data": {"train": "val minus held-out", "n_train": len(train_q), "n_heldout": len(held_q),

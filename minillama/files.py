@@ -1,0 +1,47 @@
+"""Writing output files safely: check first, then write through a temporary file.
+
+Every output of minillama (predictions, generated text, reports, checkpoints,
+adapters) goes through `atomic_write`, so a crash or a user mistake never
+leaves a half-written file behind, and `check_writable` runs before any long
+work so a bad output path fails in the first second, not after training.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional
+
+from .errors import MinillamaError
+
+
+def check_writable(path: Optional[str], flag: Optional[str] = None):
+    """Raise MinillamaError when `path` cannot be created (missing directory, or a
+    directory); `flag` names the option it came from.  None (no output asked for) passes."""
+    if not path:
+        return
+    where = f"{flag}: " if flag else ""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise MinillamaError(f"{where}cannot write {path}: directory {directory} does not exist (create it first)")
+    if os.path.isdir(path):
+        raise MinillamaError(f"{where}cannot write {path}: it is a directory")
+
+
+def atomic_write(path: str, write: Callable[[str], None]):
+    """Call write(tmp_path) to produce the file, then rename it to `path`.
+    On any failure the temporary file is removed and `path` is untouched."""
+    check_writable(path)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_text(path: str, text: str):
+    """Write a UTF-8 text file atomically."""
+    def write(tmp: str):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    atomic_write(path, write)
