@@ -56,8 +56,52 @@ def build_lora(model, num_labels, args):
     return HeadClassifier(model, model.config.dim, num_labels, dropout=0.3)
 
 
-# name -> (builder, lr): the prefix helper adds prefix / prompt / ptuning2 / peft-prefix here
-METHODS = {"finetune": (build_finetune, 2e-5), "lora": (build_lora, 2e-5)}
+def prefix_builder(mode):
+    def build(model, num_labels, args):
+        from minillama.prefix import PrefixModel
+        return HeadClassifier(PrefixModel(model, mode, 10, prefix_hidden=512), model.config.dim, num_labels,
+                              dropout=0.3)
+    return build
+
+
+class PeftPrefixClassifier(torch.nn.Module):
+    """peft prefix tuning on a transformers LlamaForCausalLM of the same shape, with the
+    same classification loss: a head on the last token's final hidden state.  logits_to_keep=1
+    spares the [B, T, vocab] projection, as minillama's last_only does."""
+
+    def __init__(self, num_labels, projection: bool):
+        super().__init__()
+        from peft import PrefixTuningConfig, TaskType, get_peft_model
+        from transformers import LlamaConfig as HFConfig, LlamaForCausalLM
+        c = LlamaConfig(**STORIES42M)
+        hf = LlamaForCausalLM(HFConfig(hidden_size=c.dim, intermediate_size=c.hidden_dim,
+                                       num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads,
+                                       num_key_value_heads=c.n_kv_heads, vocab_size=c.vocab_size,
+                                       max_position_embeddings=c.max_seq_len, tie_word_embeddings=False))
+        cfg = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=10,
+                                 prefix_projection=projection, encoder_hidden_size=512)
+        self.model = get_peft_model(hf, cfg)
+        self.head = torch.nn.Linear(c.dim, num_labels)
+        self.dropout = torch.nn.Dropout(0.3)
+        self.attn = hf.config._attn_implementation
+
+    def forward(self, input_ids, attention_mask):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
+                         logits_to_keep=1)
+        return self.head(self.dropout(out.hidden_states[-1][:, -1]))  # the bench's rows are unpadded
+
+
+# name -> (builder, lr).  prefix = Li & Liang with the MLP reparameterization (as minillama trains it);
+# peft_prefix = peft's PrefixTuningConfig default (prefix_projection=False: keys/values trained directly,
+# the same computation as ptuning2); peft_prefix_proj = prefix_projection=True (an MLP of width 512, as prefix).
+METHODS = {"finetune": (build_finetune, 2e-5), "lora": (build_lora, 2e-5),
+           "prefix": (prefix_builder("prefix"), 1e-2), "prompt": (prefix_builder("prompt"), 1e-2),
+           "ptuning2": (prefix_builder("ptuning2"), 1e-2),
+           "peft_prefix": (lambda model, k, args: PeftPrefixClassifier(k, projection=False), 1e-2),
+           "peft_prefix_proj": (lambda model, k, args: PeftPrefixClassifier(k, projection=True), 1e-2)}
+# ratios printed at the end: (numerator, denominator, target)
+TARGETS = [("prefix", "finetune", "<= 0.67"), ("ptuning2", "finetune", "<= 0.67"), ("prompt", "finetune", None),
+           ("peft_prefix", "ptuning2", ">= 1.2"), ("peft_prefix_proj", "prefix", ">= 1.2")]
 
 
 def max_rss_bytes() -> int:
@@ -69,10 +113,14 @@ def measure(method: str, scenario: str, args) -> dict:
     """Runs in a fresh process: build, warm up, time args.steps steps."""
     device = torch.device(args.device)
     batch, tokens = SCENARIOS[scenario]
+    batch, tokens = args.batch or batch, args.seq or tokens
     num_labels = 5 if scenario == "sst" else 2
     torch.manual_seed(0)
-    model = Llama(LlamaConfig(**STORIES42M)).to(device)
+    model = Llama(LlamaConfig(**STORIES42M, use_sdpa=args.use_sdpa)).to(device)
     builder, lr = METHODS[method]
+    if method.startswith("peft"):
+        del model  # peft builds its own transformers model
+        model = None
     clf = builder(model, num_labels, args).to(device).train()
     trainable, total = count_parameters(clf)
     opt = make_optimizer(clf, TrainConfig(lr=lr))
@@ -104,7 +152,7 @@ def measure(method: str, scenario: str, args) -> dict:
     seconds = (time.perf_counter() - start) / args.steps
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda" else max_rss_bytes()) - base
     return dict(method=method, scenario=scenario, batch=batch, tokens=tokens, trainable=trainable, total=total,
-                seconds=seconds, peak_mib=peak / 2**20)
+                seconds=seconds, peak_mib=peak / 2**20, attn=getattr(clf, "attn", "minillama"))
 
 
 def main():
@@ -115,6 +163,9 @@ def main():
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--use_sdpa", action="store_true", help="minillama models use torch's fused attention")
+    p.add_argument("--batch", type=int, default=None, help="override every scenario's batch size")
+    p.add_argument("--seq", type=int, default=None, help="override every scenario's sequence length")
     p.add_argument("--child", nargs=2, metavar=("METHOD", "SCENARIO"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.threads:
@@ -131,6 +182,8 @@ def main():
         for method in methods:
             cmd = [sys.executable, os.path.abspath(__file__), "--child", method, scenario, "--device", args.device,
                    "--steps", str(args.steps)] + (["--bf16"] if args.bf16 else []) + \
+                  (["--use_sdpa"] if args.use_sdpa else []) + \
+                  (["--batch", str(args.batch)] if args.batch else []) + (["--seq", str(args.seq)] if args.seq else []) + \
                   (["--threads", str(args.threads)] if args.threads else [])
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             r = json.loads(out.strip().splitlines()[-1])
@@ -144,6 +197,18 @@ def main():
             a, b = rows[method, scenario], rows[base, scenario]
             print(f"{scenario}: {method}/{base}  time x{a['seconds'] / b['seconds']:.2f}  "
                   f"peak memory x{a['peak_mib'] / max(b['peak_mib'], 1e-9):.2f}")
+    for num, den, target in TARGETS:
+        for scenario in scenarios:
+            if (num, scenario) in rows and (den, scenario) in rows:
+                a, b = rows[num, scenario], rows[den, scenario]
+                note = f"  (target {target})" if target else ""
+                print(f"{scenario}: {num}/{den}  time x{a['seconds'] / b['seconds']:.2f}  "
+                      f"peak memory x{a['peak_mib'] / max(b['peak_mib'], 1e-9):.2f}{note}")
+    if any(m.startswith("peft") for m in methods):
+        print("peft: PrefixTuningConfig(task_type=CAUSAL_LM, num_virtual_tokens=10); peft_prefix has "
+              "prefix_projection=False (peft's default), peft_prefix_proj has prefix_projection=True, "
+              "encoder_hidden_size=512; transformers attention: "
+              + str(rows.get(("peft_prefix", scenarios[0]), {}).get("attn", "?")))
     if "sst" in scenarios and "cfimdb" in scenarios and {"finetune", "lora"} <= set(methods):
         a, b = rows["lora", "cfimdb"], rows["finetune", "sst"]
         print(f"course settings: lora CFIMDB (10x512) / finetune SST (80x64)  time x{a['seconds'] / b['seconds']:.2f}  "

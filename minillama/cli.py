@@ -30,6 +30,8 @@ OPTIONS = {
 DEFAULT_CHECKPOINT = "stories42M.pt"      # where setup.sh puts it (the course's default)
 from .loading import DEFAULT_LLAMA2_TOKENIZER as DEFAULT_TOKENIZER  # noqa: E402
 DEFAULT_MMLU_DIR = os.path.join("data", "mmlu")
+DEFAULT_LR = 2e-5         # the course's (full finetuning)
+DEFAULT_PREFIX_LR = 1e-2  # a few thousand free parameters take far larger steps (bench/accuracy.py)
 
 
 def positive_int(text: str) -> int:
@@ -87,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = p.add_argument_group("training")
     t.add_argument("--batch_size", type=positive_int, default=8)
     t.add_argument("--epochs", type=positive_int, default=5)
-    t.add_argument("--lr", type=float, default=2e-5)
+    t.add_argument("--lr", type=float, default=None,
+                   help=f"learning rate (default {DEFAULT_LR}; --option prefix: {DEFAULT_PREFIX_LR})")
     t.add_argument("--weight_decay", type=float, default=0.0)
     t.add_argument("--hidden_dropout_prob", type=float, default=0.3)
     t.add_argument("--patience", type=int, default=None, help="early stopping: epochs without dev improvement")
@@ -98,6 +101,26 @@ def build_parser() -> argparse.ArgumentParser:
     l.add_argument("--lora_alpha", type=float, default=1.0)
     l.add_argument("--lora_dropout", type=float, default=0.0)
     l.add_argument("--lora_targets", type=str, default="wq,wv", help="comma-separated projections: wq,wk,wv,wo,w1,w2,w3")
+    # prefix family (--option prefix; defaults from bench/accuracy.py on stories260K, see README)
+    x = p.add_argument_group("prefix")
+    x.add_argument("--prefix_mode", type=str, default="prefix", choices=["prefix", "prompt", "ptuning2"],
+                   help="prefix: per-layer keys/values via an MLP (Li & Liang); prompt: input embeddings "
+                        "(Lester et al.); ptuning2: per-layer keys/values trained directly")
+    x.add_argument("--prefix_length", type=int, default=10, help="number of virtual tokens")
+    x.add_argument("--prefix_hidden", type=int, default=512, help="width of the reparameterization MLP")
+    x.add_argument("--no_reparam", action="store_true", help="mode prefix: train the keys/values directly")
+    x.add_argument("--prefix_init", type=str, default="random", choices=["random", "vocab", "text"])
+    x.add_argument("--prefix_init_text", type=str, default=None, help="text whose tokens start the prefix")
+    x.add_argument("--prefix_head", type=str, default=None, choices=["cls", "verbalizer"],
+                   help="cls: linear head on the last token; verbalizer: LM head scores the label names "
+                        "after the course prompt (default: per mode, see README)")
+    x.add_argument("--save_adapter", type=str, default=None,
+                   help="write the trained prefix to PATH.safetensors + PATH.json "
+                        "(classification default: <dataset>-prefix-adapter)")
+    x.add_argument("--load_adapter", type=str, nargs="+", default=None, metavar="PATH",
+                   help="evaluate saved adapter(s) without training; with two, see --interpolate")
+    x.add_argument("--interpolate", type=float, default=None, metavar="ALPHA",
+                   help="with two --load_adapter: evaluate alpha*A + (1-alpha)*B")
     # mmlu (--option mmlu; --option prefix --task mmlu)
     m = p.add_argument_group("mmlu")
     m.add_argument("--task", type=str, default="classify", choices=["classify", "mmlu"],
@@ -134,10 +157,18 @@ def choose_device(use_gpu: bool) -> torch.device:
     return torch.device("cpu")
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """The flags, with the per-option defaults filled in and args.device set."""
     args = build_parser().parse_args(argv)
-    seed_everything(args.seed)
+    if args.lr is None:
+        args.lr = DEFAULT_PREFIX_LR if args.option == "prefix" else DEFAULT_LR
     args.device = choose_device(args.use_gpu)
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    seed_everything(args.seed)
     try:
         task = importlib.import_module(f"minillama.tasks.{OPTIONS[args.option]}")
         task.run(args)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -123,9 +123,14 @@ class VerbalizerClassifier(nn.Module):
 class OptionSpec:
     word: str      # in the default output names: <dataset>-dev-<word>-output.txt
     build: Callable  # (args, model, tokenizer, label_names) -> classifier module
-    trains: bool   # run the training loop before predicting
-    prompt: bool   # append the course prompt to every sentence
-    before_predict: Optional[Callable] = None  # (classifier) -> None, e.g. merge LoRA weights
+    trains: Union[bool, Callable]  # run the training loop before predicting (or: (args) -> bool)
+    prompt: Union[bool, Callable]  # append the course prompt to every sentence (or: (args, classifier) -> bool)
+    before_predict: Optional[Callable] = None  # (classifier, args, label_names) -> None, e.g. merge LoRA weights
+    check: Optional[Callable] = None  # (args) -> None: the option's own flag checks
+
+
+def option_trains(spec: OptionSpec, args) -> bool:
+    return spec.trains(args) if callable(spec.trains) else spec.trains
 
 
 def build_prompt(args, model, tokenizer, label_names):
@@ -151,16 +156,137 @@ def build_lora(args, model, tokenizer, label_names):
     return HeadClassifier(model, model.config.dim, len(label_names), args.hidden_dropout_prob)
 
 
+# -- the prefix family (--option prefix) ----------------------------------------------------
+# Defaults from bench/accuracy.py on stories260K (see README): the verbalizer keeps the
+# whole task in the prefix and beats a fresh head when the training set is small.
+DEFAULT_PREFIX_HEAD = "verbalizer"
+
+
+def prefix_head(args) -> str:
+    return args.prefix_head or DEFAULT_PREFIX_HEAD
+
+
+def prefix_trains(args) -> bool:
+    """--load_adapter evaluates saved prefixes; otherwise a new one trains."""
+    return not getattr(args, "load_adapter", None)
+
+
+def reads_course_prompt(args, classifier) -> bool:
+    """The verbalizer scores the label names as the continuation of the course prompt."""
+    return isinstance(classifier, VerbalizerClassifier)
+
+
+def default_adapter_path(args) -> str:
+    """<dataset>-prefix-adapter next to the dev output."""
+    dev_out, _ = output_paths(args, OPTIONS["prefix"].word)
+    return os.path.join(os.path.dirname(dev_out), f"{dataset_name(args.train)}-prefix-adapter")
+
+
+def check_prefix_args(args):
+    if getattr(args, "load_adapter", None):
+        n = len(args.load_adapter)
+        if n > 2 or (n == 2) != (args.interpolate is not None):
+            raise MinillamaError("--load_adapter takes one adapter, or two with --interpolate ALPHA "
+                                 f"(got {n} adapter(s){'' if args.interpolate is None else ' and --interpolate'})")
+        for path in args.load_adapter:
+            for suffix in (".json", ".safetensors"):
+                if not os.path.isfile(path + suffix):
+                    raise MinillamaError(f"adapter file {path + suffix} not found: pass the --save_adapter "
+                                         "path of a trained prefix (without the extension)")
+        return
+    if args.interpolate is not None:
+        raise MinillamaError("--interpolate needs two adapters: --load_adapter A B --interpolate ALPHA")
+    if args.prefix_length <= 0:
+        raise MinillamaError(f"--prefix_length must be >= 1 to train a prefix, got {args.prefix_length} "
+                             "(length 0 is the frozen model alone: --option prompt evaluates it)")
+    if args.prefix_hidden <= 0:
+        raise MinillamaError(f"--prefix_hidden must be a positive width, got {args.prefix_hidden}")
+    if args.prefix_init == "text" and not args.prefix_init_text:
+        raise MinillamaError("--prefix_init text needs --prefix_init_text \"some words\"")
+
+
+def label_ids(tokenizer, label_names) -> List[List[int]]:
+    """Each label name's tokens, encoded as the course's prompting does."""
+    return [tokenizer.encode(name, bos=False) for name in label_names]
+
+
+def prefix_classifier(args, backbone, tokenizer, label_names, head: str, head_state=None) -> nn.Module:
+    if head == "verbalizer":
+        return VerbalizerClassifier(backbone, label_ids(tokenizer, label_names))
+    clf = HeadClassifier(backbone, backbone.config.dim, len(label_names), args.hidden_dropout_prob)
+    if head_state:
+        if head_state["weight"].shape[0] != len(label_names):
+            raise MinillamaError(f"the adapter's head has {head_state['weight'].shape[0]} labels but "
+                                 f"{args.label_names} names {len(label_names)}: use the adapter's data set")
+        clf.head.load_state_dict(head_state)
+    return clf
+
+
+def loaded_prefix(args, model, tokenizer, label_names):
+    """--load_adapter A [B --interpolate ALPHA]: the saved prefix (and head), frozen."""
+    from ..prefix import interpolate, load_adapter
+    adapters = [load_adapter(model, path) for path in args.load_adapter]
+    heads = [a.head_state for a in adapters]
+    if len({bool(h) for h in heads}) != 1:
+        raise MinillamaError("cannot interpolate an adapter with a cls head and one without (verbalizer)")
+    backbone, head_state = adapters[0], heads[0]
+    if len(adapters) == 2:
+        backbone = interpolate(adapters[0], adapters[1], args.interpolate)
+        if head_state:
+            head_state = {k: args.interpolate * heads[0][k] + (1 - args.interpolate) * heads[1][k] for k in head_state}
+        print(f"prefix: {args.interpolate} x {args.load_adapter[0]} + {1 - args.interpolate:g} x {args.load_adapter[1]}")
+    saved_names = adapters[0].adapter_meta.get("label_names")
+    if saved_names and saved_names != label_names:
+        print(f"note: the adapter was trained with label names {saved_names}, evaluating with {label_names}")
+    backbone.requires_grad_(False)
+    print(f"load adapter {', '.join(args.load_adapter)}: {backbone.mode}, length {backbone.length}, "
+          f"head {'cls' if head_state else 'verbalizer'}")
+    return prefix_classifier(args, backbone, tokenizer, label_names, "cls" if head_state else "verbalizer", head_state)
+
+
 def build_prefix(args, model, tokenizer, label_names):
-    # The prefix-tuning helper replaces this builder (prefix tuning, prompt tuning, P-tuning v2).
-    raise MinillamaError("--option prefix is not available yet")
+    """Frozen base + a trainable prefix (--prefix_mode), read by a cls head or the verbalizer."""
+    from ..prefix import PrefixModel, parameter_counts
+    if not prefix_trains(args):
+        return loaded_prefix(args, model, tokenizer, label_names)
+    backbone = PrefixModel(model, args.prefix_mode, args.prefix_length,
+                           reparam=False if args.no_reparam else None, prefix_hidden=args.prefix_hidden,
+                           init=args.prefix_init, init_text=args.prefix_init_text, tokenizer=tokenizer)
+    classifier = prefix_classifier(args, backbone, tokenizer, label_names, prefix_head(args))
+    counts = parameter_counts(backbone)
+    head = sum(p.numel() for p in getattr(classifier, "head", nn.Identity()).parameters())
+    reparam = f", reparameterized by a {args.prefix_hidden}-wide MLP" if backbone.reparam else ""
+    print(f"prefix: mode {backbone.mode}, length {backbone.length}{reparam}, head {prefix_head(args)}: "
+          f"{counts['trainable'] + head:,} trainable parameters ({counts['trainable']:,} prefix + {head:,} head) "
+          f"= {100 * (counts['trainable'] + head) / counts['base']:.4f}% of the model's {counts['base']:,}")
+    return classifier
+
+
+def finish_prefix(classifier, args, label_names):
+    """After training: fold the MLP away (keeping P only) and save the adapter."""
+    from ..prefix import parameter_counts, save_adapter
+    backbone = classifier.backbone
+    if not prefix_trains(args):
+        return
+    backbone.fold()
+    path = args.save_adapter or default_adapter_path(args)
+    head_state = classifier.head.state_dict() if isinstance(classifier, HeadClassifier) else None
+    nbytes = save_adapter(backbone, path, label_names, head_state,
+                          extra={"prefix_head": "cls" if head_state else "verbalizer"})
+    counts = parameter_counts(backbone)
+    model_bytes = sum(p.numel() * p.element_size() for p in backbone.base.parameters())
+    print(f"folded prefix: {counts['trainable']:,} parameters ({100 * counts['share']:.4f}% of the model); "
+          f"saved adapter {path}.safetensors/.json: {nbytes:,} bytes vs {model_bytes:,} bytes of model weights "
+          f"({100 * nbytes / model_bytes:.3f}%)")
 
 
 OPTIONS: Dict[str, OptionSpec] = {
     "prompt": OptionSpec("prompting", build_prompt, trains=False, prompt=True),
     "finetune": OptionSpec("finetuning", build_finetune, trains=True, prompt=False),
-    "lora": OptionSpec("lora", build_lora, trains=True, prompt=False, before_predict=merge_lora),
-    "prefix": OptionSpec("prefix", build_prefix, trains=True, prompt=False),
+    "lora": OptionSpec("lora", build_lora, trains=True, prompt=False,
+                       before_predict=lambda classifier, args, names: merge_lora(classifier)),
+    "prefix": OptionSpec("prefix", build_prefix, trains=prefix_trains, prompt=reads_course_prompt,
+                         before_predict=finish_prefix, check=check_prefix_args),
 }
 
 
@@ -189,6 +315,8 @@ def check_args(args, spec: OptionSpec):
         raise MinillamaError(f"--hidden_dropout_prob must be in [0, 1), got {args.hidden_dropout_prob}")
     if args.patience is not None and args.patience <= 0:
         raise MinillamaError(f"--patience must be a positive number of epochs, got {args.patience}")
+    if spec.check is not None:
+        spec.check(args)
 
 
 def placeholder_note(test_path: str, labels: torch.Tensor) -> Optional[str]:
@@ -212,38 +340,46 @@ def context_budget(model, tokenizer, classifier, suffix: Optional[str], max_sent
 def run(args):
     from .generate import load_model_and_tokenizer
 
+    if args.option == "prefix" and getattr(args, "task", "classify") == "mmlu":
+        from .mmlu import run_prefix_mmlu
+        return run_prefix_mmlu(args)
     spec = OPTIONS[args.option]
     check_args(args, spec)
+    trains = option_trains(spec, args)
     device = getattr(args, "device", torch.device("cpu"))
     # every input and output check before the model loads
     label_names = read_label_names(args.label_names)
     num_labels = len(label_names)
-    paths = {"train": args.train, "dev": args.dev, "test": args.test} if spec.trains else \
+    paths = {"train": args.train, "dev": args.dev, "test": args.test} if trains else \
         {"dev": args.dev, "test": args.test}
     for path in paths.values():
         read_examples(path, num_labels)
     dev_out, test_out = output_paths(args, spec.word)
     for path in (dev_out, test_out):
         check_writable(path)
+    if args.option == "prefix" and trains:
+        check_writable((args.save_adapter or default_adapter_path(args)) + ".json")
 
     model, tokenizer = load_model_and_tokenizer(args)
     print(f"load model from {args.pretrained_model_path}")
     classifier = spec.build(args, model, tokenizer, label_names).to(device)
-    if spec.trains:
+    if trains:
         print(describe_trainable(classifier))
-    suffix = course_prompt(label_names) if spec.prompt else None
-    max_len = context_budget(model, tokenizer, classifier, suffix, args.max_sentence_len)
+    prompt = spec.prompt(args, classifier) if callable(spec.prompt) else spec.prompt
+    suffix = course_prompt(label_names) if prompt else None
+    # the backbone's context: a prefix of P virtual tokens leaves P fewer for the input
+    max_len = context_budget(classifier.backbone, tokenizer, classifier, suffix, args.max_sentence_len)
     splits = {name: load_split(path, tokenizer, num_labels, max_len, suffix) for name, path in paths.items()}
     for name, split in splits.items():
         print(f"load {len(split)} data from {split.path}")
 
-    if spec.trains:
+    if trains:
         cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                           weight_decay=args.weight_decay, patience=args.patience, min_delta=args.min_delta,
                           bf16=args.bf16, device=device, seed=args.seed)
         fit(classifier, splits["train"], splits["dev"], cfg)
     if spec.before_predict is not None:
-        spec.before_predict(classifier)
+        spec.before_predict(classifier, args, label_names)
 
     results = {}
     for name in ("dev", "test"):

@@ -1,0 +1,116 @@
+"""run_llama.py --option prefix end to end: the three modes x both heads on a tiny model
+and slices of the real course data, adapters saved and re-loaded (identical
+predictions, interpolation), bad input, and the --task mmlu route."""
+import json
+import os
+
+import pytest
+
+from conftest import asset, tiny_model
+from minillama.checkpoints import save_checkpoint
+from minillama.cli import main
+from test_classify import course_argv, data_slice, read_predictions
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt")
+    save_checkpoint(tiny_model(vocab_size=512, max_seq_len=256), str(d / "tiny.pt"))
+    save_checkpoint(tiny_model(vocab_size=512, max_seq_len=256, dim=32, n_heads=2, n_kv_heads=1), str(d / "other.pt"))
+    return {"tiny": str(d / "tiny.pt"), "other": str(d / "other.pt")}
+
+
+def gold(path):
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n").split(" ||| ", 1) for line in f]
+
+
+@pytest.mark.parametrize("mode,head", [("prefix", "verbalizer"), ("prompt", "cls"), ("ptuning2", "verbalizer"),
+                                       ("prefix", "cls")])
+def test_cli_prefix_end_to_end_and_adapter_round_trip(tmp_path, monkeypatch, capsys, ckpts, mode, head):
+    data = data_slice(tmp_path, "sst")
+    monkeypatch.chdir(tmp_path)  # default output and adapter names land here
+    argv = course_argv("prefix", ckpts["tiny"], data, "--prefix_mode", mode, "--prefix_head", head,
+                       "--prefix_length", "4", "--prefix_hidden", "32", "--epochs", "2", "--weight_decay", "0.01",
+                       "--patience", "1")
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "trainable parameters" in out and "of the model" in out and "saved adapter" in out
+    assert "epoch 0: train loss ::" in out
+    preds = {}
+    for split in ("dev", "test"):
+        preds[split] = read_predictions(tmp_path / f"sst-{split}-prefix-output.txt")
+        g = gold(data[split])
+        assert len(preds[split]) == len(g) == 40
+        assert [s for _, s in preds[split]] == [s.strip() for _, s in g]
+        assert all(p in {"0", "1", "2", "3", "4"} for p, _ in preds[split])
+    adapter = tmp_path / "sst-prefix-adapter"
+    meta = json.loads((tmp_path / "sst-prefix-adapter.json").read_text())
+    assert meta["mode"] == mode and meta["length"] == 4 and meta["prefix_head"] == head
+    # the folded adapter alone reproduces the predictions, without training (no train file needed)
+    reload = course_argv("prefix", ckpts["tiny"], data, "--load_adapter", str(adapter),
+                         "--dev_out", str(tmp_path / "dev-re.txt"), "--test_out", str(tmp_path / "test-re.txt"))
+    reload[reload.index("--train") + 1] = str(tmp_path / "absent-train.txt")
+    assert main(reload) == 0
+    assert "epoch 0" not in capsys.readouterr().out
+    assert read_predictions(tmp_path / "dev-re.txt") == preds["dev"]
+    assert read_predictions(tmp_path / "test-re.txt") == preds["test"]
+    # interpolating an adapter with itself at any alpha is that adapter
+    mixed = course_argv("prefix", ckpts["tiny"], data, "--load_adapter", str(adapter), str(adapter),
+                        "--interpolate", "0.3", "--dev_out", str(tmp_path / "dev-mix.txt"),
+                        "--test_out", str(tmp_path / "test-mix.txt"))
+    assert main(mixed) == 0
+    assert read_predictions(tmp_path / "dev-mix.txt") == preds["dev"]
+
+
+def test_interpolation_endpoints_select_each_adapter(tmp_path, capsys, ckpts):
+    data = data_slice(tmp_path, "sst", n=16)
+    paths = {}
+    for name, seed in (("a", "1"), ("b", "2")):
+        paths[name] = str(tmp_path / name)
+        argv = course_argv("prefix", ckpts["tiny"], data, "--prefix_mode", "ptuning2", "--prefix_head", "cls",
+                           "--prefix_length", "3", "--seed", seed, "--lr", "0.1", "--save_adapter", paths[name],
+                           "--dev_out", str(tmp_path / f"dev-{name}.txt"), "--test_out", str(tmp_path / f"t-{name}.txt"))
+        assert main(argv) == 0
+    for alpha, name in (("1", "a"), ("0", "b")):
+        argv = course_argv("prefix", ckpts["tiny"], data, "--load_adapter", paths["a"], paths["b"],
+                           "--interpolate", alpha, "--dev_out", str(tmp_path / f"dev-{alpha}.txt"),
+                           "--test_out", str(tmp_path / f"t-{alpha}.txt"))
+        assert main(argv) == 0
+        assert read_predictions(tmp_path / f"dev-{alpha}.txt") == read_predictions(tmp_path / f"dev-{name}.txt")
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("case,message", [
+    ("other_shape", "adapter made for a model with"), ("missing_adapter", "not found"),
+    ("length_0", "--prefix_length must be >= 1"), ("two_without_alpha", "--interpolate"),
+    ("init_text_missing", "--prefix_init_text")])
+def test_cli_prefix_bad_input_exits_2_without_outputs(tmp_path, capsys, ckpts, case, message):
+    data = data_slice(tmp_path, "sst", n=8)
+    adapter = str(tmp_path / "adapter")
+    if case in ("other_shape", "two_without_alpha"):  # a real adapter, trained on the tiny model
+        argv = course_argv("prefix", ckpts["tiny"], data, "--prefix_length", "2", "--save_adapter", adapter,
+                           "--dev_out", str(tmp_path / "d.txt"), "--test_out", str(tmp_path / "t.txt"))
+        assert main(argv) == 0
+    extra = {"other_shape": ["--load_adapter", adapter], "missing_adapter": ["--load_adapter", adapter],
+             "length_0": ["--prefix_length", "0"], "two_without_alpha": ["--load_adapter", adapter, adapter],
+             "init_text_missing": ["--prefix_init", "text"]}[case]
+    ckpt = ckpts["other" if case == "other_shape" else "tiny"]
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    capsys.readouterr()
+    argv = course_argv("prefix", ckpt, data, *extra, "--dev_out", str(out_dir / "dev.txt"),
+                       "--test_out", str(out_dir / "test.txt"), "--save_adapter", str(out_dir / "new-adapter"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert os.listdir(out_dir) == []
+
+
+def test_task_mmlu_routes_to_run_prefix_mmlu(monkeypatch):
+    from minillama.tasks import mmlu
+    seen = {}
+    monkeypatch.setattr(mmlu, "run_prefix_mmlu", lambda args: seen.update(mode=args.prefix_mode, lr=args.lr))
+    assert main(["--option", "prefix", "--task", "mmlu", "--prefix_mode", "prompt"]) == 0
+    from minillama.cli import DEFAULT_PREFIX_LR
+    assert seen == {"mode": "prompt", "lr": DEFAULT_PREFIX_LR}
