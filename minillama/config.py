@@ -6,7 +6,7 @@ output), so one `LlamaConfig` describes both.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Optional
 
 NORMS = ("layernorm", "rmsnorm")

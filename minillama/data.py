@@ -19,7 +19,7 @@ from typing import Iterator, List, Optional, Sequence
 import torch
 
 from .errors import MinillamaError
-from .files import atomic_write_text, check_writable  # noqa: F401  (check_writable: used by the tasks)
+from .files import atomic_write_text
 
 SEPARATOR = " ||| "
 
@@ -125,6 +125,20 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int):
         ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
         mask[i, :len(s)] = 1
     return ids, mask
+
+
+def left_pad(input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    """Right-padded rows -> left-padded rows (same width): every row then ends
+    at column T-1, so appended tokens line up across the batch."""
+    T = input_ids.shape[1]
+    lengths = attention_mask.long().sum(dim=1, keepdim=True)                 # [B, 1]
+    src = (torch.arange(T, device=input_ids.device)[None] + lengths) % T     # new[j] = old[(j + n) % T]
+    return input_ids.gather(1, src), attention_mask.gather(1, src)
+
+
+def pad_left(sequences: Sequence[Sequence[int]], pad_id: int):
+    """Left-pad to the longest: (ids [B, T], mask [B, T]); every row ends at column T-1."""
+    return left_pad(*pad_batch(sequences, pad_id))
 
 
 class Split:

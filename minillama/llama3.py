@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import glob
 import json
-import math
 import os
 import re
 from typing import Dict, Iterator, List, Optional, Tuple

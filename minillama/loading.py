@@ -113,3 +113,30 @@ def check_vocab_match(model, tokenizer, model_path: str, tokenizer_path: str):
         raise MinillamaError(
             f"tokenizer {tokenizer_path} has {tokenizer.vocab_size} tokens but model {model_path} only "
             f"{model.config.vocab_size}: pass the tokenizer that belongs to this checkpoint (--tokenizer)")
+
+
+def load_model_and_tokenizer(model_path: str, tokenizer_path: Optional[str] = None, *, norm: Optional[str] = None,
+                             device="cpu", dtype=None, use_sdpa: bool = False, chat: bool = False):
+    """The model at model_path and its tokenizer (tokenizer_path, or the default for
+    that model), checked against each other.  The tokenizer is loaded first: it is
+    cheap, and a wrong one then fails before a big model load."""
+    import os
+
+    from .tokenizer import load_tokenizer
+
+    if not os.path.exists(model_path):
+        raise MinillamaError(
+            f"checkpoint not found: {model_path} (./setup.sh downloads stories42M.pt into the repository root; "
+            "or fetch https://www.cs.cmu.edu/~vijayv/stories42M.pt, or pass --pretrained-model-path)")
+    tokenizer_path = default_tokenizer_path(model_path, tokenizer_path)
+    if not os.path.exists(tokenizer_path):
+        raise MinillamaError(
+            f"tokenizer not found: {tokenizer_path} (./setup.sh puts the Llama 2 tokenizer.model into the "
+            "repository root; or pass --tokenizer PATH)")
+    tokenizer = load_tokenizer(tokenizer_path)
+    if chat and not hasattr(tokenizer, "format_chat"):
+        raise MinillamaError(f"--chat needs a Llama 3 tokenizer with a chat format; {tokenizer_path} is a "
+                             f"{tokenizer.family} tokenizer: drop --chat or use a Llama 3.2 Instruct directory")
+    model = load_model(model_path, norm=norm, device=device, dtype=dtype, use_sdpa=use_sdpa)
+    check_vocab_match(model, tokenizer, model_path, tokenizer_path)
+    return model, tokenizer

@@ -25,6 +25,7 @@ from torch import nn
 
 from .attention import KVCache
 from .errors import MinillamaError
+from .files import atomic_write, atomic_write_text
 
 MODES = ("prefix", "prompt", "ptuning2")
 INITS = ("random", "vocab", "text")
@@ -189,17 +190,15 @@ def base_identity(base: nn.Module) -> Dict[str, object]:
 def save_adapter(model: PrefixModel, path: str, label_names: Optional[List[str]] = None,
                  head_state: Optional[Dict[str, torch.Tensor]] = None, extra: Optional[dict] = None) -> int:
     """Write <path>.safetensors (the folded prefix, plus head.* tensors) and <path>.json;
-    each via a temporary file and os.replace.  Returns the bytes written."""
+    each through a temporary file (files.atomic_write).  Returns the bytes written."""
     from safetensors.torch import save_file
     tensors = {"prefix": model.prefix_tensor().detach().float().contiguous().cpu()}
     tensors.update({f"head.{k}": v.detach().float().contiguous().cpu() for k, v in (head_state or {}).items()})
     meta = {"mode": model.mode, "length": model.length, "base": base_identity(model.base),
             "label_names": label_names, "head": sorted(head_state) if head_state else None, **(extra or {})}
-    save_file(tensors, path + ".safetensors.tmp")
-    with open(path + ".json.tmp", "w") as f:
-        json.dump(meta, f, indent=1)
-    for suffix in (".safetensors", ".json"):  # no half-written adapter under the final names
-        os.replace(path + suffix + ".tmp", path + suffix)
+    # tensors first, then the JSON that makes the adapter loadable: no half-written adapter
+    atomic_write(path + ".safetensors", lambda tmp: save_file(tensors, tmp))
+    atomic_write_text(path + ".json", json.dumps(meta, indent=1))
     return sum(os.path.getsize(path + s) for s in (".safetensors", ".json"))
 
 

@@ -12,7 +12,7 @@ reads contexts longer than it was pre-trained on: `llama3_scaled_frequencies`.
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 

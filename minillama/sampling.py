@@ -77,3 +77,12 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: f
         if stop_ids is not None and bool(finished.all()):
             break
     return ids
+
+
+def strip_after_stop(ids, stop_ids):
+    """Cut the sequence at the first stop id (generate keeps emitting it once finished)."""
+    stops = set(int(i) for i in stop_ids)
+    for n, i in enumerate(ids):
+        if i in stops:
+            return ids[:n]
+    return ids

@@ -9,10 +9,9 @@ import torch.nn.functional as F
 from conftest import asset, tiny_model
 from minillama.checkpoints import save_checkpoint
 from minillama.cli import main
-from minillama.data import Example, Split
+from minillama.data import Example, Split, left_pad
 from minillama.lora import inject_lora, merge_lora
-from minillama.tasks.classify import (HeadClassifier, VerbalizerClassifier, course_prompt, last_token_hidden,
-                                      left_pad)
+from minillama.tasks.classify import HeadClassifier, VerbalizerClassifier, course_prompt, last_token_hidden
 from minillama.tokenizer import load_tokenizer
 from minillama.train import TrainConfig, accuracy, fit, predict
 

@@ -17,7 +17,7 @@ from minillama.errors import MinillamaError
 from minillama.mmlu_data import Question
 from minillama.sampling import generate
 from minillama.tasks import mmlu
-from minillama.tasks.generate import strip_stop
+from minillama.sampling import strip_after_stop as strip_stop
 from minillama.tokenizer import load_tokenizer
 
 # tok512 splits " A" into "▁" + "A": the approximation warning is expected here

@@ -25,10 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import check_writable, load_split, read_examples, read_label_names, write_predictions
+from ..data import left_pad, load_split, read_examples, read_label_names, write_predictions
 from ..errors import MinillamaError
+from ..files import check_writable
 from ..lora import inject_lora, lora_parameter_count, merge_lora, parse_targets
 from ..train import TrainConfig, accuracy, describe_trainable, fit, predict
+from . import load_from_args
 
 COURSE_PROMPT = "Is this movie {names}? This movie is "
 
@@ -71,15 +73,6 @@ class HeadClassifier(nn.Module):
         # last_only: the vocabulary logits are not needed, so skip the [B, T, vocab] projection.
         _, hidden = self.backbone(input_ids, attention_mask, last_only=True)
         return self.head(self.dropout(last_token_hidden(hidden, attention_mask)))
-
-
-def left_pad(input_ids: torch.Tensor, attention_mask: torch.Tensor):
-    """Right-padded rows -> left-padded rows (same width): every row then ends
-    at column T-1, so appended tokens line up across the batch."""
-    T = input_ids.shape[1]
-    lengths = attention_mask.long().sum(dim=1, keepdim=True)                 # [B, 1]
-    src = (torch.arange(T, device=input_ids.device)[None] + lengths) % T     # new[j] = old[(j + n) % T]
-    return input_ids.gather(1, src), attention_mask.gather(1, src)
 
 
 class VerbalizerClassifier(nn.Module):
@@ -338,7 +331,6 @@ def context_budget(model, tokenizer, classifier, suffix: Optional[str], max_sent
 
 
 def run(args):
-    from .generate import load_model_and_tokenizer
 
     if args.option == "prefix" and getattr(args, "task", "classify") == "mmlu":
         from .mmlu import run_prefix_mmlu
@@ -360,7 +352,7 @@ def run(args):
     if args.option == "prefix" and trains:
         check_writable((args.save_adapter or default_adapter_path(args)) + ".json")
 
-    model, tokenizer = load_model_and_tokenizer(args)
+    model, tokenizer = load_from_args(args)
     print(f"load model from {args.pretrained_model_path}")
     classifier = spec.build(args, model, tokenizer, label_names).to(device)
     if trains:

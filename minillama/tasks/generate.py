@@ -15,16 +15,14 @@ leaves a partial result behind.
 """
 from __future__ import annotations
 
-import os
 from typing import Dict, List
 
 import torch
 
 from ..errors import MinillamaError
-from ..files import atomic_write_text
-from ..loading import check_vocab_match, default_tokenizer_path, load_model
-from ..sampling import check_sampling_args
-from ..tokenizer import load_tokenizer
+from ..files import atomic_write_text, check_writable
+from ..sampling import check_sampling_args, strip_after_stop
+from . import load_from_args
 
 COURSE_PROMPT = ("Victor Frankenstein, a young scientist obsessed with uncovering the secrets of life, "
                  "succeeds in animating a creature assembled from")
@@ -44,35 +42,6 @@ def output_path(args, temperature: float) -> str:
     return args.generated_sentence_low_temp_out if temperature == 0.0 else args.generated_sentence_high_temp_out
 
 
-def check_output_paths(paths: List[str]):
-    for path in paths:
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise MinillamaError(f"cannot write {path}: directory {directory} does not exist")
-
-
-def load_model_and_tokenizer(args):
-    """The model of --pretrained-model-path and its tokenizer, checked against each other."""
-    model_path = args.pretrained_model_path
-    if not os.path.exists(model_path):
-        raise MinillamaError(
-            f"checkpoint not found: {model_path} (./setup.sh downloads stories42M.pt into the repository root; "
-            "or fetch https://www.cs.cmu.edu/~vijayv/stories42M.pt, or pass --pretrained-model-path)")
-    tokenizer_path = default_tokenizer_path(model_path, args.tokenizer)
-    if not os.path.exists(tokenizer_path):
-        raise MinillamaError(
-            f"tokenizer not found: {tokenizer_path} (./setup.sh puts the Llama 2 tokenizer.model into the "
-            "repository root; or pass --tokenizer PATH)")
-    tokenizer = load_tokenizer(tokenizer_path)  # first: it is cheap, and a wrong one fails before a big load
-    if getattr(args, "chat", False) and not hasattr(tokenizer, "format_chat"):
-        raise MinillamaError(f"--chat needs a Llama 3 tokenizer with a chat format; {tokenizer_path} is a "
-                             f"{tokenizer.family} tokenizer: drop --chat or use a Llama 3.2 Instruct directory")
-    model = load_model(model_path, norm=args.norm, device=args.device, dtype=args.dtype,
-                       use_sdpa=getattr(args, "use_sdpa", False))
-    check_vocab_match(model, tokenizer, model_path, tokenizer_path)
-    return model, tokenizer
-
-
 def encode_prompt(tokenizer, prompt: str, chat: bool) -> List[int]:
     """Prompt ids, starting with BOS; in the Instruct chat format with --chat."""
     if not chat:
@@ -83,15 +52,6 @@ def encode_prompt(tokenizer, prompt: str, chat: bool) -> List[int]:
     return list(tokenizer.format_chat([{"role": "user", "content": prompt}], add_generation_prompt=True))
 
 
-def strip_stop(ids: List[int], stop_ids) -> List[int]:
-    """Cut the sequence at the first stop id (generate keeps emitting it once finished)."""
-    stops = set(int(i) for i in stop_ids)
-    for n, i in enumerate(ids):
-        if i in stops:
-            return ids[:n]
-    return ids
-
-
 def continue_prompt(model, tokenizer, prompt_ids: List[int], temperature: float, args) -> List[int]:
     """New token ids (stop id excluded) after prompt_ids, seeded by --seed for every temperature."""
     device = next(model.parameters()).device
@@ -99,14 +59,15 @@ def continue_prompt(model, tokenizer, prompt_ids: List[int], temperature: float,
     x = torch.tensor([prompt_ids], dtype=torch.long, device=device)
     y = model.generate(x, args.max_new_tokens, temperature=temperature, epsilon=args.epsilon,
                        eos_id=tokenizer.stop_ids, generator=generator)
-    return strip_stop(y[0, len(prompt_ids):].tolist(), tokenizer.stop_ids)
+    return strip_after_stop(y[0, len(prompt_ids):].tolist(), tokenizer.stop_ids)
 
 
 def run(args):
     temps = temperatures(args)
     outputs = [output_path(args, t) for t in temps]
-    check_output_paths(outputs)
-    model, tokenizer = load_model_and_tokenizer(args)
+    for path in outputs:
+        check_writable(path)
+    model, tokenizer = load_from_args(args)
     print(f"load model from {args.pretrained_model_path}")
     prompt = COURSE_PROMPT if args.prompt_text is None else args.prompt_text
     prompt_ids = encode_prompt(tokenizer, prompt, args.chat)

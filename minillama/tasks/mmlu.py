@@ -29,10 +29,12 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import mmlu_data
-from ..data import Split, pad_batch
+from ..data import Split, left_pad, pad_batch, pad_left
 from ..errors import MinillamaError
 from ..files import atomic_write_text, check_writable
+from ..sampling import strip_after_stop
 from ..train import autocast
+from . import load_from_args
 from ..mmlu_data import LETTERS, Question
 
 DEFAULT_NEW_TOKENS = 10  # room for "The answer is (B)." and similar
@@ -107,12 +109,6 @@ def encode_questions(tokenizer, questions: Sequence[Question], dev: Dict[str, Li
     return out, stats
 
 
-def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad to the longest: (ids [B, T], mask [B, T]); every row ends at column T-1."""
-    from .classify import left_pad
-    return left_pad(*pad_batch(sequences, pad_id))
-
-
 def length_sorted_batches(prompts: Sequence[Sequence[int]], batch_size: int) -> List[List[int]]:
     """Indices grouped in batches of similar length (less padding), longest first
     (an out-of-memory error then comes at once, not at the end)."""
@@ -135,7 +131,6 @@ class LetterClassifier(nn.Module):
         self.register_buffer("letter_ids", torch.tensor(list(letter_ids), dtype=torch.long), persistent=False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        from .classify import left_pad
         ids, mask = left_pad(input_ids, attention_mask)
         logits, _ = self.backbone(ids, mask, last_only=True)  # [B, 1, V]
         return logits[:, -1].index_select(-1, self.letter_ids.to(logits.device)).float()
@@ -185,7 +180,6 @@ def generate_replies(model: nn.Module, tokenizer, prompts: Sequence[Sequence[int
                      batch_size: int = 8, device=None, bf16: bool = False, progress: bool = True) -> List[str]:
     """Greedy replies (decoded text, stop token excluded) for every prompt, in input order."""
     from ..sampling import generate
-    from .generate import strip_stop
     device = device or next(model.parameters()).device
     replies: List[Optional[str]] = [None] * len(prompts)
     for idx in tqdm(length_sorted_batches(prompts, batch_size), desc="mmlu generate", disable=not progress,
@@ -195,7 +189,7 @@ def generate_replies(model: nn.Module, tokenizer, prompts: Sequence[Sequence[int
             out = generate(model, ids.to(device), max_new_tokens, temperature=0.0, eos_id=tokenizer.stop_ids,
                            attention_mask=mask.to(device))
         for row, i in enumerate(idx):
-            replies[i] = tokenizer.decode(strip_stop(out[row, ids.shape[1]:].tolist(), tokenizer.stop_ids))
+            replies[i] = tokenizer.decode(strip_after_stop(out[row, ids.shape[1]:].tolist(), tokenizer.stop_ids))
     return replies
 
 
@@ -324,13 +318,12 @@ def append_jsonl(path: Optional[str], record: Dict):
 
 def run(args):
     """--option mmlu: evaluate --pretrained-model-path (plus --load_adapter) on --mmlu_split."""
-    from .generate import load_model_and_tokenizer
     check_writable(getattr(args, "mmlu_out", None), "--mmlu_out")
     check_writable(getattr(args, "log_jsonl", None), "--log_jsonl")
     split = getattr(args, "mmlu_split", "test")
     questions = mmlu_data.flatten(load_questions(args, split))
     dev = load_dev(args)
-    model, tokenizer = load_model_and_tokenizer(args)
+    model, tokenizer = load_from_args(args)
     if getattr(args, "load_adapter", None):  # evaluate a saved prefix (two: --interpolate)
         model = make_prefix_backbone(args, model, tokenizer).eval()
     print(f"load model from {args.pretrained_model_path}; MMLU {split}: {len(questions)} questions, "
@@ -420,7 +413,6 @@ def run_prefix_mmlu(args):
     evaluated against the baseline."""
     from ..prefix import parameter_counts, save_adapter
     from ..train import TrainConfig, fit
-    from .generate import load_model_and_tokenizer
 
     for flag in ("mmlu_out", "log_jsonl", "save_adapter"):
         check_writable(getattr(args, flag, None), f"--{flag}")
@@ -431,7 +423,7 @@ def run_prefix_mmlu(args):
     train_q, held_q = split_holdout(load_questions(args, "val"), getattr(args, "mmlu_holdout", 0.2), args.seed)
     test_q = mmlu_data.flatten(load_questions(args, "test"))
     dev = load_dev(args)
-    model, tokenizer = load_model_and_tokenizer(args)
+    model, tokenizer = load_from_args(args)
     print(f"load model from {args.pretrained_model_path}; MMLU: train {len(train_q)} / held-out {len(held_q)} "
           f"(val), test {len(test_q)}")
     kw = eval_kwargs(args)
