@@ -34,7 +34,6 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Dict, List
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: no progress bars in the table's log
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
@@ -98,7 +97,7 @@ def one_run(job: dict) -> dict:
     seed_everything(args.seed)
     log = io.StringIO()
     start = time.perf_counter()
-    with contextlib.redirect_stdout(log):
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(io.StringIO()):  # no progress bars
         accs = classify.run(args)
     seconds = time.perf_counter() - start
     with open(os.path.join(tmp, f"{tag}.log"), "w") as f:

@@ -111,9 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--no_reparam", action="store_true", help="mode prefix: train the keys/values directly")
     x.add_argument("--prefix_init", type=str, default="random", choices=["random", "vocab", "text"])
     x.add_argument("--prefix_init_text", type=str, default=None, help="text whose tokens start the prefix")
-    x.add_argument("--prefix_head", type=str, default=None, choices=["cls", "verbalizer"],
+    x.add_argument("--prefix_head", type=str, default="cls", choices=["cls", "verbalizer"],
                    help="cls: linear head on the last token; verbalizer: LM head scores the label names "
-                        "after the course prompt (default: per mode, see README)")
+                        "after the course prompt (no new head: the whole task in the prefix)")
     x.add_argument("--save_adapter", type=str, default=None,
                    help="write the trained prefix to PATH.safetensors + PATH.json "
                         "(classification default: <dataset>-prefix-adapter)")

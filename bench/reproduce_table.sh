@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The course's accuracy table for every classification option on stories42M, on a GPU:
+# prompt, finetune, lora and the prefix family (prefix / prompt tuning / P-tuning v2, each
+# with a cls head and with the verbalizer), on SST-5 and CFIMDB, SEEDS seeds each
+# (dev accuracy mean (std), and SST test accuracy), via bench/accuracy.py.
+#
+#   bash bench/reproduce_table.sh                 # 5 seeds, the course's settings
+#   SEEDS=10 JOBS=4 bash bench/reproduce_table.sh
+#
+# Needs stories42M.pt and tokenizer.model in the repository root (./setup.sh fetches them)
+# and the course data in data/ (else ../shared/assets/coursework). Full training sets.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+SEEDS=${SEEDS:-5}
+JOBS=${JOBS:-2}               # runs sharing the GPU at once
+EPOCHS=${EPOCHS:-5}           # the course's
+CKPT=${CKPT:-stories42M.pt}
+TOK=${TOK:-tokenizer.model}
+OUT=${OUT:-reproduce-table}
+mkdir -p "$OUT"
+for ds in sst cfimdb; do
+  "$PY" bench/accuracy.py --checkpoint "$CKPT" --tokenizer "$TOK" --dataset "$ds" --use_gpu \
+      --seeds "$SEEDS" --epochs "$EPOCHS" --jobs "$JOBS" --with_test \
+      --extra "finetune=--lr 2e-5" --extra "lora=--lr 1e-3" \
+      --json "$OUT/$ds.json" --keep "$OUT/$ds" | tee "$OUT/$ds-table.txt"
+done
+echo "tables: $OUT/sst-table.txt $OUT/cfimdb-table.txt"
