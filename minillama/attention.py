@@ -38,14 +38,23 @@ class KVCache:
         self.mask = torch.zeros(batch, capacity, dtype=torch.bool, device=device)
         self.dtype, self.device = dtype, device
         self.length = 0  # keys stored and visible so far (same for every layer)
+        self.concat_writes = False  # see from_prefix
 
     @classmethod
     def from_prefix(cls, keys: List[torch.Tensor], values: List[torch.Tensor], capacity: int = 0) -> "KVCache":
-        """A cache holding given per-layer prefix keys/values, each [B, KV, P, hd]."""
+        """A cache holding given per-layer prefix keys/values, each [B, KV, P, hd].
+
+        capacity > P (decoding): copied into buffers that later steps fill in place.
+        capacity <= P (one training forward): the prefix tensors are kept as they are
+        and the input's keys are concatenated once, so no zero-filled buffer is built
+        and backward needs no copy-into-slice."""
         batch, n_kv, plen, hd = keys[0].shape
         cache = cls(len(keys), batch, n_kv, hd, max(capacity, plen), keys[0].dtype, keys[0].device)
-        for layer, (k, v) in enumerate(zip(keys, values)):
-            cache.write(layer, k, v, start=0)
+        if capacity > plen:
+            for layer, (k, v) in enumerate(zip(keys, values)):
+                cache.write(layer, k, v, start=0)
+        else:
+            cache.keys, cache.values, cache.concat_writes = list(keys), list(values), True
         cache.mask[:, :plen] = True
         cache.length = plen
         return cache
@@ -68,6 +77,10 @@ class KVCache:
         """Store k, v [B, KV, T, hd] at positions start..start+T-1; return the
         keys/values [B, KV, start+T, hd] visible to this step."""
         end = start + k.shape[2]
+        if self.concat_writes and self.keys[layer].shape[2] == start:
+            self.keys[layer] = torch.cat([self.keys[layer], k], dim=2)
+            self.values[layer] = torch.cat([self.values[layer], v], dim=2)
+            return self.keys[layer], self.values[layer]
         self._ensure_capacity(layer, end, k)
         self.keys[layer][:, :, start:end] = k
         self.values[layer][:, :, start:end] = v

@@ -142,7 +142,8 @@ class PrefixModel(nn.Module):
             return self.base(input_ids, attention_mask, cache=cache, last_only=last_only)
         B, T = input_ids.shape
         if self.mode != "prompt":
-            cache = self.new_cache(B, T) if cache is None else cache
+            # capacity 0: a one-shot cache (the prefix tensors + one concatenation, see KVCache.from_prefix)
+            cache = self.new_cache(B, 0) if cache is None else cache
             return self.base(input_ids, attention_mask, cache=cache, last_only=last_only)
         if cache is not None and cache.length > 0:  # the prompt was read at the first step
             return self.base(input_ids, attention_mask, cache=cache, last_only=last_only)
