@@ -22,7 +22,7 @@ mkdir -p "$OUT"
 for ds in sst cfimdb; do
   "$PY" bench/accuracy.py --checkpoint "$CKPT" --tokenizer "$TOK" --dataset "$ds" --use_gpu \
       --seeds "$SEEDS" --epochs "$EPOCHS" --jobs "$JOBS" --with_test \
-      --extra "finetune=--lr 2e-5" --extra "lora=--lr 1e-3" \
+      --extra "finetune=--lr 2e-5" --extra "lora=--lr 2e-5" \
       --json "$OUT/$ds.json" --keep "$OUT/$ds" | tee "$OUT/$ds-table.txt"
 done
 echo "tables: $OUT/sst-table.txt $OUT/cfimdb-table.txt"
