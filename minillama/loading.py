@@ -1,6 +1,7 @@
 """One entry point that turns any supported checkpoint into a ready model."""
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Optional, Union
 
@@ -10,6 +11,7 @@ from .checkpoints import read_checkpoint
 from .config import NORMS
 from .errors import MinillamaError
 from .model import Llama
+from .tokenizer import load_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 COURSE_DEFAULT_NORM = "layernorm"  # the course's spec; stories checkpoints were trained with rmsnorm
@@ -91,8 +93,6 @@ DEFAULT_LLAMA2_TOKENIZER = "tokenizer.model"  # where setup.sh puts the Llama 2 
 def default_tokenizer_path(model_path: str, tokenizer_arg: Optional[str]) -> str:
     """--tokenizer if given; else a Llama 3.2 directory's own tokenizer
     (tokenizer.model, then original/tokenizer.model); else the Llama 2 default."""
-    import os
-
     if tokenizer_arg:
         return tokenizer_arg
     if os.path.isdir(model_path):
@@ -120,10 +120,6 @@ def load_model_and_tokenizer(model_path: str, tokenizer_path: Optional[str] = No
     """The model at model_path and its tokenizer (tokenizer_path, or the default for
     that model), checked against each other.  The tokenizer is loaded first: it is
     cheap, and a wrong one then fails before a big model load."""
-    import os
-
-    from .tokenizer import load_tokenizer
-
     if not os.path.exists(model_path):
         raise MinillamaError(
             f"checkpoint not found: {model_path} (./setup.sh downloads stories42M.pt into the repository root; "
