@@ -74,6 +74,25 @@ download() {
     fi
 }
 
+# obtain TMP "MIRROR_PATH..." [URL...]: copy the first mirror path that exists (when a
+# mirror is set), else download the first URL that works, into TMP.  Sets SRC to where
+# it came from ("" when nothing worked; TMP is then removed).
+obtain() {
+    local tmp="$1" rels="$2" rel url; shift 2
+    SRC=""
+    if [[ -n "$MIRROR" ]]; then
+        for rel in $rels; do
+            if [[ -f "$MIRROR/$rel" ]]; then cp -- "$MIRROR/$rel" "$tmp" && SRC="$MIRROR/$rel" && return 0; fi
+        done
+        warn "${rels%% *} is not in the mirror $MIRROR; trying its public origin"
+    fi
+    for url in "$@"; do
+        if download "$url" "$tmp"; then SRC="$url"; return 0; fi
+        rm -f -- "$tmp"
+    done
+    rm -f -- "$tmp"
+}
+
 # fetch DEST SHA256 MIRROR_PATH [URL...]: make DEST exist with that checksum, from the
 # mirror if set (else the URLs in order); a temp file beside DEST is renamed into place.
 fetch() {
@@ -83,20 +102,11 @@ fetch() {
         warn "$dest exists but its sha256 is not the expected one; fetching it again"
     fi
     mkdir -p "$(dirname "$dest")"
-    local tmp="$dest.part.$$" src=""
+    local tmp="$dest.part.$$" src
     PARTIAL="$tmp"
-    if [[ -n "$MIRROR" && -f "$MIRROR/$rel" ]]; then
-        cp -- "$MIRROR/$rel" "$tmp" && src="$MIRROR/$rel"
-    else
-        [[ -n "$MIRROR" ]] && warn "$rel is not in the mirror $MIRROR; trying its public origin"
-        local url
-        for url in "$@"; do
-            if download "$url" "$tmp"; then src="$url"; break; fi
-            rm -f -- "$tmp"
-        done
-    fi
+    obtain "$tmp" "$rel" "$@"; src="$SRC"
     if [[ -z "$src" ]]; then
-        rm -f -- "$tmp"; PARTIAL=""
+        PARTIAL=""
         FAILED+=("$dest  (mirror path: $rel; origins: ${*:-none})")
         return 0
     fi
@@ -167,19 +177,12 @@ fetch_stories260k() {
 fetch_stories42m() {
     local dest=stories42M.pt
     if [[ -f "$dest" ]]; then say "ok       $dest (present; no published checksum to compare)"; return 0; fi
-    local tmp="$dest.part.$$" src="" rel url
+    local tmp="$dest.part.$$" src
     PARTIAL="$tmp"
-    for rel in stories42M.pt llama2c/stories42M.pt; do
-        if [[ -n "$MIRROR" && -f "$MIRROR/$rel" ]]; then cp -- "$MIRROR/$rel" "$tmp" && src="$MIRROR/$rel" && break; fi
-    done
+    obtain "$tmp" "stories42M.pt llama2c/stories42M.pt" https://www.cs.cmu.edu/~vijayv/stories42M.pt "$TINY/stories42M.pt"
+    src="$SRC"
     if [[ -z "$src" ]]; then
-        for url in https://www.cs.cmu.edu/~vijayv/stories42M.pt "$TINY/stories42M.pt"; do
-            if download "$url" "$tmp"; then src="$url"; break; fi
-            rm -f -- "$tmp"
-        done
-    fi
-    if [[ -z "$src" ]]; then
-        rm -f -- "$tmp"; PARTIAL=""
+        PARTIAL=""
         NOTICES+=("stories42M.pt not available: it is not in the mirror and could not be downloaded (no network?). The course options (generate, prompt, finetune, lora, sanity_check.py's real-logit check) need it; tests don't. Get it later with: curl -L -o stories42M.pt https://www.cs.cmu.edu/~vijayv/stories42M.pt")
         return 0
     fi
