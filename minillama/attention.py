@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import LlamaConfig
+from .layout import fused_weight
 from .rope import apply_rope
 
 
@@ -123,6 +124,8 @@ def attention_bias(key_mask: torch.Tensor, n_new: int, dtype) -> torch.Tensor:
 
 
 class Attention(nn.Module):
+    fused_projections = ("wq", "wk", "wv")  # may share one weight tensor (layout.py)
+
     def __init__(self, config: LlamaConfig):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
@@ -140,9 +143,14 @@ class Attention(nn.Module):
         bias: [B, 1, 1, T, S] from `attention_bias`; cache: keys before these T
         tokens (S = cache.length + T), updated in place.  Returns [B, T, dim]."""
         B, T, _ = x.shape
-        q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
-        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
-        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
+        fused = fused_weight(self)  # [dim, q + k + v] after use_decode_layout, else None
+        if fused is not None:
+            q, k, v = (x @ fused).split([self.wq.out_features, self.wk.out_features, self.wv.out_features], dim=-1)
+        else:
+            q, k, v = self.wq(x), self.wk(x), self.wv(x)
+        q = q.view(B, T, self.n_heads, self.head_dim)
+        k = k.view(B, T, self.n_kv_heads, self.head_dim)
+        v = v.view(B, T, self.n_kv_heads, self.head_dim)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T, hd]
         if cache is not None:

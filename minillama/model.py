@@ -17,12 +17,15 @@ from torch import nn
 from .attention import Attention, KVCache, attention_bias
 from .config import LlamaConfig
 from .errors import MinillamaError
+from .layout import fused_weight
 from .norms import make_norm
 from .rope import precompute_rope_table
 
 
 class FeedForward(nn.Module):
     """SwiGLU: w2(silu(w1 x) * w3 x).  w1 is the gate, w3 the up, w2 the down projection."""
+
+    fused_projections = ("w1", "w3")  # may share one weight tensor (layout.py)
 
     def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0):
         super().__init__()
@@ -33,7 +36,9 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, T, dim] -> [B, T, dim]"""
-        out = self.w2(F.silu(self.w1(x)) * self.w3(x))
+        fused = fused_weight(self)  # [dim, 2 * hidden] after use_decode_layout, else None
+        gate, up = (x @ fused).chunk(2, dim=-1) if fused is not None else (self.w1(x), self.w3(x))
+        out = self.w2(F.silu(gate) * up)
         return self.dropout(out) if self.training else out  # eval: skip a no-op module call (decode speed)
 
 

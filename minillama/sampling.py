@@ -12,6 +12,7 @@ from typing import Iterable, Optional, Union
 import torch
 
 from .errors import MinillamaError
+from .layout import use_decode_layout
 
 
 def check_sampling_args(temperature: float, epsilon: Optional[float]):
@@ -53,6 +54,7 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: f
     an id in eos_id (int or ids) keeps emitting that id; the loop stops when
     every row has finished, after max_new_tokens, or at the model's max_seq_len."""
     check_sampling_args(temperature, epsilon)
+    use_decode_layout(model)  # fused, column-major fp32 CPU weights: faster one-row products (layout.py)
     B, T = input_ids.shape
     max_new_tokens = min(max_new_tokens, model.config.max_seq_len - T)
     if max_new_tokens < 0 or T == 0:
