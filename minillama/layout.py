@@ -48,33 +48,32 @@ def fused_weight(module: nn.Module) -> Optional[torch.Tensor]:
     side, when one product with it may replace theirs; else None.
 
     None when the layers were never fused, have since been replaced (LoRA) or
-    moved (`.to()`), or when autograd needs their weights' own gradients."""
-    fused = module.__dict__.get(_FUSED)
-    if fused is None:
+    moved (`.to()`), or when autograd needs their weights' own gradients.
+    Called on every forward, so it only compares identities and pointers."""
+    record = module.__dict__.get(_FUSED)
+    if record is None:
         return None
-    start = 0
-    for layer in _projections(module):
-        w = layer.weight
-        if (type(layer) is not nn.Linear or layer.bias is not None or w.shape[1] != fused.shape[0]
-                or w.stride() != (1, fused.shape[1])
-                or w.data_ptr() != fused.data_ptr() + start * fused.element_size()):
+    fused, members = record
+    for name, layer, weight, pointer in members:
+        if (module._modules.get(name) is not layer or layer._parameters.get("weight") is not weight
+                or weight.data_ptr() != pointer):
             del module.__dict__[_FUSED]  # stale for good: free its memory
             return None
-        if w.requires_grad and torch.is_grad_enabled():
-            return None
-        start += w.shape[0]
+    if torch.is_grad_enabled() and any(m[2].requires_grad for m in members):
+        return None
     return fused
 
 
 def _fuse(module: nn.Module):
     layers = _projections(module)
     fused = torch.cat([layer.weight.t() for layer in layers], dim=1)  # [in, sum of outs], contiguous
-    start = 0
-    for layer in layers:
+    members, start = [], 0
+    for name, layer in zip(module.fused_projections, layers):
         out = layer.weight.shape[0]
         layer.weight.data = fused[:, start:start + out].t()  # [out, in] view, column-major
+        members.append((name, layer, layer.weight, layer.weight.data_ptr()))
         start += out
-    module.__dict__[_FUSED] = fused
+    module.__dict__[_FUSED] = (fused, members)
 
 
 def _fusable(module: nn.Module) -> bool:
