@@ -9,13 +9,23 @@ of 80 pads to about 64; CFIMDB reviews 236 on average, p90 382, p99 499, max
     cfimdb  batch 10, 512 tokens  (the course's LoRA CFIMDB setting)
 Every method runs in every scenario, so each ratio compares like with like.
 
+The model uses RMSNorm (as the stories checkpoints and transformers' Llama do;
+--norm layernorm for the course's default), so the peft rows compare the same
+computation, and peft's transformers model uses the same kind of attention as
+minillama's: eager (softmax(QK^T/sqrt(d))V written out) by default, torch's
+fused SDPA with --use_sdpa.
+
 Each (method, scenario) runs in its own subprocess, so peak memory is that
 run's alone: on CPU the growth of ru_maxrss over the process's size once the
 model is built (optimizer state, activations, gradients); on CUDA
 torch.cuda.max_memory_allocated over the same baseline.
 
-    python bench/train_step.py --device cpu --steps 2
+    python bench/train_step.py --device cpu --steps 2 --rounds 3
     python bench/train_step.py --device cuda --steps 10
+
+--rounds R runs every (method, scenario) R times, interleaved (all of round 1,
+then all of round 2, ...), and keeps each one's fastest: a machine whose speed
+drifts during the run then cannot favour whichever method ran at a quiet moment.
 
 To add a method, register a builder in METHODS: (model, num_labels, args) ->
 classifier module with forward(input_ids, attention_mask) -> scores [B, K]
@@ -42,7 +52,7 @@ from minillama.tasks.classify import HeadClassifier  # noqa: E402
 from minillama.train import count_parameters, make_optimizer, TrainConfig  # noqa: E402
 
 STORIES42M = dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=8, vocab_size=32000, multiple_of=32,
-                  max_seq_len=1024, norm="layernorm")
+                  max_seq_len=1024)
 SCENARIOS = {"sst": (80, 64), "cfimdb": (10, 512)}  # name -> (batch, tokens)
 
 
@@ -69,7 +79,7 @@ class PeftPrefixClassifier(torch.nn.Module):
     same classification loss: a head on the last token's final hidden state.  logits_to_keep=1
     spares the [B, T, vocab] projection, as minillama's last_only does."""
 
-    def __init__(self, num_labels, projection: bool):
+    def __init__(self, num_labels, projection: bool, attn_implementation: str):
         super().__init__()
         from peft import PrefixTuningConfig, TaskType, get_peft_model
         from transformers import LlamaConfig as HFConfig, LlamaForCausalLM
@@ -77,7 +87,8 @@ class PeftPrefixClassifier(torch.nn.Module):
         hf = LlamaForCausalLM(HFConfig(hidden_size=c.dim, intermediate_size=c.hidden_dim,
                                        num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads,
                                        num_key_value_heads=c.n_kv_heads, vocab_size=c.vocab_size,
-                                       max_position_embeddings=c.max_seq_len, tie_word_embeddings=False))
+                                       max_position_embeddings=c.max_seq_len, tie_word_embeddings=False,
+                                       attn_implementation=attn_implementation))
         cfg = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=10,
                                  prefix_projection=projection, encoder_hidden_size=512)
         self.model = get_peft_model(hf, cfg)
@@ -91,14 +102,19 @@ class PeftPrefixClassifier(torch.nn.Module):
         return self.head(self.dropout(out.hidden_states[-1][:, -1]))  # the bench's rows are unpadded
 
 
+def peft_attention(args) -> str:
+    """transformers' attention of the same kind as minillama's in this run."""
+    return "sdpa" if args.use_sdpa else "eager"
+
+
 # name -> (builder, lr).  prefix = Li & Liang with the MLP reparameterization (as minillama trains it);
 # peft_prefix = peft's PrefixTuningConfig default (prefix_projection=False: keys/values trained directly,
 # the same computation as ptuning2); peft_prefix_proj = prefix_projection=True (an MLP of width 512, as prefix).
 METHODS = {"finetune": (build_finetune, 2e-5), "lora": (build_lora, 2e-5),
            "prefix": (prefix_builder("prefix"), 1e-2), "prompt": (prefix_builder("prompt"), 1e-2),
            "ptuning2": (prefix_builder("ptuning2"), 1e-2),
-           "peft_prefix": (lambda model, k, args: PeftPrefixClassifier(k, projection=False), 1e-2),
-           "peft_prefix_proj": (lambda model, k, args: PeftPrefixClassifier(k, projection=True), 1e-2)}
+           "peft_prefix": (lambda model, k, args: PeftPrefixClassifier(k, False, peft_attention(args)), 1e-2),
+           "peft_prefix_proj": (lambda model, k, args: PeftPrefixClassifier(k, True, peft_attention(args)), 1e-2)}
 # ratios printed at the end: (numerator, denominator, target)
 TARGETS = [("prefix", "finetune", "<= 0.67"), ("ptuning2", "finetune", "<= 0.67"), ("prompt", "finetune", None),
            ("peft_prefix", "ptuning2", ">= 1.2"), ("peft_prefix_proj", "prefix", ">= 1.2")]
@@ -116,7 +132,7 @@ def measure(method: str, scenario: str, args) -> dict:
     batch, tokens = args.batch or batch, args.seq or tokens
     num_labels = 5 if scenario == "sst" else 2
     torch.manual_seed(0)
-    model = Llama(LlamaConfig(**STORIES42M, use_sdpa=args.use_sdpa)).to(device)
+    model = Llama(LlamaConfig(**STORIES42M, norm=args.norm, use_sdpa=args.use_sdpa)).to(device)
     builder, lr = METHODS[method]
     if method.startswith("peft"):
         del model  # peft builds its own transformers model
@@ -163,7 +179,11 @@ def main():
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--use_sdpa", action="store_true", help="minillama models use torch's fused attention")
+    p.add_argument("--use_sdpa", action="store_true",
+                   help="minillama models (and peft's transformers model) use torch's fused attention")
+    p.add_argument("--norm", choices=["rmsnorm", "layernorm"], default="rmsnorm",
+                   help="minillama's norm (transformers' Llama has RMSNorm)")
+    p.add_argument("--rounds", type=int, default=1, help="interleaved repetitions; the fastest of each is kept")
     p.add_argument("--batch", type=int, default=None, help="override every scenario's batch size")
     p.add_argument("--seq", type=int, default=None, help="override every scenario's sequence length")
     p.add_argument("--child", nargs=2, metavar=("METHOD", "SCENARIO"), help=argparse.SUPPRESS)
@@ -176,21 +196,30 @@ def main():
     methods, scenarios = args.methods.split(","), args.scenarios.split(",")
     print(f"device {args.device}{' (' + torch.cuda.get_device_name() + ')' if args.device == 'cuda' else ''}, "
           f"torch {torch.__version__}, threads {args.threads or torch.get_num_threads()}, "
-          f"{args.steps} timed steps, bf16 {args.bf16}; stories42M shape, random weights")
+          f"{args.steps} timed steps x {args.rounds} rounds, bf16 {args.bf16}; stories42M shape ({args.norm}), "
+          f"random weights, attention {'sdpa' if args.use_sdpa else 'hand-written / eager'}")
     rows = {}
+    for round_ in range(args.rounds):
+        for scenario in scenarios:
+            for method in methods:
+                cmd = [sys.executable, os.path.abspath(__file__), "--child", method, scenario, "--device",
+                       args.device, "--steps", str(args.steps), "--norm", args.norm] + \
+                      (["--bf16"] if args.bf16 else []) + (["--use_sdpa"] if args.use_sdpa else []) + \
+                      (["--batch", str(args.batch)] if args.batch else []) + \
+                      (["--seq", str(args.seq)] if args.seq else []) + \
+                      (["--threads", str(args.threads)] if args.threads else [])
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                r = json.loads(out.strip().splitlines()[-1])
+                print(f"  round {round_ + 1}/{args.rounds}: {scenario} {method} {r['seconds']:.3f} s/step", flush=True)
+                best = rows.get((method, scenario))
+                if best is None or r["seconds"] < best["seconds"]:
+                    rows[method, scenario] = r
     for scenario in scenarios:
         for method in methods:
-            cmd = [sys.executable, os.path.abspath(__file__), "--child", method, scenario, "--device", args.device,
-                   "--steps", str(args.steps)] + (["--bf16"] if args.bf16 else []) + \
-                  (["--use_sdpa"] if args.use_sdpa else []) + \
-                  (["--batch", str(args.batch)] if args.batch else []) + (["--seq", str(args.seq)] if args.seq else []) + \
-                  (["--threads", str(args.threads)] if args.threads else [])
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            r = json.loads(out.strip().splitlines()[-1])
-            rows[method, scenario] = r
-            print(f"{scenario:7s} batch {r['batch']:3d} x {r['tokens']:4d} tokens  {method:10s} "
+            r = rows[method, scenario]
+            print(f"{scenario:7s} batch {r['batch']:3d} x {r['tokens']:4d} tokens  {method:16s} "
                   f"trainable {r['trainable']:>11,} ({100 * r['trainable'] / r['total']:7.3f}%)  "
-                  f"{r['seconds']:8.3f} s/step  peak +{r['peak_mib']:8.1f} MiB", flush=True)
+                  f"{r['seconds']:8.3f} s/step  peak +{r['peak_mib']:8.1f} MiB")
     base = methods[0]
     for scenario in scenarios:
         for method in methods[1:]:

@@ -112,12 +112,14 @@ class KVCache:
 def attention_bias(key_mask: torch.Tensor, n_new: int, dtype) -> torch.Tensor:
     """Additive mask [B, 1, 1, T, S]: 0 where query t may see key s, else a large
     negative number.  Query t sits at key index S - T + t and sees every earlier
-    real key (causal + padding).  A finite minimum (not -inf) keeps rows of
-    padding queries, which see nothing, free of NaN."""
+    real key (causal + padding).  A padding query also sees itself, so no row is
+    empty: with left padding (whose first queries see no real key) an empty row
+    would turn into NaN in a bf16/fp16 softmax and spread.  Nothing reads the
+    outputs of padding queries."""
     S = key_mask.shape[1]
     q_index = torch.arange(S - n_new, S, device=key_mask.device)[:, None]  # [T, 1]
     k_index = torch.arange(S, device=key_mask.device)[None, :]  # [1, S]
-    allowed = (k_index <= q_index)[None] & key_mask[:, None, :]  # [B, T, S]
+    allowed = ((k_index <= q_index)[None] & key_mask[:, None, :]) | (k_index == q_index)[None]  # [B, T, S]
     bias = torch.zeros(allowed.shape, dtype=dtype, device=key_mask.device)
     bias.masked_fill_(~allowed, torch.finfo(dtype).min)
     return bias[:, None, None]
@@ -138,28 +140,33 @@ class Attention(nn.Module):
         self.use_sdpa = config.use_sdpa
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor,
-                cache: Optional[KVCache] = None, layer: int = 0) -> torch.Tensor:
+                cache: Optional[KVCache] = None, layer: int = 0, last_only: bool = False) -> torch.Tensor:
         """x: [B, T, dim]; cos/sin: [B, T, hd/2] at each token's position;
         bias: [B, 1, 1, T, S] from `attention_bias`; cache: keys before these T
-        tokens (S = cache.length + T), updated in place.  Returns [B, T, dim]."""
+        tokens (S = cache.length + T), updated in place.  Returns [B, T, dim],
+        or [B, 1, dim] when last_only: every token still gives its key and value,
+        but only the last one asks a query (nothing reads the others' outputs)."""
         B, T, _ = x.shape
         fused = fused_weight(self)  # [dim, q + k + v] after use_decode_layout, else None
         if fused is not None:
             q, k, v = (x @ fused).split([self.wq.out_features, self.wk.out_features, self.wv.out_features], dim=-1)
+            q = q[:, -1:] if last_only else q
         else:
-            q, k, v = self.wq(x), self.wk(x), self.wv(x)
-        q = q.view(B, T, self.n_heads, self.head_dim)
+            q, k, v = self.wq(x[:, -1:] if last_only else x), self.wk(x), self.wv(x)
+        Tq = q.shape[1]  # queries: T, or 1 when last_only
+        q = q.view(B, Tq, self.n_heads, self.head_dim)
         k = k.view(B, T, self.n_kv_heads, self.head_dim)
         v = v.view(B, T, self.n_kv_heads, self.head_dim)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T, hd]
+        q, k = apply_rope(q, cos[:, -Tq:], sin[:, -Tq:]), apply_rope(k, cos, sin)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T or Tq, hd]
         if cache is not None:
             k, v = cache.write(layer, k, v, start=cache.length)  # [B, KV, S, hd]
+        bias = bias[..., -Tq:, :]  # the queries' rows
         if self.use_sdpa:
             out = self._sdpa(q, k, v, bias)
         else:
             out = self._attend(q, k, v, bias)
-        return self.wo(out.transpose(1, 2).reshape(B, T, -1))
+        return self.wo(out.transpose(1, 2).reshape(B, Tq, -1))
 
     def _attend(self, q, k, v, bias):
         """softmax(q k^T / sqrt(hd) + bias) v, written out.  Grouped-query heads

@@ -52,9 +52,10 @@ class TransformerBlock(nn.Module):
         self.ffn_norm = make_norm(config.norm, config.dim, config.norm_eps)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, cos, sin, bias, cache=None):
-        """x: [B, T, dim] -> [B, T, dim]"""
-        attn = self.attention(self.attention_norm(x), cos, sin, bias, cache, self.layer_id)
+    def forward(self, x, cos, sin, bias, cache=None, last_only: bool = False):
+        """x: [B, T, dim] -> [B, T, dim], or [B, 1, dim] (the last position) when last_only"""
+        attn = self.attention(self.attention_norm(x), cos, sin, bias, cache, self.layer_id, last_only)
+        x = x[:, -1:] if last_only else x
         h = x + (self.resid_dropout(attn) if self.training else attn)
         return h + self.feed_forward(self.ffn_norm(h))
 
@@ -117,8 +118,11 @@ class Llama(nn.Module):
         1 for real tokens, 0 for padding (left or right); cache: keys of earlier
         tokens (or a prefix), extended in place.
 
-        Returns (logits, hidden_states): [B, T, vocab] (or [B, 1, vocab] for the
-        last position when last_only) and [B, T, dim] after the final norm."""
+        Returns (logits, hidden_states): [B, T, vocab] and [B, T, dim] after the
+        final norm.  last_only: [B, 1, vocab] and [B, 1, dim] for the last position
+        only (left-pad ragged rows so it is every row's last token); the last block
+        then computes its queries, feed-forward and the head for that position alone.
+        Generation, classification heads and answer scoring read nothing else."""
         x = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
         B, T, _ = x.shape
         if attention_mask is None:
@@ -130,13 +134,12 @@ class Llama(nn.Module):
         bias = attention_bias(key_mask, T, x.dtype if x.is_floating_point() else torch.float32)
 
         h = self.dropout(x)
-        for layer in self.layers:
-            h = layer(h, cos, sin, bias, cache)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, cos, sin, bias, cache, last_only=last_only and i == len(self.layers) - 1)
         if cache is not None:
             cache.length += T
-        h = self.norm(h)
-        logits = self.output(h[:, -1:] if last_only else h)
-        return logits, h
+        h = self.norm(h[:, -1:] if last_only else h)  # (n_layers 0: the embeddings' last position)
+        return self.output(h), h
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,

@@ -137,7 +137,7 @@ class PrefixModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, *,
                 cache: Optional[KVCache] = None, last_only: bool = False):
         """input_ids, attention_mask: [B, T]; cache: from `new_cache` (decoding).
-        Returns (logits [B, T, V] or [B, 1, V] if last_only, hidden [B, T, dim])."""
+        Returns (logits [B, T, V], hidden [B, T, dim]), [B, 1, ...] if last_only."""
         if self.length == 0:
             return self.base(input_ids, attention_mask, cache=cache, last_only=last_only)
         B, T = input_ids.shape
@@ -152,7 +152,9 @@ class PrefixModel(nn.Module):
         x = torch.cat([self.prompt[None].expand(B, -1, -1), self.base.embed(input_ids)], dim=1)  # [B, P+T, dim]
         mask = torch.cat([attention_mask.new_ones(B, self.length), attention_mask], dim=1)
         logits, hidden = self.base(attention_mask=mask, inputs_embeds=x, cache=cache, last_only=last_only)
-        return (logits if last_only else logits[:, self.length:]), hidden[:, self.length:]
+        if last_only:
+            return logits, hidden
+        return logits[:, self.length:], hidden[:, self.length:]  # outputs line up with input_ids
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.base.embed(input_ids)

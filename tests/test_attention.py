@@ -108,7 +108,7 @@ def test_attention_bias_shape_and_semantics():
     neg = torch.finfo(torch.float32).min
     allowed = torch.tensor([
         [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]],
-        [[0, 1, 1, 1, 0], [0, 1, 1, 1, 0]],
+        [[0, 1, 1, 1, 0], [0, 1, 1, 1, 1]],  # the padding query (key 4) sees itself only
     ], dtype=torch.bool)
     expected = torch.where(allowed, torch.tensor(0.0), torch.tensor(neg))
     assert torch.equal(bias[:, 0, 0], expected)

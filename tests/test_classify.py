@@ -11,7 +11,7 @@ from minillama.checkpoints import save_checkpoint
 from minillama.cli import main
 from minillama.data import Example, Split, left_pad
 from minillama.lora import inject_lora, merge_lora
-from minillama.tasks.classify import HeadClassifier, VerbalizerClassifier, course_prompt, last_token_hidden
+from minillama.tasks.classify import HeadClassifier, VerbalizerClassifier, course_prompt
 from minillama.tokenizer import load_tokenizer
 from minillama.train import TrainConfig, accuracy, fit, predict
 
@@ -22,14 +22,31 @@ def test_course_prompt_wording():
         "Is this movie awful, bad, average, good, or excellent? This movie is "
 
 
-def test_last_token_hidden_and_left_pad():
-    hidden = torch.arange(2 * 4 * 1, dtype=torch.float).view(2, 4, 1)
+def test_left_pad():
     right = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
     left = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
-    assert last_token_hidden(hidden, right).flatten().tolist() == [1.0, 7.0]
-    assert last_token_hidden(hidden, left).flatten().tolist() == [3.0, 7.0]
     ids, mask = left_pad(torch.tensor([[5, 6, 0, 0], [1, 2, 3, 4]]), right)
     assert ids.tolist() == [[0, 0, 5, 6], [1, 2, 3, 4]] and mask.tolist() == left.tolist()
+
+
+def test_head_classifier_reads_last_real_token_with_full_gradients():
+    """HeadClassifier (left-pad + last_only: the last block computes one position)
+    equals the head on a full forward's last real token, values and gradients."""
+    model = tiny_model()
+    clf = HeadClassifier(model, 64, 3)
+    ids = torch.tensor([[5, 6, 7, 0, 0], [1, 2, 3, 4, 5], [9, 8, 0, 0, 0]])
+    mask = (ids != 0).long()
+    out = clf(ids, mask)
+    out.square().sum().backward()
+    fast_grads = {n: p.grad.clone() for n, p in clf.named_parameters()}
+    clf.zero_grad()
+    _, hidden = model(ids, mask)  # every position, right-padded
+    last = mask.sum(1) - 1
+    expected = clf.head(hidden[torch.arange(3), last])
+    expected.square().sum().backward()
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    for n, p in clf.named_parameters():
+        torch.testing.assert_close(fast_grads[n], p.grad, atol=1e-5, rtol=1e-4, msg=n)
 
 
 def brute_force_scores(model, prompts, label_ids):

@@ -59,10 +59,10 @@ def test_forward_shapes_and_last_only():
     ids = torch.randint(0, 97, (3, 10), generator=torch.Generator().manual_seed(1))
     logits, hidden = model(ids)
     assert logits.shape == (3, 10, 97) and hidden.shape == (3, 10, 64)
-    last, hidden2 = model(ids, last_only=True)
-    assert last.shape == (3, 1, 97)
+    last, last_hidden = model(ids, last_only=True)
+    assert last.shape == (3, 1, 97) and last_hidden.shape == (3, 1, 64)
     torch.testing.assert_close(last[:, 0], logits[:, -1], atol=ATOL, rtol=0)
-    torch.testing.assert_close(hidden2, hidden)
+    torch.testing.assert_close(last_hidden, hidden[:, -1:], atol=ATOL, rtol=0)
     # hidden states are after the final norm: logits = output(hidden)
     torch.testing.assert_close(logits, hidden @ model.output.weight.T, atol=ATOL, rtol=1e-5)
 
@@ -240,6 +240,24 @@ def test_bf16_model_runs_close_to_fp32():
     assert logits.dtype == torch.bfloat16
     torch.testing.assert_close(logits.float(), ref, atol=3e-2, rtol=5e-2)
     assert F.cosine_similarity(logits.float().flatten(), ref.flatten(), dim=0) > 0.999
+
+
+@pytest.mark.parametrize("use_sdpa", [False, True])
+@pytest.mark.parametrize("how", ["bf16 weights", "bf16 autocast", "fp16 weights"])
+def test_left_padded_half_precision_stays_finite(how, use_sdpa):
+    """Left padding puts queries that see no real key first; in half precision an
+    empty attention row would be NaN and spread into the real tokens."""
+    model = _lively_model(use_sdpa=use_sdpa)
+    ids = torch.tensor([[0, 0, 0, 5, 6, 7], [1, 2, 3, 4, 5, 6]])
+    mask = torch.tensor([[0, 0, 0, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    ref, _ = model(ids, mask)
+    if how == "bf16 autocast":
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits, _ = model(ids, mask)
+    else:
+        logits, _ = model.to(torch.bfloat16 if how == "bf16 weights" else torch.float16)(ids, mask)
+    assert torch.isfinite(logits).all()
+    torch.testing.assert_close(logits[mask.bool()].float(), ref[mask.bool()], atol=0.1, rtol=0.1)
 
 
 def test_dropout_active_only_in_training():

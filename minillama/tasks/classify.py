@@ -8,9 +8,10 @@ Each option = a backbone (the Llama, or an adapted one) + an answer reader:
   course prompt (prompt; multi-token names: sum of the tokens' log-probs).
 A backbone is any module with
     forward(input_ids [B, T], attention_mask [B, T], last_only=False)
-        -> (logits [B, T or 1, vocab], hidden [B, T, dim])
+        -> (logits [B, T, vocab], hidden [B, T, dim]), or [B, 1, ...] when last_only
 whose outputs line up with input_ids and which accepts left or right padding
-(the core Llama does: positions count real tokens only).
+(the core Llama does: positions count real tokens only).  Both readers
+left-pad their batch, so one last_only pass reads every row's last real token.
 
 OPTIONS maps each option to an OptionSpec whose `build` returns the classifier;
 the training loop (minillama/train.py) and the output writing are shared.
@@ -47,19 +48,6 @@ def course_prompt(names: Sequence[str]) -> str:
 
 
 # -- answer readers ---------------------------------------------------------------------
-def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Index of the last real token of each row, for left or right padding: [B]."""
-    T = attention_mask.shape[1]
-    positions = torch.arange(T, device=attention_mask.device).expand_as(attention_mask)
-    return torch.where(attention_mask.bool(), positions, -1).max(dim=1).values
-
-
-def last_token_hidden(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """hidden [B, T, dim] -> [B, dim] at each row's last real token."""
-    idx = last_token_index(attention_mask)
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
-
-
 class HeadClassifier(nn.Module):
     """logits [B, K] = W dropout(h_last) + b, h_last the last real token's final hidden state."""
 
@@ -70,9 +58,12 @@ class HeadClassifier(nn.Module):
         self.head = nn.Linear(dim, num_labels)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        # last_only: the vocabulary logits are not needed, so skip the [B, T, vocab] projection.
-        _, hidden = self.backbone(input_ids, attention_mask, last_only=True)
-        return self.head(self.dropout(last_token_hidden(hidden, attention_mask)))
+        """input_ids, attention_mask: [B, T], right-padded -> logits [B, K]"""
+        # Left-padded, every row's last real token is the last position, and last_only
+        # spares the last block's queries, feed-forward and head for all other positions.
+        ids, mask = left_pad(input_ids, attention_mask)
+        _, hidden = self.backbone(ids, mask, last_only=True)  # [B, 1, dim]
+        return self.head(self.dropout(hidden[:, -1]))
 
 
 class VerbalizerClassifier(nn.Module):
