@@ -173,10 +173,12 @@ class Attention(nn.Module):
         without copying k/v: the G query heads of a group share one kv head.
         q: [B, H, T, hd], k/v: [B, KV, S, hd] -> [B, H, T, hd]"""
         B, H, T, hd = q.shape
-        q = q.reshape(B, self.n_kv_heads, self.n_groups, T, hd)
-        scores = torch.matmul(q, k.unsqueeze(2).transpose(-1, -2)) / math.sqrt(hd)  # [B, KV, G, T, S]
-        scores = scores + bias.to(scores.dtype)
-        probs = torch.softmax(scores.float(), dim=-1).type_as(q)
+        # Scale the queries [.., T, hd], not the scores [.., T, S]: at 512 tokens the
+        # scores are the largest tensors in the model, so each pass over them counts.
+        q = q.reshape(B, self.n_kv_heads, self.n_groups, T, hd) * (1.0 / math.sqrt(hd))
+        scores = torch.matmul(q, k.unsqueeze(2).transpose(-1, -2)).float()  # [B, KV, G, T, S]
+        scores += bias  # in place: backward needs q and k, not the product
+        probs = torch.softmax(scores, dim=-1).type_as(q)
         if self.training and self.dropout > 0:
             probs = F.dropout(probs, p=self.dropout)
         out = torch.matmul(probs, v.unsqueeze(2))  # [B, KV, G, T, hd]
