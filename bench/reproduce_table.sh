@@ -9,7 +9,8 @@
 #
 # Needs stories42M.pt and tokenizer.model in the repository root (./setup.sh fetches them)
 # and the course data in data/ (else ../shared/assets/coursework). Full training sets.
-# DEVICE (default --use_gpu) and ARGS (more bench/accuracy.py flags) make a quick CPU run of the
+# DATASETS (default "sst cfimdb") picks the tables; DEVICE (default --use_gpu) and ARGS (more
+# bench/accuracy.py flags) make a quick CPU run of the
 # same pipeline possible, e.g. on the tiny stories260K:
 #   CKPT=assets/stories260K/stories260K.bin TOK=assets/stories260K/tok512.model DEVICE= SEEDS=2 \
 #     EPOCHS=1 ARGS="--norm rmsnorm --max_train 200 --max_dev 100" bash bench/reproduce_table.sh
@@ -24,12 +25,13 @@ TOK=${TOK:-tokenizer.model}
 OUT=${OUT:-reproduce-table}
 DEVICE=${DEVICE---use_gpu}    # empty: CPU
 ARGS=${ARGS:-}
+DATASETS=${DATASETS:-sst cfimdb}
 mkdir -p "$OUT"
-for ds in sst cfimdb; do
+for ds in $DATASETS; do
   # shellcheck disable=SC2086  # DEVICE and ARGS are word lists
   "$PY" bench/accuracy.py --checkpoint "$CKPT" --tokenizer "$TOK" --dataset "$ds" $DEVICE $ARGS \
       --seeds "$SEEDS" --epochs "$EPOCHS" --jobs "$JOBS" --with_test \
       --extra "finetune=--lr 2e-5" --extra "lora=--lr 2e-5" \
       --json "$OUT/$ds.json" --keep "$OUT/$ds" | tee "$OUT/$ds-table.txt"
 done
-echo "tables: $OUT/sst-table.txt $OUT/cfimdb-table.txt"
+for ds in $DATASETS; do echo "table: $OUT/$ds-table.txt"; done
