@@ -127,6 +127,7 @@ def attention_bias(key_mask: torch.Tensor, n_new: int, dtype) -> torch.Tensor:
 
 class Attention(nn.Module):
     fused_projections = ("wq", "wk", "wv")  # may share one weight tensor (layout.py)
+    query_block = 128  # queries per block of causal attention (_attend_in_blocks); fastest of 32-512 on CPU
 
     def __init__(self, config: LlamaConfig):
         super().__init__()
@@ -161,12 +162,28 @@ class Attention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T or Tq, hd]
         if cache is not None:
             k, v = cache.write(layer, k, v, start=cache.length)  # [B, KV, S, hd]
-        bias = bias[..., -Tq:, :]  # the queries' rows
-        if self.use_sdpa:
-            out = self._sdpa(q, k, v, bias)
-        else:
-            out = self._attend(q, k, v, bias)
+        out = self._attend_in_blocks(q, k, v, bias[..., -Tq:, :])  # bias: the queries' rows
         return self.wo(out.transpose(1, 2).reshape(B, Tq, -1))
+
+    def _attend_in_blocks(self, q, k, v, bias):
+        """Causal attention, `query_block` queries at a time, each block scoring only the
+        keys it can see.  Query t sits at key index S - T + t, so a block of queries ending
+        before t = end sees no key at or after S - T + end: the scores right of that are
+        masked anyway, and skipping them skips their work.  At T = S = 512 in blocks of 128
+        this computes 5/8 of the [T, S] scores (a layer's attention forward+backward takes
+        half the time on CPU, and the saved probabilities shrink alike).  Same result as
+        one block, since every skipped key had probability 0.
+        q: [B, H, T, hd], k/v: [B, KV, S, hd], bias: [B, 1, 1, T, S] -> [B, H, T, hd]"""
+        attend = self._sdpa if self.use_sdpa else self._attend
+        T, S = q.shape[2], k.shape[2]
+        if T <= self.query_block:  # decoding, short inputs
+            return attend(q, k, v, bias)
+        blocks = []
+        for start in range(0, T, self.query_block):
+            end = min(start + self.query_block, T)
+            seen = S - T + end  # keys visible to the block's last query
+            blocks.append(attend(q[:, :, start:end], k[:, :, :seen], v[:, :, :seen], bias[..., start:end, :seen]))
+        return torch.cat(blocks, dim=2)
 
     def _attend(self, q, k, v, bias):
         """softmax(q k^T / sqrt(hd) + bias) v, written out.  Grouped-query heads

@@ -131,6 +131,32 @@ def test_padded_batch_equals_unpadded_singles(side, use_sdpa):
         torch.testing.assert_close(hidden[i, real], single_hidden[0], atol=ATOL, rtol=1e-4)
 
 
+@pytest.mark.parametrize("use_sdpa", [False, True])
+def test_causal_query_blocks_leave_logits_and_gradients_unchanged(monkeypatch, use_sdpa):
+    """Attention in blocks of 3 queries (Attention._attend_in_blocks) = one block,
+    for a left-padded batch of 10 tokens after a 4-token cache: logits and every gradient."""
+    from minillama.attention import Attention
+    model = _lively_model(use_sdpa=use_sdpa).train()
+    g = torch.Generator().manual_seed(8)
+    ids = torch.randint(3, 97, (3, 14), generator=g)
+    mask = torch.ones(3, 14, dtype=torch.long)
+    mask[1, 4:7] = 0  # left padding of the new tokens
+    results = []
+    for block in (64, 3):
+        monkeypatch.setattr(Attention, "query_block", block)
+        model.zero_grad()
+        cache = model.new_cache(3)
+        model(ids[:, :4], mask[:, :4], cache=cache)
+        logits, _ = model(ids[:, 4:], mask[:, 4:], cache=cache)
+        (logits[mask[:, 4:].bool()] ** 2).mean().backward()
+        results.append((logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (one, one_grads), (blocked, blocked_grads) = results
+    real = mask[:, 4:].bool()
+    torch.testing.assert_close(blocked[real], one[real], atol=ATOL, rtol=1e-4)
+    for name in one_grads:
+        torch.testing.assert_close(blocked_grads[name], one_grads[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
 def test_left_padded_incremental_decoding_equals_singles():
     model = _lively_model()
     g = torch.Generator().manual_seed(6)
