@@ -13,7 +13,8 @@ The model uses RMSNorm (as the stories checkpoints and transformers' Llama do;
 --norm layernorm for the course's default), so the peft rows compare the same
 computation, and peft's transformers model uses the same kind of attention as
 minillama's: eager (softmax(QK^T/sqrt(d))V written out) by default, torch's
-fused SDPA with --use_sdpa.
+fused SDPA with --use_sdpa.  --peft_attn sdpa gives peft transformers' default
+(SDPA) whatever minillama uses: each side's default then.
 
 Each (method, scenario) runs in its own subprocess, so peak memory is that
 run's alone: on CPU the growth of ru_maxrss over the process's size once the
@@ -22,6 +23,11 @@ torch.cuda.max_memory_allocated over the same baseline.
 
     python bench/train_step.py --device cpu --steps 2 --rounds 3
     python bench/train_step.py --device cuda --steps 10
+    python bench/train_step.py --paired peft_prefix/ptuning2 --paired prefix/finetune --steps 6
+
+--paired NUM/DEN builds both methods in one process and alternates their steps,
+printing the median of the per-pair time ratios: steadier on a machine whose
+speed drifts from minute to minute than a ratio of two separate runs.
 
 --rounds R runs every (method, scenario) R times, interleaved (all of round 1,
 then all of round 2, ...), and keeps each one's fastest: a machine whose speed
@@ -37,6 +43,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -103,7 +110,9 @@ class PeftPrefixClassifier(torch.nn.Module):
 
 
 def peft_attention(args) -> str:
-    """transformers' attention of the same kind as minillama's in this run."""
+    """transformers' attention: --peft_attn, or by default the same kind as minillama's in this run."""
+    if args.peft_attn != "same":
+        return args.peft_attn
     return "sdpa" if args.use_sdpa else "eager"
 
 
@@ -125,30 +134,23 @@ def max_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def measure(method: str, scenario: str, args) -> dict:
-    """Runs in a fresh process: build, warm up, time args.steps steps."""
+def build_step(method: str, scenario: str, args):
+    """(step, info): one training step of method on scenario's random batch, and its sizes."""
     device = torch.device(args.device)
     batch, tokens = SCENARIOS[scenario]
     batch, tokens = args.batch or batch, args.seq or tokens
     num_labels = 5 if scenario == "sst" else 2
     torch.manual_seed(0)
-    model = Llama(LlamaConfig(**STORIES42M, norm=args.norm, use_sdpa=args.use_sdpa)).to(device)
+    model = None
+    if not method.startswith("peft"):  # peft builds its own transformers model
+        model = Llama(LlamaConfig(**STORIES42M, norm=args.norm, use_sdpa=args.use_sdpa)).to(device)
     builder, lr = METHODS[method]
-    if method.startswith("peft"):
-        del model  # peft builds its own transformers model
-        model = None
     clf = builder(model, num_labels, args).to(device).train()
     trainable, total = count_parameters(clf)
     opt = make_optimizer(clf, TrainConfig(lr=lr))
     ids = torch.randint(3, STORIES42M["vocab_size"], (batch, tokens), device=device)
     mask = torch.ones(batch, tokens, dtype=torch.long, device=device)
     labels = torch.randint(0, num_labels, (batch,), device=device)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = max_rss_bytes()
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -156,19 +158,72 @@ def measure(method: str, scenario: str, args) -> dict:
             scores = clf(ids, mask)
         torch.nn.functional.cross_entropy(scores.float(), labels).backward()
         opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
-    step()  # warm-up: allocates optimizer state and gradients, as every later step reuses
+    info = dict(method=method, scenario=scenario, batch=batch, tokens=tokens, trainable=trainable, total=total,
+                attn=getattr(clf, "attn", "minillama"))
+    return step, info
+
+
+def measure(method: str, scenario: str, args) -> dict:
+    """Runs in a fresh process: build, warm up, time args.steps steps."""
+    device = torch.device(args.device)
+    step, info = build_step(method, scenario, args)
     if device.type == "cuda":
         torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = max_rss_bytes()
+    step()  # warm-up: allocates optimizer state and gradients, as every later step reuses
     start = time.perf_counter()
     for _ in range(args.steps):
         step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / args.steps
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda" else max_rss_bytes()) - base
-    return dict(method=method, scenario=scenario, batch=batch, tokens=tokens, trainable=trainable, total=total,
-                seconds=seconds, peak_mib=peak / 2**20, attn=getattr(clf, "attn", "minillama"))
+    return dict(info, seconds=seconds, peak_mib=peak / 2**20)
+
+
+def measure_pair(num: str, den: str, scenario: str, args) -> dict:
+    """Both methods in one process, steps alternating (num, den, num, den, ...): a machine
+    whose speed drifts slows both alike, so the median of the per-pair ratios is steadier
+    than a ratio of separate runs.  Time only (peak memory needs a process each)."""
+    (step_a, _), (step_b, info) = build_step(num, scenario, args), build_step(den, scenario, args)
+    step_a(), step_b()  # warm-up
+    ratios, best = [], [float("inf"), float("inf")]
+    for _ in range(args.steps):
+        seconds = []
+        for i, step in enumerate((step_a, step_b)):
+            start = time.perf_counter()
+            step()
+            seconds.append(time.perf_counter() - start)
+            best[i] = min(best[i], seconds[-1])
+        ratios.append(seconds[0] / seconds[1])
+    return dict(num=num, den=den, scenario=scenario, batch=info["batch"], tokens=info["tokens"],
+                median_ratio=statistics.median(ratios), min_ratio=min(ratios), max_ratio=max(ratios),
+                best_num=best[0], best_den=best[1])
+
+
+def run_pairs(args, scenarios):
+    """--paired NUM/DEN ...: one process per (pair, scenario); prints the median per-pair ratio."""
+    for pair in args.paired:
+        num, _, den = pair.partition("/")
+        for scenario in scenarios:
+            cmd = child_command(args, ["--child_pair", num, den, scenario])
+            r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+            print(f"{scenario:7s} batch {r['batch']:3d} x {r['tokens']:4d}  {num}/{den}  time x{r['median_ratio']:.2f} "
+                  f"(median of {args.steps} alternating pairs; range {r['min_ratio']:.2f}-{r['max_ratio']:.2f}; "
+                  f"fastest steps {r['best_num']:.3f} / {r['best_den']:.3f} s)", flush=True)
+
+
+def child_command(args, what):
+    """This script, in a fresh process, with this run's settings."""
+    return [sys.executable, os.path.abspath(__file__), *what, "--device", args.device, "--steps", str(args.steps),
+            "--norm", args.norm, "--peft_attn", args.peft_attn] + \
+        (["--bf16"] if args.bf16 else []) + (["--use_sdpa"] if args.use_sdpa else []) + \
+        (["--batch", str(args.batch)] if args.batch else []) + (["--seq", str(args.seq)] if args.seq else []) + \
+        (["--threads", str(args.threads)] if args.threads else [])
 
 
 def main():
@@ -181,33 +236,42 @@ def main():
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--use_sdpa", action="store_true",
                    help="minillama models (and peft's transformers model) use torch's fused attention")
+    p.add_argument("--peft_attn", choices=["same", "eager", "sdpa"], default="same",
+                   help="transformers' attention for the peft rows (same: the kind minillama uses; sdpa is "
+                        "transformers' own default, so --peft_attn sdpa compares each side's default)")
     p.add_argument("--norm", choices=["rmsnorm", "layernorm"], default="rmsnorm",
                    help="minillama's norm (transformers' Llama has RMSNorm)")
     p.add_argument("--rounds", type=int, default=1, help="interleaved repetitions; the fastest of each is kept")
     p.add_argument("--batch", type=int, default=None, help="override every scenario's batch size")
     p.add_argument("--seq", type=int, default=None, help="override every scenario's sequence length")
+    p.add_argument("--paired", action="append", default=[], metavar="NUM/DEN",
+                   help="time NUM against DEN in one process, steps alternating; print the median ratio "
+                        "(repeatable; instead of the table)")
     p.add_argument("--child", nargs=2, metavar=("METHOD", "SCENARIO"), help=argparse.SUPPRESS)
+    p.add_argument("--child_pair", nargs=3, metavar=("NUM", "DEN", "SCENARIO"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:
         print(json.dumps(measure(*args.child, args)))
         return
+    if args.child_pair:
+        print(json.dumps(measure_pair(*args.child_pair, args)))
+        return
     methods, scenarios = args.methods.split(","), args.scenarios.split(",")
     print(f"device {args.device}{' (' + torch.cuda.get_device_name() + ')' if args.device == 'cuda' else ''}, "
           f"torch {torch.__version__}, threads {args.threads or torch.get_num_threads()}, "
           f"{args.steps} timed steps x {args.rounds} rounds, bf16 {args.bf16}; stories42M shape ({args.norm}), "
-          f"random weights, attention {'sdpa' if args.use_sdpa else 'hand-written / eager'}")
+          f"random weights, minillama attention {'sdpa' if args.use_sdpa else 'hand-written'}, "
+          f"peft (transformers) attention {peft_attention(args)}")
+    if args.paired:
+        run_pairs(args, scenarios)
+        return
     rows = {}
     for round_ in range(args.rounds):
         for scenario in scenarios:
             for method in methods:
-                cmd = [sys.executable, os.path.abspath(__file__), "--child", method, scenario, "--device",
-                       args.device, "--steps", str(args.steps), "--norm", args.norm] + \
-                      (["--bf16"] if args.bf16 else []) + (["--use_sdpa"] if args.use_sdpa else []) + \
-                      (["--batch", str(args.batch)] if args.batch else []) + \
-                      (["--seq", str(args.seq)] if args.seq else []) + \
-                      (["--threads", str(args.threads)] if args.threads else [])
+                cmd = child_command(args, ["--child", method, scenario])
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                 r = json.loads(out.strip().splitlines()[-1])
                 print(f"  round {round_ + 1}/{args.rounds}: {scenario} {method} {r['seconds']:.3f} s/step", flush=True)
