@@ -13,7 +13,7 @@
 # bench/accuracy.py flags) make a quick CPU run of the
 # same pipeline possible, e.g. on the tiny stories260K:
 #   CKPT=assets/stories260K/stories260K.bin TOK=assets/stories260K/tok512.model DEVICE= SEEDS=2 \
-#     EPOCHS=1 ARGS="--norm rmsnorm --max_train 200 --max_dev 100" bash bench/reproduce_table.sh
+#     EPOCHS=1 ARGS="--norm rmsnorm --max_train 200 --max_dev 100 --max_test 100" bash bench/reproduce_table.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
