@@ -26,6 +26,13 @@ def check_writable(path: Optional[str], flag: Optional[str] = None):
         raise MinillamaError(f"{where}cannot write {path}: it is a directory")
 
 
+def _new_file_mode() -> int:
+    """The permissions open() gives a new file: 0o666 less the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: str, write: Callable[[str], None]):
     """Call write(tmp_path) to produce the file, then rename it to `path`.
     On any failure the temporary file is removed and `path` is untouched."""
@@ -33,6 +40,7 @@ def atomic_write(path: str, write: Callable[[str], None]):
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         write(tmp)
+        os.chmod(tmp, _new_file_mode())  # some writers (safetensors) create their files 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -1,0 +1,61 @@
+"""minillama/files.py: outputs are written whole or not at all, with the permissions
+a plain open() would give, and bad output paths fail before any work."""
+import os
+import stat
+
+import pytest
+
+from minillama.errors import MinillamaError
+from minillama.files import atomic_write, atomic_write_text, check_writable
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_failed_write_leaves_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "out.txt"
+    path.write_text("old")
+
+    def broken(tmp):
+        with open(tmp, "w") as f:
+            f.write("half")
+        raise RuntimeError("crash mid-write")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(str(path), broken)
+    assert path.read_text() == "old"
+    assert os.listdir(tmp_path) == ["out.txt"]
+
+
+def test_new_files_get_the_umask_permissions_even_from_private_writers(tmp_path):
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")  # what open() gives under this umask
+
+    def private(tmp):  # like safetensors' save_file, which creates its file 0600
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, b"x")
+        os.close(fd)
+
+    atomic_write(str(tmp_path / "private.bin"), private)
+    atomic_write_text(str(tmp_path / "text.txt"), "x")
+    assert _mode(tmp_path / "private.bin") == _mode(plain)
+    assert _mode(tmp_path / "text.txt") == _mode(plain)
+
+
+def test_saved_adapter_files_are_readable_like_any_output(tmp_path):
+    from conftest import tiny_model
+    from minillama.prefix import PrefixModel, save_adapter
+    save_adapter(PrefixModel(tiny_model(), "ptuning2", 2), str(tmp_path / "a"))
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    assert _mode(tmp_path / "a.safetensors") == _mode(plain) == _mode(tmp_path / "a.json")
+
+
+def test_check_writable_names_the_flag_and_the_problem(tmp_path):
+    with pytest.raises(MinillamaError, match=r"--dev_out: cannot write .*does not exist"):
+        check_writable(str(tmp_path / "missing" / "x.txt"), "--dev_out")
+    with pytest.raises(MinillamaError, match="is a directory"):
+        check_writable(str(tmp_path))
+    check_writable(None)
+    check_writable(str(tmp_path / "fine.txt"))
