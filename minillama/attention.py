@@ -127,7 +127,7 @@ def attention_bias(key_mask: torch.Tensor, n_new: int, dtype) -> torch.Tensor:
 
 class Attention(nn.Module):
     fused_projections = ("wq", "wk", "wv")  # may share one weight tensor (layout.py)
-    query_block = 128  # queries per block of causal attention (_attend_in_blocks); fastest of 32-512 on CPU
+    query_block = 128  # queries per causal attention block (_attend_in_blocks); fastest of 32..512 at T=512 on CPU
 
     def __init__(self, config: LlamaConfig):
         super().__init__()
