@@ -28,7 +28,7 @@ sys.path.insert(0, REPO_ROOT)
 from minillama import load_model, load_tokenizer  # noqa: E402
 from minillama.attention import Attention, attention_bias  # noqa: E402
 from minillama.checkpoints import save_checkpoint  # noqa: E402
-from minillama.config import LlamaConfig  # noqa: E402
+from minillama.config import LlamaConfig, Runtime  # noqa: E402
 from minillama.model import FeedForward, Llama  # noqa: E402
 from minillama.norms import LayerNorm, RMSNorm  # noqa: E402
 from minillama.optimizer import AdamW  # noqa: E402
@@ -172,9 +172,9 @@ def check_sampling():
 
 
 # -- whole model ------------------------------------------------------------------------
-def tiny_model(**kw) -> Llama:
+def tiny_model(use_sdpa: bool = False, **kw) -> Llama:
     torch.manual_seed(0)
-    return Llama(tiny_config(**kw)).eval()
+    return Llama(tiny_config(**kw), Runtime(use_sdpa=use_sdpa)).eval()
 
 
 def check_kv_cache():

@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from minillama.config import LlamaConfig  # noqa: E402
+from minillama.config import LlamaConfig, Runtime  # noqa: E402
 from minillama.layout import fused_weight  # noqa: E402
 from minillama.loading import resolve_dtype  # noqa: E402
 from minillama.model import Llama  # noqa: E402
@@ -148,7 +148,7 @@ def main():
     torch.manual_seed(0)
     shape = SHAPES[args.shape]
     model = Llama(LlamaConfig(**shape)).to(device=device, dtype=dtype).eval()
-    sdpa_model = Llama(LlamaConfig(**shape, use_sdpa=True)).to(device=device, dtype=dtype).eval()
+    sdpa_model = Llama(LlamaConfig(**shape), Runtime(use_sdpa=True)).to(device=device, dtype=dtype).eval()
     sdpa_model.load_state_dict(model.state_dict())
     hf = to_transformers(model)
     prompt = torch.randint(3, model.config.vocab_size, (1, args.prompt_len), device=device)

@@ -42,7 +42,7 @@ def llama32_1b_config(layers: int, max_seq_len: int = 131072) -> LlamaConfig:
     """Llama-3.2-1B's config.json (reference facts), with n_layers adjustable."""
     return LlamaConfig(dim=2048, n_layers=layers, n_heads=32, n_kv_heads=8, vocab_size=128256, hidden_dim=8192,
                        norm_eps=1e-5, norm="rmsnorm", max_seq_len=max_seq_len, rope_theta=500000.0,
-                       rope_scaling=RopeScaling(32.0, 1.0, 4.0, 8192), tie_embeddings=True, family="llama3")
+                       rope_scaling=RopeScaling(32.0, 1.0, 4.0, 8192), tie_embeddings=True)
 
 
 def sync(device):

@@ -52,7 +52,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from minillama.config import LlamaConfig  # noqa: E402
+from minillama.config import LlamaConfig, Runtime  # noqa: E402
 from minillama.lora import inject_lora  # noqa: E402
 from minillama.model import Llama  # noqa: E402
 from minillama.tasks.classify import HeadClassifier  # noqa: E402
@@ -143,7 +143,7 @@ def build_step(method: str, scenario: str, args):
     torch.manual_seed(0)
     model = None
     if not method.startswith("peft"):  # peft builds its own transformers model
-        model = Llama(LlamaConfig(**STORIES42M, norm=args.norm, use_sdpa=args.use_sdpa)).to(device)
+        model = Llama(LlamaConfig(**STORIES42M, norm=args.norm), Runtime(use_sdpa=args.use_sdpa)).to(device)
     builder, lr = METHODS[method]
     clf = builder(model, num_labels, args).to(device).train()
     trainable, total = count_parameters(clf)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import LlamaConfig
+from .config import LlamaConfig, Runtime
 from .layout import fused_weight
 from .rope import apply_rope
 
@@ -129,7 +129,7 @@ class Attention(nn.Module):
     fused_projections = ("wq", "wk", "wv")  # may share one weight tensor (layout.py)
     query_block = 128  # queries per causal attention block (_attend_in_blocks); fastest of 32..512 at T=512 on CPU
 
-    def __init__(self, config: LlamaConfig):
+    def __init__(self, config: LlamaConfig, runtime: Runtime = Runtime()):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
         self.n_groups = self.n_heads // self.n_kv_heads
@@ -137,8 +137,8 @@ class Attention(nn.Module):
         self.wk = nn.Linear(config.dim, self.n_kv_heads * self.head_dim, bias=False)
         self.wv = nn.Linear(config.dim, self.n_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(self.n_heads * self.head_dim, config.dim, bias=False)
-        self.dropout = config.dropout
-        self.use_sdpa = config.use_sdpa
+        self.dropout = runtime.dropout
+        self.use_sdpa = runtime.use_sdpa
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor,
                 cache: Optional[KVCache] = None, layer: int = 0, last_only: bool = False) -> torch.Tensor:
@@ -202,7 +202,7 @@ class Attention(nn.Module):
         return out.reshape(B, H, T, hd)
 
     def _sdpa(self, q, k, v, bias):
-        """Opt-in fast path (LlamaConfig.use_sdpa): torch's fused kernel, kv heads repeated."""
+        """Opt-in fast path (Runtime.use_sdpa): torch's fused kernel, kv heads repeated."""
         k = k.repeat_interleave(self.n_groups, dim=1)
         v = v.repeat_interleave(self.n_groups, dim=1)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias[:, 0].to(q.dtype),

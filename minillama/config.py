@@ -24,6 +24,9 @@ class RopeScaling:
 
 @dataclass
 class LlamaConfig:
+    """The architecture: everything a checkpoint fixes, nothing about how it runs
+    (that is `Runtime`).  Two models with equal configs can share weights and adapters."""
+
     dim: int = 512
     n_layers: int = 8
     n_heads: int = 8
@@ -38,9 +41,6 @@ class LlamaConfig:
     rope_theta: float = 10000.0
     rope_scaling: Optional[RopeScaling] = None
     tie_embeddings: bool = True
-    dropout: float = 0.0
-    use_sdpa: bool = False  # opt-in fast path: torch's scaled_dot_product_attention
-    family: str = "llama2c"  # "llama2c" or "llama3": informational (loaders, adapters)
 
     def __post_init__(self):
         if self.n_kv_heads is None:
@@ -66,6 +66,19 @@ class LlamaConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class Runtime:
+    """How a model runs, not what it is: never stored in a checkpoint or in an
+    adapter's base identity, and free to differ between two runs of one model."""
+
+    use_sdpa: bool = False  # opt-in fast path: torch's scaled_dot_product_attention (proven equal in tests)
+    dropout: float = 0.0    # attention, residual and embedding dropout while training
+
+    def __post_init__(self):
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 def ffn_hidden_dim(dim: int, multiple_of: int, ffn_dim_multiplier: Optional[float] = None) -> int:

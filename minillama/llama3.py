@@ -162,8 +162,7 @@ def hf_config(cfg: dict, path: str) -> LlamaConfig:
                        n_kv_heads=int(cfg.get("num_key_value_heads") or n_heads), vocab_size=vocab,
                        hidden_dim=hidden, norm_eps=float(cfg.get("rms_norm_eps", 1e-6)), norm="rmsnorm",
                        max_seq_len=int(cfg.get("max_position_embeddings", 2048)), rope_theta=theta,
-                       rope_scaling=scaling, tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-                       family="llama3")
+                       rope_scaling=scaling, tie_embeddings=bool(cfg.get("tie_word_embeddings", False)))
 
 
 def hf_weight_files(path: str) -> List[str]:
@@ -261,8 +260,7 @@ def meta_config(params: dict, path: str) -> LlamaConfig:
                        ffn_dim_multiplier=params.get("ffn_dim_multiplier"),
                        norm_eps=float(params.get("norm_eps", 1e-5)), norm="rmsnorm",
                        max_seq_len=META_SCALED_MAX_SEQ_LEN if scaled else META_UNSCALED_MAX_SEQ_LEN,
-                       rope_theta=float(params.get("rope_theta", 10000.0)), rope_scaling=scaling,
-                       family="llama3")
+                       rope_theta=float(params.get("rope_theta", 10000.0)), rope_scaling=scaling)
 
 
 def read_meta_dir(path: str, dtype: Optional[torch.dtype] = None) -> Tuple[LlamaConfig, Dict[str, torch.Tensor]]:

@@ -7,8 +7,8 @@ from typing import Optional, Union
 
 import torch
 
-from .checkpoints import read_checkpoint
-from .config import NORMS
+from .checkpoints import detect_format, read_checkpoint
+from .config import NORMS, Runtime
 from .errors import MinillamaError
 from .model import Llama
 from .tokenizer import load_tokenizer
@@ -41,12 +41,12 @@ def check_dtype_on_device(dtype: Optional[torch.dtype], device: Union[str, torch
                              "choose another --dtype (float32 works everywhere)") from None
 
 
-def choose_norm(family: str, norm: Optional[str]) -> str:
+def choose_norm(fmt: str, norm: Optional[str]) -> str:
     """Stories checkpoints: the course's LayerNorm unless asked otherwise.
     Llama 3 checkpoints: always RMSNorm (LayerNorm would ruin a 1B model)."""
     if norm is not None and norm not in NORMS:
         raise MinillamaError(f"--norm must be one of {', '.join(NORMS)}, got {norm!r}")
-    if family == "llama3":
+    if fmt in ("hf_dir", "meta_dir"):  # Llama 3.2 directories
         if norm == "layernorm":
             warnings.warn("Llama 3.2 checkpoints use RMSNorm; ignoring --norm layernorm")
         return "rmsnorm"
@@ -65,12 +65,11 @@ def load_model(path: str, norm: Optional[str] = None, device: Union[str, torch.d
     dtype = resolve_dtype(dtype)
     check_dtype_on_device(dtype, device)
     config, state = read_checkpoint(path, dtype)
-    config.norm = choose_norm(config.family, norm)
-    config.use_sdpa = use_sdpa
+    config.norm = choose_norm(detect_format(path), norm)
     if max_seq_len is not None:
         config.max_seq_len = max_seq_len
     with torch.device("meta"):
-        model = Llama(config)
+        model = Llama(config, Runtime(use_sdpa=use_sdpa))
     expected = set(model.state_dict().keys())
     missing = expected - set(state)
     if missing:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import Attention, KVCache, attention_bias
-from .config import LlamaConfig
+from .config import LlamaConfig, Runtime
 from .errors import MinillamaError
 from .layout import fused_weight
 from .norms import make_norm
@@ -43,14 +43,14 @@ class FeedForward(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, layer_id: int, config: LlamaConfig):
+    def __init__(self, layer_id: int, config: LlamaConfig, runtime: Runtime):
         super().__init__()
         self.layer_id = layer_id
-        self.attention = Attention(config)
-        self.feed_forward = FeedForward(config.dim, config.hidden_dim, config.dropout)
+        self.attention = Attention(config, runtime)
+        self.feed_forward = FeedForward(config.dim, config.hidden_dim, runtime.dropout)
         self.attention_norm = make_norm(config.norm, config.dim, config.norm_eps)
         self.ffn_norm = make_norm(config.norm, config.dim, config.norm_eps)
-        self.resid_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(runtime.dropout)
 
     def forward(self, x, cos, sin, bias, cache=None, last_only: bool = False):
         """x: [B, T, dim] -> [B, T, dim], or [B, 1, dim] (the last position) when last_only"""
@@ -61,12 +61,15 @@ class TransformerBlock(nn.Module):
 
 
 class Llama(nn.Module):
-    def __init__(self, config: LlamaConfig):
+    """config: the architecture; runtime: how it runs (attention kernel, dropout)."""
+
+    def __init__(self, config: LlamaConfig, runtime: Optional[Runtime] = None):
         super().__init__()
         self.config = config
+        self.runtime = runtime = runtime or Runtime()
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
-        self.dropout = nn.Dropout(config.dropout)
-        self.layers = nn.ModuleList(TransformerBlock(i, config) for i in range(config.n_layers))
+        self.dropout = nn.Dropout(runtime.dropout)
+        self.layers = nn.ModuleList(TransformerBlock(i, config, runtime) for i in range(config.n_layers))
         self.norm = make_norm(config.norm, config.dim, config.norm_eps)
         self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
         if config.tie_embeddings:
@@ -101,6 +104,11 @@ class Llama(nn.Module):
         return positions
 
     # -- forward ---------------------------------------------------------------
+    @property
+    def input_room(self) -> int:
+        """Positions left for input tokens (an adapter that reads virtual tokens first has fewer)."""
+        return self.config.max_seq_len
+
     def new_cache(self, batch: int, capacity: int = 0) -> KVCache:
         """An empty KV cache for incremental decoding (adapters may pre-fill it)."""
         p = next(self.parameters())

@@ -13,7 +13,6 @@ head_dim, P prefix length; a deep prefix is one tensor [L, 2 (key, value), KV, P
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -36,7 +35,7 @@ class PrefixModel(nn.Module):
     """A frozen base Llama plus a trainable prefix; a drop-in backbone for the tasks.
 
     forward(input_ids [B, T], attention_mask [B, T]) -> (logits [B, T, V], hidden [B, T, dim])
-    for the input positions only.  `config.max_seq_len` is the base's minus P: the room
+    for the input positions only.  `input_room` is the base's minus P: the positions
     the prefix leaves for input, so `generate` stops in time."""
 
     def __init__(self, base: nn.Module, mode: str = "prefix", length: int = 10, *, reparam: Optional[bool] = None,
@@ -52,7 +51,7 @@ class PrefixModel(nn.Module):
             raise MinillamaError(f"prefix length must be in [0, {c.max_seq_len}) for this model, got {length}")
         self.base, self.mode, self.length = base.requires_grad_(False), mode, length
         self.reparam = (mode == "prefix") if reparam is None else bool(reparam)
-        self.config = dataclasses.replace(c, max_seq_len=c.max_seq_len - length)
+        self.config = c
         w = base.tok_embeddings.weight  # [V, dim]
         ids = self._init_ids(init, init_text, tokenizer, init_ids)
         if mode == "prompt":
@@ -124,6 +123,11 @@ class PrefixModel(nn.Module):
             del self.mlp, self.prefix_embed, self.offset
             self.kv, self.reparam = nn.Parameter(kv), False
         return self
+
+    @property
+    def input_room(self) -> int:
+        """Positions left for input: the prefix's P virtual tokens take the first P."""
+        return self.base.input_room - self.length
 
     def new_cache(self, batch: int, capacity: int = 0) -> KVCache:
         """A cache for `capacity` input tokens, holding the deep prefix ([B, KV, P, hd] per layer)."""
@@ -271,6 +275,10 @@ class PrefixBank(nn.Module):
     @property
     def config(self):
         return self.current.config
+
+    @property
+    def input_room(self) -> int:
+        return self.current.input_room
 
     def forward(self, input_ids, attention_mask=None, *, adapter: Optional[str] = None, **kwargs):
         return (self.adapters[adapter] if adapter else self.current)(input_ids, attention_mask, **kwargs)

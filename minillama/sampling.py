@@ -56,9 +56,9 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: f
     check_sampling_args(temperature, epsilon)
     use_decode_layout(model)  # fused, column-major fp32 CPU weights: faster one-row products (layout.py)
     B, T = input_ids.shape
-    max_new_tokens = min(max_new_tokens, model.config.max_seq_len - T)
+    max_new_tokens = min(max_new_tokens, model.input_room - T)
     if max_new_tokens < 0 or T == 0:
-        raise MinillamaError(f"prompt of {T} tokens does not fit the model's max_seq_len {model.config.max_seq_len}")
+        raise MinillamaError(f"prompt of {T} tokens does not fit the model's context of {model.input_room} tokens")
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     stop_ids = _as_id_set(eos_id)

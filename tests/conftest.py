@@ -12,7 +12,7 @@ import torch
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
-from minillama.config import LlamaConfig  # noqa: E402
+from minillama.config import LlamaConfig, Runtime  # noqa: E402
 from minillama.model import Llama  # noqa: E402
 
 ASSETS = os.environ.get("MINILLAMA_ASSETS") or os.path.join(REPO_ROOT, "..", "shared", "assets")
@@ -36,6 +36,16 @@ def tiny_config(**overrides) -> LlamaConfig:
     return LlamaConfig(**kw)
 
 
+RUNTIME_KEYS = ("use_sdpa", "dropout")  # how a model runs (Runtime), not what it is (LlamaConfig)
+
+
+def split_runtime(kw: dict) -> Runtime:
+    """Pop the Runtime fields out of kw (the rest are LlamaConfig fields)."""
+    return Runtime(**{k: kw.pop(k) for k in RUNTIME_KEYS if k in kw})
+
+
 def tiny_model(seed: int = 0, **overrides) -> Llama:
+    """A tiny Llama; use_sdpa / dropout overrides go to its Runtime."""
     torch.manual_seed(seed)
-    return Llama(tiny_config(**overrides)).eval()
+    runtime = split_runtime(overrides)
+    return Llama(tiny_config(**overrides), runtime).eval()

@@ -3,7 +3,7 @@ causal and padding masks, the opt-in sdpa path, attention_bias and the KV cache.
 import torch
 import torch.nn.functional as F
 
-from conftest import tiny_config
+from conftest import split_runtime, tiny_config
 from minillama.attention import Attention, KVCache, attention_bias
 from minillama.rope import precompute_rope_table
 
@@ -21,7 +21,8 @@ def _qkv(seed=0, T_=T, S=None):
 
 def _attn(**overrides):
     torch.manual_seed(0)
-    return Attention(tiny_config(dim=H * HD, n_heads=H, n_kv_heads=KV, **overrides)).eval()
+    runtime = split_runtime(overrides)
+    return Attention(tiny_config(dim=H * HD, n_heads=H, n_kv_heads=KV, **overrides), runtime).eval()
 
 
 def _oracle(q, k, v, key_mask):

@@ -189,7 +189,7 @@ class Biased(torch.nn.Module):
     def __init__(self, base, token, value=1e4):
         super().__init__()
         self.base, self.token, self.value = base, token, value
-        self.config = base.config
+        self.config, self.input_room = base.config, base.input_room
 
     def new_cache(self, *a, **k):
         return self.base.new_cache(*a, **k)

@@ -316,9 +316,9 @@ def context_budget(model, tokenizer, classifier, suffix: Optional[str], max_sent
     """Sentence tokens that fit the model's context with BOS, the prompt and the
     label-name tokens; the smaller of that and --max_sentence_len."""
     extra = 1 + (len(tokenizer.encode(suffix, bos=False)) if suffix else 0) + getattr(classifier, "extra_positions", 0)
-    fit_len = model.config.max_seq_len - extra
+    fit_len = model.input_room - extra
     if fit_len <= 0:
-        raise MinillamaError(f"the model's context ({model.config.max_seq_len} tokens) is too short for the prompt")
+        raise MinillamaError(f"the model's context ({model.input_room} tokens) is too short for the prompt")
     return fit_len if max_sentence_len is None else min(max_sentence_len, fit_len)
 
 

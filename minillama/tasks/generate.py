@@ -71,9 +71,9 @@ def run(args):
     print(f"load model from {args.pretrained_model_path}")
     prompt = COURSE_PROMPT if args.prompt_text is None else args.prompt_text
     prompt_ids = encode_prompt(tokenizer, prompt, args.chat)
-    if len(prompt_ids) >= model.config.max_seq_len:
-        raise MinillamaError(f"prompt is {len(prompt_ids)} tokens, the model's max_seq_len is "
-                             f"{model.config.max_seq_len}: shorten --prompt_text")
+    if len(prompt_ids) >= model.input_room:
+        raise MinillamaError(f"prompt is {len(prompt_ids)} tokens, the model's context (max_seq_len) is "
+                             f"{model.input_room} tokens: shorten --prompt_text")
 
     texts: Dict[str, str] = {}
     for temperature, path in zip(temps, outputs):

@@ -250,9 +250,9 @@ def evaluate(model: nn.Module, tokenizer, questions: Sequence[Question], dev: Di
         raise MinillamaError(f"--mmlu_mode must be logits or generate, got {mode!r}")
     if not questions:
         raise MinillamaError("no MMLU questions selected (check --subjects, --limit and --mmlu_split)")
-    room = model.config.max_seq_len - (max_new_tokens if mode == "generate" else 0)
+    room = model.input_room - (max_new_tokens if mode == "generate" else 0)
     if room < 8:
-        raise MinillamaError(f"the model's context ({model.config.max_seq_len} tokens) leaves no room for a "
+        raise MinillamaError(f"the model's context ({model.input_room} tokens) leaves no room for a "
                              f"question: lower --mmlu_new_tokens or --prefix_length")
     prompts, shortened = encode_questions(tokenizer, questions, dev, k_shot, chat, room)
     start = time.time()
@@ -439,7 +439,7 @@ def run_prefix_mmlu(args):
     print(f"prefix {backbone.mode}, length {backbone.length}: {counts['trainable']:,} trainable parameters "
           f"({100 * counts['share']:.4f}% of the model)")
     classifier = LetterClassifier(backbone, letter_token_ids(tokenizer, kw["chat"]))
-    room = backbone.config.max_seq_len
+    room = backbone.input_room
     splits = {}
     for name, qs in (("train", train_q), ("held-out", held_q)):
         prompts, _ = encode_questions(tokenizer, qs, dev, kw["k_shot"], kw["chat"], room)
