@@ -53,9 +53,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from minillama.config import LlamaConfig, Runtime  # noqa: E402
-from minillama.lora import inject_lora  # noqa: E402
+from minillama.adapters import inject_lora  # noqa: E402
 from minillama.model import Llama  # noqa: E402
-from minillama.tasks.classify import HeadClassifier  # noqa: E402
+from minillama.heads import HeadClassifier  # noqa: E402
 from minillama.train import count_parameters, make_optimizer, TrainConfig  # noqa: E402
 
 STORIES42M = dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=8, vocab_size=32000, multiple_of=32,
@@ -75,7 +75,7 @@ def build_lora(model, num_labels, args):
 
 def prefix_builder(mode):
     def build(model, num_labels, args):
-        from minillama.prefix import PrefixModel
+        from minillama.adapters import PrefixModel
         return HeadClassifier(PrefixModel(model, mode, 10, prefix_hidden=512), model.config.dim, num_labels,
                               dropout=0.3)
     return build

@@ -5,11 +5,14 @@ Public API:
     load_tokenizer(path) -> tokenizer (sentencepiece or tiktoken)
     model(input_ids, attention_mask=None) -> (logits [B,T,V], hidden_states [B,T,dim])
     model.generate(input_ids, max_new_tokens, temperature=0.0, epsilon=None, eos_id=None) -> ids [B, T+new]
+    PrefixModel(base, mode, length, ...), save_adapter, load_adapter, interpolate  (minillama.adapters)
 """
-from .config import LlamaConfig, RopeScaling
+from .adapters import PrefixModel, interpolate, load_adapter, save_adapter
+from .config import LlamaConfig, RopeScaling, Runtime
 from .errors import MinillamaError
 from .loading import load_model
 from .model import Llama
 from .tokenizer import load_tokenizer
 
-__all__ = ["LlamaConfig", "RopeScaling", "Llama", "MinillamaError", "load_model", "load_tokenizer"]
+__all__ = ["LlamaConfig", "RopeScaling", "Runtime", "Llama", "MinillamaError", "load_model", "load_tokenizer",
+           "PrefixModel", "save_adapter", "load_adapter", "interpolate"]

@@ -1,177 +1,232 @@
-"""The command line of run_llama.py: flags, then dispatch to one task.
+"""The command line of run_llama.py: flags -> typed configs -> one task's `run`.
 
-Flag names and defaults follow the course's run_llama.py; options add their
-own groups.  Each option lives in minillama/tasks/<name>.py as `run(args)`.
-User mistakes (MinillamaError) print one line and exit 2, never a traceback.
+Flag names follow the course's run_llama.py; options add their own groups.  This is
+the only module that reads argparse's Namespace.  Every flag's default lives on its
+config field (a flag not given is simply absent here, so the dataclass default
+applies); the help texts read them from there.  User mistakes (MinillamaError)
+print one line and exit 2, never a traceback.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
-import os
-import random
 import sys
-from typing import List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
-import numpy as np
 import torch
 
+from .adapters import FullConfig, LoraConfig, PrefixConfig, PrefixTuningConfig, PromptTuningConfig
 from .errors import MinillamaError
+from .mmlu import MMLUSettings
+from .runconfig import RunConfig, seed_everything
+from .tasks.classify import ClassifyConfig
+from .tasks.generate import GenerateConfig
+from .tasks.mmlu_eval import MMLUEvalConfig
+from .tasks.mmlu_prefix import MMLUPrefixConfig
+from .train import TrainConfig
 
-# option -> module in minillama.tasks providing run(args)
-OPTIONS = {
-    "generate": "generate",
-    "prompt": "classify",
-    "finetune": "classify",
-    "lora": "classify",
-    "prefix": "classify",
-    "mmlu": "mmlu",
-}
-DEFAULT_CHECKPOINT = "stories42M.pt"      # where setup.sh puts it (the course's default)
-from .loading import DEFAULT_LLAMA2_TOKENIZER as DEFAULT_TOKENIZER  # noqa: E402
-DEFAULT_MMLU_DIR = os.path.join("data", "mmlu")
-DEFAULT_LR = 2e-5         # the course's (full finetuning)
-DEFAULT_PREFIX_LR = 1e-2  # a few thousand free parameters take far larger steps (bench/accuracy.py)
+OPTIONS = ("generate", "prompt", "finetune", "lora", "prefix", "mmlu")
+TASKS = ("classify", "mmlu")
+PREFIX_MODES = {"prefix": PrefixTuningConfig, "ptuning2": PrefixConfig, "prompt": PromptTuningConfig}
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+def default(cls, name: str) -> Any:
+    """The default of a config field (for help texts: stated once, on the field)."""
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run_llama.py", description="minillama coursework tasks")
-    p.add_argument("--option", type=str, required=True, choices=sorted(OPTIONS),
+    p = argparse.ArgumentParser(prog="run_llama.py", description="minillama coursework tasks",
+                                argument_default=argparse.SUPPRESS)
+    p.add_argument("--option", type=str, required=True, choices=OPTIONS,
                    help="generate: continue a prompt; prompt: zero-shot; finetune: full model; "
                         "lora: LoRA adapters; prefix: prefix/prompt tuning, P-tuning v2; mmlu: evaluate on MMLU")
-    # model
-    p.add_argument("--pretrained-model-path", type=str, default=DEFAULT_CHECKPOINT,
-                   help="llama2.c .pt/.bin checkpoint or Llama 3.2 directory")
-    p.add_argument("--tokenizer", type=str, default=None,
-                   help=f"tokenizer.model (default: {DEFAULT_TOKENIZER}, or the one inside a Llama 3.2 directory)")
-    p.add_argument("--norm", type=str, default=None, choices=["layernorm", "rmsnorm"],
+    # model and run
+    p.add_argument("--pretrained-model-path", type=str,
+                   help=f"llama2.c .pt/.bin checkpoint or Llama 3.2 directory (default {default(RunConfig, 'model_path')})")
+    p.add_argument("--tokenizer", type=str,
+                   help="tokenizer.model (default: the one inside a Llama 3.2 directory, else tokenizer.model)")
+    p.add_argument("--norm", type=str, choices=["layernorm", "rmsnorm"],
                    help="norm for stories checkpoints (default layernorm, the course's; rmsnorm reproduces llama2.c)")
-    p.add_argument("--dtype", type=str, default=None, choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", type=str, choices=["float32", "bfloat16", "float16"])
     p.add_argument("--use_sdpa", action="store_true", help="opt-in fast path: torch's fused attention")
     p.add_argument("--use_gpu", action="store_true")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for training/eval (mixed precision)")
-    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--seed", type=int, help=f"default {default(RunConfig, 'seed')}")
     # generation
     g = p.add_argument_group("generate")
-    g.add_argument("--generated_sentence_low_temp_out", type=str, default="generated-sentence-temp-0.txt")
-    g.add_argument("--generated_sentence_high_temp_out", type=str, default="generated-sentence-temp-1.txt")
-    g.add_argument("--prompt_text", type=str, default=None, help="text to continue (default: the course's)")
-    # checked by the task (sampling.check_sampling_args) so a bad value is one error line, not argparse usage
-    g.add_argument("--temperature", type=float, default=None,
-                   help="one temperature (>= 0) instead of the course's 0.0 and 1.0")
-    g.add_argument("--epsilon", type=float, default=None, help="epsilon sampling threshold in [0, 1)")
-    g.add_argument("--max_new_tokens", type=positive_int, default=75)
+    g.add_argument("--generated_sentence_low_temp_out", type=str, help=f"default {default(GenerateConfig, 'low_temp_out')}")
+    g.add_argument("--generated_sentence_high_temp_out", type=str,
+                   help=f"default {default(GenerateConfig, 'high_temp_out')}")
+    g.add_argument("--prompt_text", type=str, help="text to continue (default: the course's)")
+    g.add_argument("--temperature", type=float, help="one temperature (>= 0) instead of the course's 0.0 and 1.0")
+    g.add_argument("--epsilon", type=float, help="epsilon sampling threshold in [0, 1)")
+    g.add_argument("--max_new_tokens", type=int, help=f"default {default(GenerateConfig, 'max_new_tokens')}")
     g.add_argument("--chat", action="store_true", help="wrap the prompt in the Llama 3 Instruct chat format")
     # classification data
     d = p.add_argument_group("classification data")
-    d.add_argument("--train", type=str, default="data/cfimdb-train.txt")
-    d.add_argument("--dev", type=str, default="data/cfimdb-dev.txt")
-    d.add_argument("--test", type=str, default="data/cfimdb-test.txt")
-    d.add_argument("--label-names", type=str, default="data/cfimdb-label-mapping.json")
-    d.add_argument("--dev_out", type=str, default=None, help="default: <dataset>-dev-<option>-output.txt")
-    d.add_argument("--test_out", type=str, default=None, help="default: <dataset>-test-<option>-output.txt")
-    d.add_argument("--max_sentence_len", type=positive_int, default=None)
+    d.add_argument("--train", type=str, help=f"default {default(ClassifyConfig, 'train')}")
+    d.add_argument("--dev", type=str, help=f"default {default(ClassifyConfig, 'dev')}")
+    d.add_argument("--test", type=str, help=f"default {default(ClassifyConfig, 'test')}")
+    d.add_argument("--label-names", type=str, help=f"default {default(ClassifyConfig, 'label_names')}")
+    d.add_argument("--dev_out", type=str, help="default: <dataset>-dev-<option>-output.txt")
+    d.add_argument("--test_out", type=str, help="default: <dataset>-test-<option>-output.txt")
+    d.add_argument("--max_sentence_len", type=int)
     # training
     t = p.add_argument_group("training")
-    t.add_argument("--batch_size", type=positive_int, default=8)
-    t.add_argument("--epochs", type=positive_int, default=5)
-    t.add_argument("--lr", type=float, default=None,
-                   help=f"learning rate (default {DEFAULT_LR}; --option prefix: {DEFAULT_PREFIX_LR})")
-    t.add_argument("--weight_decay", type=float, default=0.0)
-    t.add_argument("--hidden_dropout_prob", type=float, default=0.3)
-    t.add_argument("--patience", type=int, default=None, help="early stopping: epochs without dev improvement")
-    t.add_argument("--min_delta", type=float, default=0.0, help="early stopping: smallest improvement that counts")
+    t.add_argument("--batch_size", type=int, help=f"default {default(TrainConfig, 'batch_size')}")
+    t.add_argument("--epochs", type=int, help=f"default {default(TrainConfig, 'epochs')}")
+    t.add_argument("--lr", type=float, help=f"learning rate (default: the method's, {FullConfig.default_lr} for "
+                                            f"finetune and lora, {PrefixConfig.default_lr} for the prefix family)")
+    t.add_argument("--weight_decay", type=float, help=f"default {default(TrainConfig, 'weight_decay')}")
+    t.add_argument("--hidden_dropout_prob", type=float, help=f"default {default(ClassifyConfig, 'hidden_dropout_prob')}")
+    t.add_argument("--patience", type=int, help="early stopping: epochs without dev improvement")
+    t.add_argument("--min_delta", type=float, help="early stopping: smallest improvement that counts")
+    t.add_argument("--log_jsonl", type=str, help="this run's per-epoch / eval records as JSON lines (see runlog.py)")
+    t.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (if installed)")
     # lora
-    l = p.add_argument_group("lora")
-    l.add_argument("--lora_rank", type=int, default=4)
-    l.add_argument("--lora_alpha", type=float, default=1.0)
-    l.add_argument("--lora_dropout", type=float, default=0.0)
-    l.add_argument("--lora_targets", type=str, default="wq,wv", help="comma-separated projections: wq,wk,wv,wo,w1,w2,w3")
-    # prefix family (--option prefix; defaults from bench/accuracy.py on stories260K, see README)
+    lo = p.add_argument_group("lora")
+    lo.add_argument("--lora_rank", type=int, help=f"default {default(LoraConfig, 'rank')}")
+    lo.add_argument("--lora_alpha", type=float, help=f"default {default(LoraConfig, 'alpha')}")
+    lo.add_argument("--lora_dropout", type=float, help=f"default {default(LoraConfig, 'dropout')}")
+    lo.add_argument("--lora_targets", type=str, help="comma-separated projections: wq,wk,wv,wo,w1,w2,w3 "
+                                                     f"(default {','.join(default(LoraConfig, 'targets'))})")
+    # prefix family
     x = p.add_argument_group("prefix")
-    x.add_argument("--prefix_mode", type=str, default="prefix", choices=["prefix", "prompt", "ptuning2"],
-                   help="prefix: per-layer keys/values via an MLP (Li & Liang); prompt: input embeddings "
-                        "(Lester et al.); ptuning2: per-layer keys/values trained directly")
-    x.add_argument("--prefix_length", type=int, default=10, help="number of virtual tokens")
-    x.add_argument("--prefix_hidden", type=int, default=512, help="width of the reparameterization MLP")
-    x.add_argument("--no_reparam", action="store_true", help="mode prefix: train the keys/values directly")
-    x.add_argument("--prefix_init", type=str, default="random", choices=["random", "vocab", "text"])
-    x.add_argument("--prefix_init_text", type=str, default=None, help="text whose tokens start the prefix")
-    x.add_argument("--prefix_head", type=str, default="cls", choices=["cls", "verbalizer"],
-                   help="cls: linear head on the last token; verbalizer: LM head scores the label names "
-                        "after the course prompt (no new head: the whole task in the prefix)")
-    x.add_argument("--save_adapter", type=str, default=None,
-                   help="write the trained prefix to PATH.safetensors + PATH.json "
-                        "(classification default: <dataset>-prefix-adapter)")
-    x.add_argument("--load_adapter", type=str, nargs="+", default=None, metavar="PATH",
+    x.add_argument("--prefix_mode", type=str, choices=list(PREFIX_MODES),
+                   help="prefix (default): per-layer keys/values via an MLP (Li & Liang); prompt: input "
+                        "embeddings (Lester et al.); ptuning2: per-layer keys/values trained directly")
+    x.add_argument("--prefix_length", type=int, help=f"virtual tokens (default {default(PrefixConfig, 'length')})")
+    x.add_argument("--prefix_hidden", type=int,
+                   help=f"width of the reparameterization MLP (default {default(PrefixTuningConfig, 'hidden')})")
+    x.add_argument("--no_reparam", action="store_true",
+                   help="mode prefix: train the keys/values directly (that is P-tuning v2's model)")
+    x.add_argument("--prefix_init", type=str, choices=["random", "vocab", "text"])
+    x.add_argument("--prefix_init_text", type=str, help="text whose tokens start the prefix")
+    x.add_argument("--prefix_head", type=str, choices=["cls", "verbalizer"],
+                   help="cls (default): linear head on the last token; verbalizer: LM head scores the label "
+                        "names after the course prompt (no new head: the whole task in the prefix)")
+    x.add_argument("--save_adapter", type=str,
+                   help="write the trained adapter to PATH.safetensors + PATH.json "
+                        "(prefix default: <dataset>-prefix-adapter; --task mmlu: mmlu-prefix-adapter)")
+    x.add_argument("--load_adapter", type=str, nargs="+", metavar="PATH",
                    help="evaluate saved adapter(s) without training; with two, see --interpolate")
-    x.add_argument("--interpolate", type=float, default=None, metavar="ALPHA",
-                   help="with two --load_adapter: evaluate alpha*A + (1-alpha)*B")
-    # mmlu (--option mmlu; --option prefix --task mmlu)
+    x.add_argument("--interpolate", type=float, metavar="ALPHA", help="with two --load_adapter: alpha*A + (1-alpha)*B")
+    # mmlu
     m = p.add_argument_group("mmlu")
-    m.add_argument("--task", type=str, default="classify", choices=["classify", "mmlu"],
-                   help="what --option prefix trains on: the course's classification data or MMLU")
-    m.add_argument("--mmlu_dir", type=str, default=DEFAULT_MMLU_DIR, help="MMLU data with dev/ val/ test/ CSVs")
-    m.add_argument("--subjects", type=str, default=None, help="comma-separated MMLU subjects (default: all 57)")
-    m.add_argument("--limit", type=positive_int, default=None, help="at most this many questions per subject")
-    m.add_argument("--k_shot", type=int, default=0, choices=range(0, 6), metavar="{0..5}",
-                   help="exemplars from dev before each question")
-    m.add_argument("--mmlu_split", type=str, default="test", choices=["test", "val", "dev"])
-    m.add_argument("--mmlu_mode", type=str, default="logits", choices=["logits", "generate"],
+    m.add_argument("--task", type=str, choices=TASKS,
+                   help="what --option prefix trains on: the course's classification data (default) or MMLU")
+    m.add_argument("--mmlu_dir", type=str, help=f"MMLU data with dev/ val/ test/ CSVs (default {default(MMLUSettings, 'mmlu_dir')})")
+    m.add_argument("--subjects", type=str, help="comma-separated MMLU subjects (default: all 57)")
+    m.add_argument("--limit", type=int, help="at most this many questions per subject")
+    m.add_argument("--k_shot", type=int, metavar="{0..5}", help="exemplars from dev before each question")
+    m.add_argument("--mmlu_split", type=str, choices=["test", "val", "dev"])
+    m.add_argument("--mmlu_mode", type=str, choices=["logits", "generate"],
                    help="logits: compare the letter tokens' logits; generate: parse a greedy reply (refusals)")
-    m.add_argument("--mmlu_new_tokens", type=positive_int, default=10, help="tokens generated in generate mode")
-    m.add_argument("--mmlu_holdout", type=float, default=0.2,
-                   help="prefix --task mmlu: share of val (per subject) held out for early stopping")
-    m.add_argument("--mmlu_out", type=str, default=None, help="report: .json, or .jsonl with one line per question")
-    m.add_argument("--log_jsonl", type=str, default=None, help="append per-epoch / eval metrics here as JSON lines")
-    m.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (if installed)")
+    m.add_argument("--mmlu_new_tokens", type=int, help=f"tokens generated in generate mode "
+                                                       f"(default {default(MMLUSettings, 'new_tokens')})")
+    m.add_argument("--mmlu_holdout", type=float, help="prefix --task mmlu: share of val (per subject) held out "
+                                                      f"for early stopping (default {default(MMLUPrefixConfig, 'holdout')})")
+    m.add_argument("--mmlu_out", type=str, help="report: .json, or .jsonl with one line per question")
     return p
 
 
-def seed_everything(seed: int):
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.cuda.manual_seed_all(seed)
+# -- flags -> configs ----------------------------------------------------------------------------
+def given(ns: Dict[str, Any], names: Dict[str, str]) -> Dict[str, Any]:
+    """{field: value} for the flags (dest names) that were given; the rest keep their defaults."""
+    return {name: ns[flag] for flag, name in names.items() if flag in ns}
 
 
-def choose_device(use_gpu: bool) -> torch.device:
+def choose_device(use_gpu: bool) -> str:
     if use_gpu:
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return "cuda"
         print("--use_gpu: no CUDA device available, running on CPU", file=sys.stderr)
-    return torch.device("cpu")
+    return "cpu"
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    """The flags, with the per-option defaults filled in and args.device set."""
-    args = build_parser().parse_args(argv)
-    if args.lr is None:
-        args.lr = DEFAULT_PREFIX_LR if args.option == "prefix" else DEFAULT_LR
-    args.device = choose_device(args.use_gpu)
-    return args
+def run_config(ns: Dict[str, Any]) -> RunConfig:
+    return RunConfig(device=choose_device(ns.get("use_gpu", False)), **given(ns, {
+        "pretrained_model_path": "model_path", "tokenizer": "tokenizer_path", "norm": "norm", "dtype": "dtype",
+        "use_sdpa": "use_sdpa", "bf16": "bf16", "seed": "seed"}))
+
+
+def method_config(option: str, ns: Dict[str, Any]):
+    """The adaptation method of a training option, from its flags (None: --option prompt)."""
+    if option == "finetune":
+        return FullConfig()
+    if option == "lora":
+        return LoraConfig(**given(ns, {"lora_rank": "rank", "lora_alpha": "alpha", "lora_dropout": "dropout",
+                                       "lora_targets": "targets"}))
+    if option != "prefix":
+        return None
+    mode = ns.get("prefix_mode", "prefix")
+    if mode == "prefix" and ns.get("no_reparam"):
+        mode = "ptuning2"  # the same model: deep keys/values trained directly
+        print("--no_reparam: prefix keys/values trained directly, which is --prefix_mode ptuning2")
+    fields = {"prefix_length": "length", "prefix_init": "init", "prefix_init_text": "init_text"}
+    if mode == "prefix":
+        fields["prefix_hidden"] = "hidden"
+    return PREFIX_MODES[mode](**given(ns, fields))
+
+
+def training_config(ns: Dict[str, Any]) -> TrainConfig:
+    return TrainConfig(**given(ns, {"epochs": "epochs", "lr": "lr", "batch_size": "batch_size",
+                                    "weight_decay": "weight_decay", "patience": "patience",
+                                    "min_delta": "min_delta"}))
+
+
+def mmlu_settings(ns: Dict[str, Any]) -> MMLUSettings:
+    return MMLUSettings(**given(ns, {"mmlu_dir": "mmlu_dir", "subjects": "subjects", "limit": "limit",
+                                     "k_shot": "k_shot", "mmlu_mode": "mode", "mmlu_new_tokens": "new_tokens",
+                                     "chat": "chat", "batch_size": "batch_size"}))
+
+
+ADAPTER_FLAGS = {"load_adapter": "load_adapter", "interpolate": "interpolate"}
+LOG_FLAGS = {"log_jsonl": "log_jsonl", "wandb": "wandb"}
+
+
+def task_config(ns: Dict[str, Any]) -> Tuple[str, Any]:
+    """(task module name, its config) for the option and --task given."""
+    option, task = ns["option"], ns.get("task", "classify")
+    if task == "mmlu" and option not in ("prefix", "mmlu"):
+        raise MinillamaError(f"--task mmlu trains a prefix on MMLU: use --option prefix (or --option mmlu to "
+                             f"evaluate), not --option {option}")
+    if option == "generate":
+        return "generate", GenerateConfig(**given(ns, {
+            "generated_sentence_low_temp_out": "low_temp_out", "generated_sentence_high_temp_out": "high_temp_out",
+            "prompt_text": "prompt_text", "temperature": "temperature", "epsilon": "epsilon",
+            "max_new_tokens": "max_new_tokens", "chat": "chat"}))
+    if option == "mmlu":
+        return "mmlu_eval", MMLUEvalConfig(settings=mmlu_settings(ns), **given(ns, {
+            "mmlu_split": "split", "mmlu_out": "out", **ADAPTER_FLAGS, **LOG_FLAGS}))
+    method = method_config(option, ns)  # with --load_adapter, the adapter's own method is read from its file
+    if task == "mmlu":
+        return "mmlu_prefix", MMLUPrefixConfig(settings=mmlu_settings(ns), method=method,
+                                               training=training_config(ns),
+                                               **given(ns, {"mmlu_holdout": "holdout", "save_adapter": "save_adapter",
+                                                            "mmlu_out": "out", **ADAPTER_FLAGS, **LOG_FLAGS}))
+    return "classify", ClassifyConfig(option=option, method=method, training=training_config(ns), **given(ns, {
+        "prefix_head": "head", "train": "train", "dev": "dev", "test": "test", "label_names": "label_names",
+        "dev_out": "dev_out", "test_out": "test_out", "max_sentence_len": "max_sentence_len",
+        "hidden_dropout_prob": "hidden_dropout_prob", "save_adapter": "save_adapter", **ADAPTER_FLAGS,
+        **LOG_FLAGS}))
+
+
+def parse(argv: Optional[List[str]] = None) -> Tuple[str, RunConfig, Any]:
+    """(task module name, RunConfig, task config) from the command line."""
+    ns = vars(build_parser().parse_args(argv))
+    name, cfg = task_config(ns)
+    return name, run_config(ns), cfg
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = parse_args(argv)
-    seed_everything(args.seed)
     try:
-        task = importlib.import_module(f"minillama.tasks.{OPTIONS[args.option]}")
-        task.run(args)
+        name, run_cfg, cfg = parse(argv)
+        seed_everything(run_cfg.seed)
+        importlib.import_module(f"minillama.tasks.{name}").run(run_cfg, cfg)
     except MinillamaError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

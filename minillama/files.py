@@ -8,7 +8,8 @@ work so a bad output path fails in the first second, not after training.
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional
+import tempfile
+from typing import Callable, Dict, Optional
 
 from .errors import MinillamaError
 
@@ -24,6 +25,18 @@ def check_writable(path: Optional[str], flag: Optional[str] = None):
         raise MinillamaError(f"{where}cannot write {path}: directory {directory} does not exist (create it first)")
     if os.path.isdir(path):
         raise MinillamaError(f"{where}cannot write {path}: it is a directory")
+    try:  # the only sure test is to write: permissions, read-only mounts, quotas
+        probe = tempfile.NamedTemporaryFile(dir=directory, prefix=".minillama-probe-")
+        probe.close()
+    except OSError as e:
+        raise MinillamaError(f"{where}cannot write {path}: directory {directory} is not writable "
+                             f"({e.strerror}); choose another output path") from None
+
+
+def check_all_writable(paths: Dict[str, Optional[str]]):
+    """check_writable for every {flag: path} (None paths are outputs not asked for)."""
+    for flag, path in paths.items():
+        check_writable(path, flag)
 
 
 def _new_file_mode() -> int:

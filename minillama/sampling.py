@@ -7,6 +7,7 @@ epsilon e          -> drop tokens whose probability is below e, renormalise,
 """
 from __future__ import annotations
 
+import math
 from typing import Iterable, Optional, Union
 
 import torch
@@ -16,8 +17,8 @@ from .layout import use_decode_layout
 
 
 def check_sampling_args(temperature: float, epsilon: Optional[float]):
-    if temperature is None or not temperature >= 0.0:
-        raise MinillamaError(f"temperature must be >= 0, got {temperature}")
+    if temperature is None or not 0.0 <= temperature < math.inf:
+        raise MinillamaError(f"temperature must be >= 0 and finite, got {temperature}")
     if epsilon is not None and not (0.0 <= epsilon < 1.0):
         raise MinillamaError(f"--epsilon must be in [0, 1), got {epsilon}")
 

@@ -10,9 +10,11 @@ from conftest import asset, tiny_model
 from minillama.checkpoints import save_checkpoint
 from minillama.cli import main
 from minillama.data import Example, Split, left_pad
-from minillama.lora import inject_lora, merge_lora
-from minillama.tasks.classify import HeadClassifier, VerbalizerClassifier, course_prompt
+from minillama.adapters import inject_lora, merge_lora
+from minillama.heads import HeadClassifier, VerbalizerClassifier
+from minillama.tasks.classify import course_prompt
 from minillama.tokenizer import load_tokenizer
+from minillama.runconfig import RunConfig
 from minillama.train import TrainConfig, accuracy, fit, predict
 
 
@@ -112,7 +114,7 @@ def test_finetune_and_lora_learn_a_separable_task(option, lr):
     if option == "lora":
         inject_lora(model, ("wq", "wv"), rank=4, alpha=8.0)
     clf = HeadClassifier(model, model.config.dim, 3, dropout=0.1)
-    fit(clf, train, dev, TrainConfig(epochs=3, lr=lr, batch_size=16, progress=False), log=lambda s: None)  # 72 steps
+    fit(clf, train, dev, TrainConfig(epochs=3, lr=lr, batch_size=16), RunConfig(progress=False), log=lambda s: None)  # 72 steps
     if option == "lora":
         merge_lora(model)
     acc = accuracy(predict(clf, test, 64, torch.device("cpu"), progress=False), test.labels)

@@ -10,7 +10,7 @@ import pytest
 from minillama import load_model
 from minillama.checkpoints import save_checkpoint
 from minillama.layout import fused_weight, use_decode_layout
-from minillama.lora import inject_lora
+from minillama.adapters import inject_lora
 
 
 def _ids(model, B=2, T=9, seed=1):

@@ -6,10 +6,10 @@ from torch import nn
 
 from conftest import tiny_model
 from minillama.errors import MinillamaError
-from minillama.lora import (LoRALinear, inject_lora, lora_modules, lora_parameter_count, merge_lora,
+from minillama.adapters.lora import (LoRALinear, inject_lora, lora_modules, lora_parameter_count, merge_lora,
                             unmerge_lora)
 from minillama.optimizer import AdamW
-from minillama.tasks.classify import HeadClassifier
+from minillama.heads import HeadClassifier
 
 
 def batch(vocab=97, B=3, T=7, seed=1):

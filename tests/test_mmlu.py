@@ -1,7 +1,7 @@
 """MMLU: the CSV reader (real release and malformed files), the standard prompt,
 letter-logit scoring vs a brute-force per-question oracle, answer parsing and
 refusals, micro/macro arithmetic, and the CLI end to end (minillama/mmlu_data.py,
-minillama/tasks/mmlu.py)."""
+minillama/mmlu.py, tasks/mmlu_eval.py, tasks/mmlu_prefix.py)."""
 import csv
 import json
 import os
@@ -16,7 +16,8 @@ from minillama.cli import main
 from minillama.errors import MinillamaError
 from minillama.mmlu_data import Question
 from minillama.sampling import generate
-from minillama.tasks import mmlu
+from minillama import mmlu
+from minillama.tasks.mmlu_prefix import split_holdout
 from minillama.sampling import strip_after_stop as strip_stop
 from minillama.tokenizer import load_tokenizer
 
@@ -277,7 +278,7 @@ def prefix_mmlu_argv(tmp_path, root, ckpt, mode, *extra):
 
 @pytest.mark.parametrize("mode", ["prefix", "prompt", "ptuning2"])
 def test_prefix_task_mmlu_end_to_end(tmp_path, mode):
-    from minillama.prefix import load_adapter
+    from minillama.adapters import load_adapter
     root = make_fixture(tmp_path / "mmlu")
     ckpt = str(tmp_path / "tiny.pt")
     save_checkpoint(tiny_model(vocab_size=512, max_seq_len=512), ckpt)
@@ -319,12 +320,12 @@ def test_prefix_task_mmlu_end_to_end(tmp_path, mode):
 def test_holdout_split_is_per_subject_disjoint_and_seeded():
     q = lambda s, i: Question(s, f"{s}{i}?", ("a", "b", "c", "d"), "A", f"{s}:{i}")  # noqa: E731
     data = {"x": [q("x", i) for i in range(10)], "y": [q("y", i) for i in range(3)], "z": [q("z", 0)]}
-    train, held = mmlu.split_holdout(data, 0.2, seed=7)
+    train, held = split_holdout(data, 0.2, seed=7)
     assert sorted(h.subject for h in held) == ["x", "x", "y"]  # round(0.2 n), at least one; "z" too small
     assert not set(train) & set(held) and set(train) | set(held) == set(mmlu_data.flatten(data))
-    assert mmlu.split_holdout(data, 0.2, seed=7) == (train, held) and mmlu.split_holdout(data, 0.2, 8) != (train, held)
+    assert split_holdout(data, 0.2, seed=7) == (train, held) and split_holdout(data, 0.2, 8) != (train, held)
     with pytest.raises(MinillamaError, match="--mmlu_holdout"):
-        mmlu.split_holdout(data, 1.0, 0)
+        split_holdout(data, 1.0, 0)
 
 
 def test_chat_prompts_and_scoring_with_the_llama3_tokenizer(tmp_path):
@@ -351,6 +352,7 @@ def test_wandb_is_optional(capsys, monkeypatch):
     import argparse
     import sys
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed: `import wandb` raises ImportError
-    assert mmlu.open_wandb(argparse.Namespace(wandb=True), "test") is None
+    from minillama.runlog import RunLog, open_wandb
+    assert open_wandb("test", {}) is None
     assert "wandb package is not installed" in capsys.readouterr().err
-    assert mmlu.open_wandb(argparse.Namespace(wandb=False), "test") is None
+    assert RunLog(wandb=False).wandb_run is None

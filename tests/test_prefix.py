@@ -9,7 +9,7 @@ import torch
 from conftest import asset, tiny_model
 from minillama.errors import MinillamaError
 from minillama.optimizer import AdamW
-from minillama.prefix import PrefixBank, PrefixModel, interpolate, load_adapter, parameter_counts, save_adapter
+from minillama.adapters import PrefixModel, interpolate, load_adapter, parameter_counts, save_adapter
 from minillama.sampling import generate
 
 DEEP = [("prefix", False), ("prefix", True), ("ptuning2", None)]
@@ -154,7 +154,7 @@ def test_save_load_round_trip(tmp_path, mode, reparam):
         load_adapter(base, path + "-missing")
 
 
-def test_interpolation_and_bank(tmp_path):
+def test_interpolation(tmp_path):
     base = tiny_model()
     a = PrefixModel(base, "ptuning2", 4, init="text", init_ids=TEXT)
     b = PrefixModel(base, "ptuning2", 4, init="vocab")
@@ -165,11 +165,6 @@ def test_interpolation_and_bank(tmp_path):
     torch.testing.assert_close(mid, 0.25 * a.kv + 0.75 * b.kv)
     with pytest.raises(MinillamaError, match="interpolate"):
         interpolate(a, PrefixModel(base, "ptuning2", 5), 0.5)
-    bank = PrefixBank({"a": a, "b": b})
-    assert torch.equal(bank(x)[0], a(x)[0]) and torch.equal(bank(x, adapter="b")[0], b(x)[0])
-    assert torch.equal(bank.use("b")(x)[0], b(x)[0])
-    with pytest.raises(MinillamaError, match="no adapter named"):
-        bank.use("c")
 
 
 @pytest.mark.parametrize("mode,reparam", ALL)

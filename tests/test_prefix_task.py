@@ -107,10 +107,10 @@ def test_cli_prefix_bad_input_exits_2_without_outputs(tmp_path, capsys, ckpts, c
     assert os.listdir(out_dir) == []
 
 
-def test_task_mmlu_routes_to_run_prefix_mmlu(monkeypatch):
-    from minillama.tasks import mmlu
+def test_task_mmlu_routes_to_the_mmlu_prefix_task(monkeypatch):
+    from minillama.adapters import PrefixConfig
+    from minillama.tasks import mmlu_prefix
     seen = {}
-    monkeypatch.setattr(mmlu, "run_prefix_mmlu", lambda args: seen.update(mode=args.prefix_mode, lr=args.lr))
+    monkeypatch.setattr(mmlu_prefix, "run", lambda run, cfg: seen.update(mode=cfg.method.method, lr=cfg.training.lr))
     assert main(["--option", "prefix", "--task", "mmlu", "--prefix_mode", "prompt"]) == 0
-    from minillama.cli import DEFAULT_PREFIX_LR
-    assert seen == {"mode": "prompt", "lr": DEFAULT_PREFIX_LR}
+    assert seen == {"mode": "prompt", "lr": PrefixConfig.default_lr}

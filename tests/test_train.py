@@ -3,7 +3,8 @@ import torch
 
 from conftest import tiny_model
 from minillama.data import Example, Split
-from minillama.tasks.classify import HeadClassifier
+from minillama.heads import HeadClassifier
+from minillama.runconfig import RunConfig
 from minillama.train import TrainConfig, accuracy, count_parameters, describe_trainable, fit, predict
 
 
@@ -23,7 +24,7 @@ def classifier(seed=0):
 def test_best_dev_weights_are_restored():
     train, dev = split(48, 0), split(32, 1)
     clf = classifier()
-    history = fit(clf, train, dev, TrainConfig(epochs=4, lr=3e-3, batch_size=8, progress=False), log=lambda s: None)
+    history = fit(clf, train, dev, TrainConfig(epochs=4, lr=3e-3, batch_size=8), RunConfig(progress=False), log=lambda s: None)
     final = accuracy(predict(clf, dev, 8, torch.device("cpu"), progress=False), dev.labels)
     assert final == max(r.dev_acc for r in history)
     assert len({round(r.dev_acc, 6) for r in history}) > 1  # the epochs really differ
@@ -33,10 +34,10 @@ def test_early_stopping_with_patience():
     train, dev = split(16, 0), split(8, 1)
     lines = []
     # lr 0: dev accuracy never improves after epoch 0, so patience 2 stops after epoch 2
-    history = fit(classifier(), train, dev, TrainConfig(epochs=10, lr=0.0, batch_size=8, patience=2, progress=False),
+    history = fit(classifier(), train, dev, TrainConfig(epochs=10, lr=0.0, batch_size=8, patience=2), RunConfig(progress=False),
                   log=lines.append)
     assert len(history) == 3 and lines[-1].startswith("early stopping")
-    history = fit(classifier(), train, dev, TrainConfig(epochs=3, lr=0.0, batch_size=8, progress=False),
+    history = fit(classifier(), train, dev, TrainConfig(epochs=3, lr=0.0, batch_size=8), RunConfig(progress=False),
                   log=lambda s: None)
     assert len(history) == 3
 
@@ -47,7 +48,7 @@ def test_same_seed_same_run_on_cpu():
     for _ in range(2):
         clf = classifier(seed=3)
         torch.manual_seed(7)  # dropout draws
-        history = fit(clf, train, dev, TrainConfig(epochs=2, lr=1e-3, batch_size=8, seed=5, progress=False),
+        history = fit(clf, train, dev, TrainConfig(epochs=2, lr=1e-3, batch_size=8), RunConfig(seed=5, progress=False),
                       log=lambda s: None)
         runs.append(([r.train_loss for r in history], clf.head.weight.detach().clone()))
     assert runs[0][0] == runs[1][0] and torch.equal(runs[0][1], runs[1][1])
@@ -63,7 +64,7 @@ def test_bf16_autocast_trains_and_matches_fp32_roughly():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             bf16 = clf(b.input_ids, b.attention_mask)
     assert bf16.dtype == torch.bfloat16 and torch.allclose(bf16.float(), fp32, atol=0.05)
-    history = fit(clf, train, dev, TrainConfig(epochs=1, lr=1e-3, batch_size=8, bf16=True, progress=False),
+    history = fit(clf, train, dev, TrainConfig(epochs=1, lr=1e-3, batch_size=8), RunConfig(bf16=True, progress=False),
                   log=lambda s: None)
     assert torch.isfinite(torch.tensor(history[0].train_loss))
 

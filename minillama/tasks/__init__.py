@@ -1,10 +1,8 @@
-"""The CLI's options, one module each (`run(args)`), and the glue they share."""
-from ..loading import load_model_and_tokenizer
+"""The CLI's commands, one module each: `run(run_cfg, task_cfg) -> result`.
 
-
-def load_from_args(args):
-    """(model, tokenizer) from the common flags: --pretrained-model-path, --tokenizer,
-    --norm, --dtype, --use_sdpa, --chat, and the device cli.main chose."""
-    return load_model_and_tokenizer(args.pretrained_model_path, args.tokenizer, norm=args.norm,
-                                    device=args.device, dtype=args.dtype,
-                                    use_sdpa=getattr(args, "use_sdpa", False), chat=getattr(args, "chat", False))
+generate      --option generate
+classify      --option prompt | finetune | lora | prefix   (--task classify)
+mmlu_eval     --option mmlu
+mmlu_prefix   --option prefix --task mmlu
+Each task module defines its own config dataclass; cli.py builds it from the flags.
+"""

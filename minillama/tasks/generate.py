@@ -15,71 +15,87 @@ leaves a partial result behind.
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from dataclasses import dataclass
+from typing import Dict, List, Optional
 
 import torch
 
 from ..errors import MinillamaError
-from ..files import atomic_write_text, check_writable
+from ..files import atomic_write_text, check_all_writable
+from ..runconfig import RunConfig
 from ..sampling import check_sampling_args, strip_after_stop
-from . import load_from_args
 
 COURSE_PROMPT = ("Victor Frankenstein, a young scientist obsessed with uncovering the secrets of life, "
                  "succeeds in animating a creature assembled from")
 COURSE_TEMPERATURES = (0.0, 1.0)
 
 
-def temperatures(args) -> List[float]:
-    """The course's pair, or the single --temperature asked for."""
-    temps = list(COURSE_TEMPERATURES) if args.temperature is None else [args.temperature]
-    for t in temps:
-        check_sampling_args(t, args.epsilon)
-    return temps
+@dataclass
+class GenerateConfig:
+    low_temp_out: str = "generated-sentence-temp-0.txt"
+    high_temp_out: str = "generated-sentence-temp-1.txt"
+    prompt_text: Optional[str] = None      # None: the course's Frankenstein sentence
+    temperature: Optional[float] = None    # None: the course's pair 0.0 and 1.0
+    epsilon: Optional[float] = None        # epsilon sampling threshold in [0, 1)
+    max_new_tokens: int = 75
+    chat: bool = False                     # wrap the prompt in the Llama 3 Instruct chat format
 
+    def __post_init__(self):
+        for t in self.temperatures:
+            check_sampling_args(t, self.epsilon)
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens <= 0:
+            raise MinillamaError(f"--max_new_tokens must be a positive integer, got {self.max_new_tokens}")
 
-def output_path(args, temperature: float) -> str:
-    """Greedy output goes to the low-temperature file, any sampling to the high one."""
-    return args.generated_sentence_low_temp_out if temperature == 0.0 else args.generated_sentence_high_temp_out
+    @property
+    def temperatures(self) -> List[float]:
+        """The course's pair, or the single --temperature asked for."""
+        return list(COURSE_TEMPERATURES) if self.temperature is None else [self.temperature]
+
+    def output_path(self, temperature: float) -> str:
+        """Greedy output goes to the low-temperature file, any sampling to the high one."""
+        return self.low_temp_out if temperature == 0.0 else self.high_temp_out
 
 
 def encode_prompt(tokenizer, prompt: str, chat: bool) -> List[int]:
     """Prompt ids, starting with BOS; in the Instruct chat format with --chat."""
     if not chat:
         return tokenizer.encode(prompt, bos=True, eos=False)
-    if not hasattr(tokenizer, "format_chat"):
-        raise MinillamaError(f"--chat needs a Llama 3 tokenizer with a chat format; {tokenizer.family} "
-                             "tokenizers have none: drop --chat or use a Llama 3.2 Instruct directory")
     return list(tokenizer.format_chat([{"role": "user", "content": prompt}], add_generation_prompt=True))
 
 
-def continue_prompt(model, tokenizer, prompt_ids: List[int], temperature: float, args) -> List[int]:
+def continue_prompt(model, tokenizer, prompt_ids: List[int], temperature: float, cfg: GenerateConfig,
+                    seed: int) -> List[int]:
     """New token ids (stop id excluded) after prompt_ids, seeded by --seed for every temperature."""
     device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(args.seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
     x = torch.tensor([prompt_ids], dtype=torch.long, device=device)
-    y = model.generate(x, args.max_new_tokens, temperature=temperature, epsilon=args.epsilon,
+    y = model.generate(x, cfg.max_new_tokens, temperature=temperature, epsilon=cfg.epsilon,
                        eos_id=tokenizer.stop_ids, generator=generator)
     return strip_after_stop(y[0, len(prompt_ids):].tolist(), tokenizer.stop_ids)
 
 
-def run(args):
-    temps = temperatures(args)
-    outputs = [output_path(args, t) for t in temps]
-    for path in outputs:
-        check_writable(path)
-    model, tokenizer = load_from_args(args)
-    print(f"load model from {args.pretrained_model_path}")
-    prompt = COURSE_PROMPT if args.prompt_text is None else args.prompt_text
-    prompt_ids = encode_prompt(tokenizer, prompt, args.chat)
+def run(run_cfg: RunConfig, cfg: GenerateConfig):
+    temps = cfg.temperatures
+    outputs = [cfg.output_path(t) for t in temps]
+    check_all_writable({"--generated_sentence_low_temp_out" if t == 0.0 else "--generated_sentence_high_temp_out": p
+                        for t, p in zip(temps, outputs)})
+    model, tokenizer = run_cfg.load(chat=cfg.chat)
+    print(f"load model from {run_cfg.model_path}")
+    prompt = COURSE_PROMPT if cfg.prompt_text is None else cfg.prompt_text
+    prompt_ids = encode_prompt(tokenizer, prompt, cfg.chat)
     if len(prompt_ids) >= model.input_room:
         raise MinillamaError(f"prompt is {len(prompt_ids)} tokens, the model's context (max_seq_len) is "
                              f"{model.input_room} tokens: shorten --prompt_text")
+    room = model.input_room - len(prompt_ids)
+    if cfg.max_new_tokens > room:
+        print(f"note: --max_new_tokens {cfg.max_new_tokens} lowered to {room}: the prompt's {len(prompt_ids)} "
+              f"tokens leave {room} of the model's {model.input_room}")
 
     texts: Dict[str, str] = {}
     for temperature, path in zip(temps, outputs):
-        new_ids = continue_prompt(model, tokenizer, prompt_ids, temperature, args)
+        new_ids = continue_prompt(model, tokenizer, prompt_ids, temperature, cfg, run_cfg.seed)
         # the course writes the whole decoded sequence; a chat prompt is markup, so write the reply only
-        texts[path] = tokenizer.decode(new_ids if args.chat else prompt_ids + new_ids)
+        texts[path] = tokenizer.decode(new_ids if cfg.chat else prompt_ids + new_ids)
         print(f"Temperature is {temperature}")
         print(texts[path])
         print("---------------")

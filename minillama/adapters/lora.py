@@ -9,22 +9,47 @@ W, so inference costs the same as the base model; `unmerge()` takes it out again
 
 `inject_lora(model, targets, rank, alpha, dropout)` replaces the named
 projections of every transformer block in place, reusing their weight tensors
-(no copies), and freezes everything but the LoRA factors.
+(no copies), and freezes everything but the LoRA factors.  `LoraModel` is the
+method's backbone (adapters/base.py): attach = inject, finalize = merge, and an
+adapter file holds the A and B factors.
 """
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterable, List, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Dict, Iterable, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import MinillamaError
+from ..errors import MinillamaError
+from .base import AdaptedModel, AdapterConfig
 
 # projection name -> the submodule of a TransformerBlock that holds it
 TARGET_PARENTS = {"wq": "attention", "wk": "attention", "wv": "attention", "wo": "attention",
                   "w1": "feed_forward", "w2": "feed_forward", "w3": "feed_forward"}
+
+
+@dataclass
+class LoraConfig(AdapterConfig):
+    """--option lora: rank-`rank` updates of `targets` in every block, scaled by alpha / rank."""
+
+    method: ClassVar[str] = "lora"
+    rank: int = 4
+    alpha: float = 1.0
+    dropout: float = 0.0
+    targets: Tuple[str, ...] = ("wq", "wv")
+
+    def __post_init__(self):
+        if not isinstance(self.rank, int) or self.rank <= 0:
+            raise MinillamaError(f"--lora_rank must be a positive integer, got {self.rank}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise MinillamaError(f"--lora_dropout must be in [0, 1), got {self.dropout}")
+        if not abs(self.alpha) < float("inf"):
+            raise MinillamaError(f"--lora_alpha must be a finite number, got {self.alpha}")
+        self.targets = tuple(parse_targets(",".join(self.targets) if not isinstance(self.targets, str)
+                                           else self.targets))
 
 
 class LoRALinear(nn.Linear):
@@ -108,8 +133,6 @@ def inject_lora(model: nn.Module, targets: Sequence[str] = ("wq", "wv"), rank: i
                 dropout: float = 0.0) -> List[LoRALinear]:
     """Replace `targets` in every block of model.layers by LoRALinear (in place),
     freeze every existing parameter and return the new modules (their A, B train)."""
-    if rank <= 0:
-        raise MinillamaError(f"--lora_rank must be a positive integer, got {rank}")
     targets = parse_targets(",".join(targets))
     for p in model.parameters():
         p.requires_grad_(False)
@@ -148,3 +171,27 @@ def lora_parameter_count(config, targets: Iterable[str], rank: int) -> int:
         "wo": (config.dim, config.dim), "w1": (config.dim, config.hidden_dim),
         "w2": (config.hidden_dim, config.dim), "w3": (config.dim, config.hidden_dim)}
     return config.n_layers * sum(rank * sum(shapes[t]) for t in targets)
+
+
+class LoraModel(AdaptedModel):
+    """The LoRA method's backbone: the base with LoRALinear layers injected in place."""
+
+    method = "lora"
+
+    def __init__(self, base: nn.Module, cfg: LoraConfig, tokenizer=None):
+        super().__init__(base, cfg)
+        self.injected = inject_lora(base, cfg.targets, cfg.rank, cfg.alpha, cfg.dropout)
+
+    def finalize(self) -> "LoraModel":
+        """Merge scaling * B A into the weights: prediction at the base model's cost."""
+        merge_lora(self.base)
+        return self
+
+    def adapter_tensors(self) -> Dict[str, torch.Tensor]:
+        """The factors by module name, e.g. layers.0.attention.wq.lora_A [rank, in]."""
+        return {f"{name}.{part}": getattr(m, part) for name, m in self.base.named_modules()
+                if isinstance(m, LoRALinear) for part in ("lora_A", "lora_B")}
+
+    def load_adapter_tensors(self, tensors: Dict[str, torch.Tensor]):
+        super().load_adapter_tensors(tensors)
+        self.finalize()

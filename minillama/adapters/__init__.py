@@ -1,0 +1,60 @@
+"""Adaptation methods: each is a config (what to build) + a backbone class (adapters/base.py).
+
+Add a method: write adapters/<name>.py with a config subclassing AdapterConfig and a
+backbone subclassing AdaptedModel, then add one line to METHODS below.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Type
+
+from torch import nn
+
+from .base import AdaptedModel, AdapterConfig
+from .full import FullConfig, FullFinetune
+from .io import interpolate, load_adapter, load_adapters, parameter_counts, save_adapter
+from .lora import LoraConfig, LoraModel, LoRALinear, inject_lora, merge_lora, unmerge_lora
+from .prefix import PrefixConfig, PrefixTuning, PrefixTuningConfig, PTuningV2
+from .prompt import PromptTuning, PromptTuningConfig
+
+# method name -> (config class, backbone class)
+REGISTRY: Dict[str, tuple] = {
+    "finetune": (FullConfig, FullFinetune),
+    "lora": (LoraConfig, LoraModel),
+    "prefix": (PrefixTuningConfig, PrefixTuning),
+    "ptuning2": (PrefixConfig, PTuningV2),
+    "prompt": (PromptTuningConfig, PromptTuning),
+}
+METHODS: Dict[str, Type[AdaptedModel]] = {name: model for name, (_, model) in REGISTRY.items()}
+
+
+def make_config(method: str, **settings) -> AdapterConfig:
+    """The config of `method` from keyword settings (unknown keys are an error)."""
+    return REGISTRY[method][0](**settings)
+
+
+def attach(model: nn.Module, cfg: AdapterConfig, tokenizer=None) -> AdaptedModel:
+    """Freeze `model` and add what cfg's method trains: the backbone to train."""
+    return METHODS[cfg.method](model, cfg, tokenizer)
+
+
+def PrefixModel(base: nn.Module, mode: str = "prefix", length: int = 10, *, reparam: Optional[bool] = None,
+                prefix_hidden: int = 512, init: str = "random", init_text: Optional[str] = None,
+                tokenizer=None, init_ids=None) -> AdaptedModel:
+    """The prefix family by mode, as in earlier releases: "prefix" (with the MLP unless
+    reparam=False, which is P-tuning v2's model), "ptuning2" or "prompt"."""
+    from ..errors import MinillamaError
+    if mode not in ("prefix", "ptuning2", "prompt"):
+        raise MinillamaError(f"prefix mode must be prefix, ptuning2 or prompt, got {mode!r}")
+    if reparam and mode != "prefix":
+        raise MinillamaError(f"the MLP reparameterization belongs to mode 'prefix', not {mode!r}")
+    common = dict(length=length, init=init, init_text=init_text, init_ids=init_ids)
+    if mode == "prefix" and reparam is not False:
+        return attach(base, PrefixTuningConfig(hidden=prefix_hidden, **common), tokenizer)
+    cfg = PromptTuningConfig(**common) if mode == "prompt" else PrefixConfig(**common)
+    return attach(base, cfg, tokenizer)
+
+
+__all__ = ["AdaptedModel", "AdapterConfig", "LoraConfig", "LoraModel", "LoRALinear", "PrefixConfig",
+           "PrefixTuningConfig", "PromptTuningConfig", "PrefixTuning", "PTuningV2", "PromptTuning", "PrefixModel",
+           "REGISTRY", "METHODS", "attach", "make_config", "inject_lora", "merge_lora", "unmerge_lora",
+           "save_adapter", "load_adapter", "load_adapters", "interpolate", "FullConfig", "FullFinetune", "parameter_counts"]

@@ -1,0 +1,192 @@
+"""Adapter files: <path>.safetensors (the tensors) + <path>.json (what they are).
+
+The JSON names the method and its config, the identity of the base model the adapter
+was trained on, and task extras (label names, whether a classification head's tensors
+`head.*` travel along).  Loading checks the base before building anything: another
+shape is refused, the same shape with other weights is allowed with a warning.
+Files written by the previous release (prefix family: {"mode", "length"}) still load.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..errors import MinillamaError
+from ..files import atomic_write, atomic_write_text
+from .base import AdaptedModel
+
+SHAPE_KEYS = ("n_layers", "n_kv_heads", "head_dim", "dim", "vocab_size")
+HEAD_PREFIX = "head."
+
+
+def _sha16(data: dict) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _architecture(base: nn.Module) -> dict:
+    """The config minus max_seq_len (a shorter context is the same model)."""
+    return {k: v for k, v in base.config.to_dict().items() if k != "max_seq_len"}
+
+
+def base_identity(base: nn.Module) -> Dict[str, object]:
+    """Shape, a hash of the architecture and a fingerprint of the embeddings (bf16 bits of
+    256 sampled rows, so fp32 and bf16 copies of one checkpoint agree)."""
+    c = base.config
+    w = base.tok_embeddings.weight.detach()
+    rows = w[:: max(1, w.shape[0] // 256)].to("cpu", torch.bfloat16).view(torch.int16)
+    return {**{k: getattr(c, k) for k in SHAPE_KEYS}, "config_sha256": _sha16(_architecture(base)),
+            "embedding_fingerprint": hashlib.sha256(rows.numpy().tobytes()).hexdigest()[:16]}
+
+
+def _same_architecture(want_sha: str, base: nn.Module) -> bool:
+    """The previous release hashed the config with a 'family' field ('llama2c' or 'llama3')."""
+    arch = _architecture(base)
+    return want_sha in {_sha16(arch)} | {_sha16({**arch, "family": f}) for f in ("llama2c", "llama3")}
+
+
+def parameter_counts(model: AdaptedModel) -> Dict[str, float]:
+    """{'trainable': adapter parameters, 'base': frozen ones, 'share': trainable / base}."""
+    trainable = model.num_parameters(trainable_only=True)
+    return {"trainable": trainable, "base": model.base_parameters, "share": trainable / model.base_parameters}
+
+
+# -- writing ------------------------------------------------------------------------------
+def save_adapter(model: AdaptedModel, path: str, label_names: Optional[List[str]] = None,
+                 head_state: Optional[Dict[str, torch.Tensor]] = None, extra: Optional[dict] = None) -> int:
+    """Write <path>.safetensors (the adapter's tensors, plus head.* tensors) and <path>.json,
+    each through a temporary file (files.atomic_write).  Returns the bytes written."""
+    from safetensors.torch import save_file
+    as_saved = lambda t: t.detach().float().contiguous().cpu()  # noqa: E731
+    tensors = {k: as_saved(v) for k, v in model.adapter_tensors().items()}
+    tensors.update({HEAD_PREFIX + k: as_saved(v) for k, v in (head_state or {}).items()})
+    meta = {"method": model.method, "config": model.cfg.to_dict(), "base": base_identity(model.base),
+            "label_names": label_names, "head": sorted(head_state) if head_state else None, **(extra or {})}
+    if hasattr(model, "length"):  # the previous release's keys, so its readers still load prefixes
+        meta.update(mode=model.method, length=model.length)
+    # tensors first, then the JSON that makes the adapter loadable: no half-written adapter
+    atomic_write(path + ".safetensors", lambda tmp: save_file(tensors, tmp))
+    atomic_write_text(path + ".json", json.dumps(meta, indent=1))
+    return sum(os.path.getsize(path + s) for s in (".safetensors", ".json"))
+
+
+# -- reading ------------------------------------------------------------------------------
+def read_adapter_meta(path: str) -> dict:
+    """The JSON of the adapter at <path>, with 'method' and 'config' filled in for old files."""
+    for suffix in (".json", ".safetensors"):
+        if not os.path.isfile(path + suffix):
+            raise MinillamaError(f"adapter file {path + suffix} not found: pass the --save_adapter path of a "
+                                 "trained adapter, without the extension")
+    try:
+        with open(path + ".json", encoding="utf-8") as f:
+            meta = json.load(f)
+        meta.setdefault("method", meta.get("mode"))
+        meta.setdefault("config", {"length": int(meta.get("length"))})
+        if not isinstance(meta["base"], dict) or not all(k in meta["base"] for k in SHAPE_KEYS):
+            raise KeyError("base")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise MinillamaError(f"{path}.json: not a minillama adapter config ({type(e).__name__}: {e}); "
+                             "re-save the adapter") from None
+    return meta
+
+
+def check_base(meta: dict, base: nn.Module, path: str):
+    """Refuse another shape; warn for the same shape with other weights."""
+    want, have = meta["base"], base_identity(base)
+    if any(want[k] != have[k] for k in SHAPE_KEYS):
+        shape = lambda d: ", ".join(f"{k}={d[k]}" for k in SHAPE_KEYS)  # noqa: E731
+        raise MinillamaError(f"{path}.json: adapter made for a model with {shape(want)}, but this model has "
+                             f"{shape(have)}: load it onto the base model it was trained with")
+    same = _same_architecture(want.get("config_sha256"), base) and \
+        want.get("embedding_fingerprint") == have["embedding_fingerprint"]
+    if not same:
+        warnings.warn(f"{path}: adapter was trained on a different base model of the same shape")
+
+
+def read_tensors(path: str) -> Dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    try:
+        return load_file(path + ".safetensors")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise MinillamaError(f"{path}.safetensors: unreadable adapter tensors, truncated or corrupt "
+                             f"({str(e).splitlines()[0][:80]}): re-save or re-copy the adapter") from None
+
+
+def check_tensors(expected: Dict[str, torch.Tensor], found: Dict[str, torch.Tensor], path: str):
+    """Every tensor the method needs, in the shape its config implies."""
+    missing = sorted(set(expected) - set(found))
+    if missing:
+        raise MinillamaError(f"{path}.safetensors lacks tensor {missing[0]!r} that its .json implies: "
+                             "re-save the adapter")
+    for name, target in expected.items():
+        if tuple(found[name].shape) != tuple(target.shape):
+            raise MinillamaError(f"{path}.safetensors: tensor {name!r} has shape {tuple(found[name].shape)}, but "
+                                 f"{path}.json implies {tuple(target.shape)}: the two files do not belong together")
+
+
+def load_adapter(base: nn.Module, path: str, tokenizer=None) -> AdaptedModel:
+    """The adapter saved at <path>.{safetensors,json}, attached to `base`, frozen and
+    finalized (a LoRA adapter is injected into `base` itself).  Also sets `.adapter_meta`
+    (the JSON) and `.head_state` (head tensors, {} if none)."""
+    from . import METHODS, make_config
+    meta = read_adapter_meta(path)
+    check_base(meta, base, path)
+    if meta["method"] not in METHODS:
+        raise MinillamaError(f"{path}.json: unknown adapter method {meta['method']!r} "
+                             f"(this minillama knows {', '.join(METHODS)})")
+    tensors = read_tensors(path)
+    config = {k: v for k, v in meta["config"].items() if k not in ("init", "init_text", "init_ids")}
+    model = METHODS[meta["method"]](base, make_config(meta["method"], **config), tokenizer)
+    check_tensors(model.expected_tensors(), tensors, path)
+    model.load_adapter_tensors(tensors)
+    model.finalize().requires_grad_(False)
+    w = base.tok_embeddings.weight
+    model.adapter_meta = meta
+    model.head_state = {k[len(HEAD_PREFIX):]: v.to(w.device) for k, v in tensors.items() if k.startswith(HEAD_PREFIX)}
+    return model
+
+
+# -- several adapters -----------------------------------------------------------------------
+def interpolate(a: AdaptedModel, b: AdaptedModel, alpha: float) -> AdaptedModel:
+    """A finalized adapter on a's base whose tensors are alpha * A + (1 - alpha) * B
+    (the prefix family: both of one method and length, on bases of one architecture)."""
+    if not hasattr(a, "length") or (a.method, a.length) != (b.method, b.length) or a.base.config != b.base.config:
+        raise MinillamaError(f"can only interpolate prefix-family adapters of one method, length and base model: "
+                             f"got {a.method}/{getattr(a, 'length', '-')} and {b.method}/{getattr(b, 'length', '-')}")
+    out = type(a)(a.base, a.cfg).finalize()
+    ta, tb = a.adapter_tensors(), b.adapter_tensors()
+    out.load_adapter_tensors({k: alpha * ta[k] + (1 - alpha) * tb[k] for k in ta})
+    return out
+
+
+def check_adapter_sources(paths: Optional[List[str]], alpha: Optional[float]):
+    """--load_adapter A, or A B with --interpolate ALPHA."""
+    n = len(paths or [])
+    if n > 2 or (n == 2) != (alpha is not None) or (n == 0 and alpha is not None):
+        raise MinillamaError("--load_adapter takes one adapter, or two with --interpolate ALPHA "
+                             f"(got {n} adapter(s){'' if alpha is None else ' and --interpolate'})")
+    if alpha is not None and not abs(alpha) < float("inf"):
+        raise MinillamaError(f"--interpolate must be a finite number, got {alpha}")
+
+
+def load_adapters(base: nn.Module, paths: List[str], alpha: Optional[float] = None,
+                  tokenizer=None) -> Tuple[AdaptedModel, Dict[str, torch.Tensor]]:
+    """(backbone, head_state) of --load_adapter A, or of alpha * A + (1 - alpha) * B."""
+    check_adapter_sources(paths, alpha)
+    adapters = [load_adapter(base, path, tokenizer) for path in paths]
+    backbone, head = adapters[0], adapters[0].head_state
+    if len(adapters) == 2:
+        heads = [a.head_state for a in adapters]
+        if set(heads[0]) != set(heads[1]):
+            raise MinillamaError("cannot interpolate an adapter with a cls head and one without (verbalizer)")
+        backbone = interpolate(adapters[0], adapters[1], alpha)
+        backbone.adapter_meta = adapters[0].adapter_meta
+        head = {k: alpha * heads[0][k] + (1 - alpha) * heads[1][k] for k in heads[0]}
+        print(f"adapter: {alpha:g} x {paths[0]} + {1 - alpha:g} x {paths[1]}")
+    return backbone.requires_grad_(False), head

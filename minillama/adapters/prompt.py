@@ -1,0 +1,66 @@
+"""Prompt tuning (Lester et al. 2021): P trainable input embeddings before the input's.
+
+Only the embedding layer sees the prompt [P, dim]; every layer then treats it as P
+tokens read first (positions 0..P-1), so the input starts at position P.
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+from torch import nn
+
+from ..errors import MinillamaError
+from .base import AdaptedModel
+from .prefix import PrefixConfig, init_token_ids
+
+
+class PromptTuningConfig(PrefixConfig):
+    """Prompt tuning: the prefix family's settings, at the embeddings only."""
+
+    method = "prompt"
+
+
+class PromptTuning(AdaptedModel):
+    method = "prompt"
+    reparam = False
+
+    def __init__(self, base: nn.Module, cfg: PrefixConfig, tokenizer=None):
+        super().__init__(base, cfg)
+        if not cfg.length < base.input_room:
+            raise MinillamaError(f"--prefix_length must be below the model's context of {base.input_room}, "
+                                 f"got {cfg.length}")
+        self.length = self.virtual_tokens = cfg.length
+        w = base.tok_embeddings.weight  # [V, dim]
+        ids = init_token_ids(base, cfg, tokenizer)
+        start = w[ids] if ids is not None else torch.randn(cfg.length, base.config.dim, dtype=w.dtype,
+                                                           device=w.device) * w.std()
+        self.prompt = nn.Parameter(start.detach().clone())  # [P, dim]
+
+    @property
+    def mode(self) -> str:
+        return self.method
+
+    def prefix_tensor(self) -> torch.Tensor:
+        """The prompt as used: [P, dim]."""
+        return self.prompt
+
+    def forward(self, input_ids: torch.Tensor, attention_mask=None, *, cache=None, last_only: bool = False):
+        """input_ids, attention_mask: [B, T] -> outputs for the input positions only."""
+        if self.length == 0 or (cache is not None and cache.length > 0):  # the prompt was read at the first step
+            return self.base(input_ids, attention_mask, cache=cache, last_only=last_only)
+        B = input_ids.shape[0]
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        x = torch.cat([self.prompt[None].expand(B, -1, -1), self.base.embed(input_ids)], dim=1)  # [B, P+T, dim]
+        mask = torch.cat([attention_mask.new_ones(B, self.length), attention_mask], dim=1)
+        logits, hidden = self.base(attention_mask=mask, inputs_embeds=x, cache=cache, last_only=last_only)
+        if last_only:
+            return logits, hidden
+        return logits[:, self.length:], hidden[:, self.length:]  # outputs line up with input_ids
+
+    def fold(self) -> "PromptTuning":
+        return self
+
+    def adapter_tensors(self) -> Dict[str, torch.Tensor]:
+        return {"prefix": self.prompt}

@@ -1,0 +1,44 @@
+"""What every command shares: which model, on which device, in which precision, seed."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .config import NORMS
+from .errors import MinillamaError
+from .loading import DTYPES, load_model_and_tokenizer
+
+
+@dataclass
+class RunConfig:
+    model_path: str = "stories42M.pt"  # where setup.sh puts it (the course's default)
+    tokenizer_path: Optional[str] = None  # None: the model's own (Llama 3.2 dir) or tokenizer.model
+    norm: Optional[str] = None  # stories checkpoints: layernorm (the course's) unless rmsnorm
+    dtype: Optional[str] = None  # None keeps the checkpoint's
+    use_sdpa: bool = False  # opt-in fast path: torch's fused attention
+    device: str = "cpu"
+    bf16: bool = False  # bf16 autocast for training and evaluation
+    seed: int = 1337
+    progress: bool = True  # tqdm bars
+
+    def __post_init__(self):
+        if self.norm is not None and self.norm not in NORMS:
+            raise MinillamaError(f"--norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise MinillamaError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+
+    def load(self, chat: bool = False):
+        """(model, tokenizer), checked against each other; the tokenizer first (cheap)."""
+        return load_model_and_tokenizer(self.model_path, self.tokenizer_path, norm=self.norm, device=self.device,
+                                        dtype=self.dtype, use_sdpa=self.use_sdpa, chat=chat)
+
+
+def seed_everything(seed: int):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)

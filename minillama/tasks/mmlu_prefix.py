@@ -1,0 +1,145 @@
+"""`run_llama.py --option prefix --task mmlu`: a prefix-family adapter trained on MMLU.
+
+Training data.  MMLU's auxiliary_train split is not in the mirror, and test must stay
+untouched for the final numbers, so the prefix trains on val (1531 questions, the split
+MMLU provides for tuning), with `holdout` of each subject held out for early stopping;
+dev keeps its role as the pool of k-shot exemplars (never a training target).
+The loss is the answer-letter cross-entropy over the 4 letter logits at the last prompt
+position (heads.VerbalizerClassifier with the letters as single-token names).
+Reported: test accuracy and refusal rate, baseline (the frozen model alone) vs tuned,
+in logits mode and, with --mmlu_mode generate, also by generation.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from .. import mmlu_data
+from ..adapters import AdapterConfig, PrefixTuningConfig, attach, load_adapters, parameter_counts, save_adapter
+from ..adapters.io import check_adapter_sources
+from ..data import Split
+from ..errors import MinillamaError
+from ..files import check_all_writable
+from ..heads import VerbalizerClassifier
+from ..mmlu import (MMLUSettings, encode_questions, evaluate_with, letter_token_ids, load_dev, load_questions,
+                    write_report)
+from ..mmlu_data import Question
+from ..runconfig import RunConfig
+from ..runlog import RunLog
+from ..train import TrainConfig, fit
+
+
+@dataclass
+class MMLUPrefixConfig:
+    settings: MMLUSettings = field(default_factory=MMLUSettings)
+    method: AdapterConfig = field(default_factory=PrefixTuningConfig)
+    training: TrainConfig = field(default_factory=TrainConfig)
+    holdout: float = 0.2                       # share of val (per subject) held out for early stopping
+    save_adapter: str = "mmlu-prefix-adapter"  # + .safetensors / .json
+    load_adapter: Optional[List[str]] = None   # evaluate saved adapter(s) against the baseline, no training
+    interpolate: Optional[float] = None
+    out: Optional[str] = None                  # report: .json, or .jsonl with one line per question
+    log_jsonl: Optional[str] = None
+    wandb: bool = False
+
+    def __post_init__(self):
+        if not 0.0 < self.holdout < 1.0:
+            raise MinillamaError(f"--mmlu_holdout must be in (0, 1), got {self.holdout}")
+        check_adapter_sources(self.load_adapter, self.interpolate)
+        if not self.load_adapter and getattr(self.method, "length", 1) <= 0:
+            raise MinillamaError(f"--prefix_length must be a positive number of virtual tokens, got {self.method.length}")
+        self.training = self.training.with_lr(self.method.default_lr)
+
+
+def split_holdout(by_subject: Dict[str, List[Question]], fraction: float,
+                  seed: int) -> Tuple[List[Question], List[Question]]:
+    """(train, held-out): per subject a seeded shuffle, round(fraction * n) questions
+    (at least one when the subject has two or more) held out, so every subject is
+    represented in both."""
+    if not 0.0 < fraction < 1.0:
+        raise MinillamaError(f"--mmlu_holdout must be in (0, 1), got {fraction}")
+    rng = random.Random(seed)
+    train, held = [], []
+    for questions in by_subject.values():
+        order = list(questions)
+        rng.shuffle(order)
+        n_held = min(max(1, round(fraction * len(order))), len(order) - 1) if len(order) > 1 else 0
+        held += order[:n_held]
+        train += order[n_held:]
+    if not train or not held:
+        raise MinillamaError("too few val questions to train and hold out (raise --limit or select more --subjects)")
+    return train, held
+
+
+def side_by_side(results: Dict[str, Dict[str, Dict]]) -> str:
+    """Baseline vs tuned, one line per (mode, metric)."""
+    lines = [f"{'test':<28}  {'baseline':>8}  {'tuned':>8}"]
+    for mode in results["baseline"]:
+        b, t = results["baseline"][mode], results["tuned"][mode]
+        for key in ("micro_accuracy", "macro_accuracy", "refusal_rate"):
+            lines.append(f"{mode + ' ' + key:<28}  {b[key]:>8.3f}  {t[key]:>8.3f}")
+    return "\n".join(lines)
+
+
+def run(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
+    trains = not cfg.load_adapter
+    check_all_writable({"--mmlu_out": cfg.out, "--log_jsonl": cfg.log_jsonl,
+                        "--save_adapter": cfg.save_adapter + ".json" if trains else None})
+    s = cfg.settings
+    train_q, held_q = split_holdout(load_questions(s, "val"), cfg.holdout, run_cfg.seed)
+    test_q = mmlu_data.flatten(load_questions(s, "test"))
+    dev = load_dev(s)
+    model, tokenizer = run_cfg.load(chat=s.chat)
+    print(f"load model from {run_cfg.model_path}; MMLU: train {len(train_q)} / held-out {len(held_q)} "
+          f"(val), test {len(test_q)}")
+    modes = ["logits"] + (["generate"] if s.mode == "generate" else [])
+    evaluate = lambda m, mode: evaluate_with(m, tokenizer, test_q, dev, s, mode, run_cfg.device,  # noqa: E731
+                                             run_cfg.bf16, run_cfg.progress)
+    results: Dict[str, Dict[str, Dict]] = {"baseline": {}, "tuned": {}}
+    records: Dict[str, List[Dict]] = {}
+    for mode in modes:
+        results["baseline"][mode], records[f"baseline_{mode}"] = evaluate(model, mode)
+
+    if trains:
+        backbone = attach(model, cfg.method, tokenizer).to(run_cfg.device)
+    else:
+        backbone = load_adapters(model, cfg.load_adapter, cfg.interpolate, tokenizer)[0]
+    counts = parameter_counts(backbone)
+    print(f"prefix {backbone.method}, length {backbone.length}: {counts['trainable']:,} trainable parameters "
+          f"({100 * counts['share']:.4f}% of the model)")
+    with RunLog(cfg.log_jsonl, cfg.wandb, job="mmlu-prefix") as log:
+        history = []
+        if trains:
+            classifier = VerbalizerClassifier(backbone, [[i] for i in letter_token_ids(tokenizer, s.chat)],
+                                              log_probs=False)
+            splits = {}
+            for name, qs in (("train", train_q), ("held-out", held_q)):
+                prompts, _ = encode_questions(tokenizer, qs, dev, s.k_shot, s.chat, backbone.input_room)
+                splits[name] = Split(qs, prompts, tokenizer.pad_id, name)
+            history = fit(classifier, splits["train"], splits["held-out"], cfg.training, run_cfg,
+                          on_epoch=lambda r: log.log("epoch", epoch=r.epoch, train_loss=r.train_loss,
+                                                     train_acc=r.train_acc, heldout_acc=r.dev_acc))
+            backbone.finalize()
+        backbone.eval()
+        for mode in modes:
+            results["tuned"][mode], records[f"tuned_{mode}"] = evaluate(backbone, mode)
+        print(side_by_side(results))
+        for which in results:
+            for mode in modes:
+                summary = {k: v for k, v in results[which][mode].items() if k != "subjects"}
+                log.log("test", **{**summary, "model": which, "mode": mode})
+    report = {"model": run_cfg.model_path, "prefix_mode": backbone.method, "prefix_length": backbone.length,
+              "trainable_parameters": counts["trainable"],
+              "data": {"train": "val minus held-out", "n_train": len(train_q), "n_heldout": len(held_q),
+                       "n_test": len(test_q), "holdout": cfg.holdout},
+              "history": [{"epoch": h.epoch, "train_loss": h.train_loss, "train_acc": h.train_acc,
+                           "heldout_acc": h.dev_acc} for h in history],
+              "baseline": results["baseline"], "tuned": results["tuned"]}
+    if cfg.out:
+        write_report(cfg.out, report, [dict(r, run=name) for name, rs in records.items() for r in rs])
+        print(f"wrote MMLU report to {cfg.out}")
+    if trains:
+        size = save_adapter(backbone, cfg.save_adapter, extra={"task": "mmlu", "chat": s.chat, "k_shot": s.k_shot})
+        print(f"saved adapter to {cfg.save_adapter}.safetensors/.json ({size:,} bytes)")
+    return report
