@@ -354,10 +354,8 @@ def _read_lines(path: str, what: str) -> List[str]:
     try:
         with open(path, "r", encoding="utf-8-sig", newline="") as f:   # -sig: drop a BOM if an editor added one
             return [line.strip() for line in f.read().splitlines()]
-    except FileNotFoundError:
-        raise MinillamaError(f"{what} {path}: no such file") from None
-    except IsADirectoryError:
-        raise MinillamaError(f"{what} {path}: is a directory, expected a text file") from None
+    except OSError as e:   # missing, a directory, unreadable: the system's words say which
+        raise MinillamaError(f"{what} {path}: {e.strerror}") from None
     except UnicodeDecodeError as e:
         raise MinillamaError(f"{what} {path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 

@@ -82,10 +82,8 @@ def read_pairs(path: str, source_column: str = DEFAULT_SOURCE_COLUMN,
                     if not text.strip():
                         raise MinillamaError(f"{where}: empty {name!r} field (every row needs a source and a target)")
                 pairs.append(Pair(source, target, row_line))
-    except FileNotFoundError:
-        raise MinillamaError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise MinillamaError(f"{path}: is a directory, expected a CSV file") from None
+    except OSError as e:   # missing, a directory, unreadable: the system's words say which
+        raise MinillamaError(f"{path}: {e.strerror}") from None
     except UnicodeDecodeError as e:
         raise MinillamaError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except csv.Error as e:

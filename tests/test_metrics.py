@@ -277,7 +277,9 @@ def test_cli_bad_files(tmp_path, capsys, refs_text, out_text, says):
 def test_cli_missing_and_binary_files(tmp_path, capsys):
     out = write(tmp_path / "out.txt", "x\n")
     assert main([str(tmp_path / "nope.txt"), out]) == 2
-    assert "nope.txt: no such file" in capsys.readouterr().err
+    assert "nope.txt: No such file or directory" in capsys.readouterr().err
+    assert main([str(tmp_path), out]) == 2
+    assert ": Is a directory" in capsys.readouterr().err
     binary = tmp_path / "refs.bin"
     binary.write_bytes(b"\xff\xfe\x00a\n")
     assert main([str(binary), out]) == 2

@@ -109,7 +109,8 @@ def test_no_header_shows_the_first_row(tmp_path):
 
 
 def test_missing_file_and_same_columns(tmp_path):
-    one_line_error(str(tmp_path / "nope.csv"), r"nope\.csv: no such file")
+    one_line_error(str(tmp_path / "nope.csv"), r"nope\.csv: No such file or directory")
+    one_line_error(str(tmp_path), r": Is a directory")
     one_line_error(write(tmp_path, "mr,ref\na,b\n"), "two different columns", source_column="ref")
 
 
