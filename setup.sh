@@ -26,9 +26,12 @@
 #   PYTHON=python3.11      the interpreter used to create .venv (default: python3)
 set -euo pipefail
 
-say()  { printf '[setup] %s\n' "$*"; }
-warn() { printf '[setup] WARNING: %s\n' "$*" >&2; }
-die()  { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
+say()  { flush_fetched; printf '[setup] %s\n' "$*"; }
+warn() { flush_fetched; printf '[setup] WARNING: %s\n' "$*" >&2; }
+die()  { flush_fetched; printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
+# Consecutive files fetched into one folder (e.g. MMLU's 57 CSVs per split) make one line.
+RUN_DIR="" RUN_N=0
+flush_fetched() { (( RUN_N == 0 )) || printf '[setup] fetched  ... and %s more file(s) into %s/ from the same source\n' "$RUN_N" "$RUN_DIR"; RUN_N=0; }
 
 # Resolve the mirror relative to where the user ran us, before moving to the repo root.
 MIRROR=""
@@ -50,7 +53,7 @@ trap 'rm -rf -- "$STAGE"' EXIT
 
 FAILED=()      # required assets we could not get (reported at the end, exit 1)
 NOTICES=()     # optional things we skipped (reported at the end, exit 0)
-OK=0 GOT=0 RUN_DIR="" RUN_N=0
+OK=0 GOT=0
 
 sha256_of() {
     if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1" | cut -d' ' -f1
@@ -115,18 +118,16 @@ archive() {
         if [[ "$f" == *.tar* || "$f" == *.tgz ]]; then tar -xf "$f" -C "$ARC.x"
         else "$VENV/bin/python" -m zipfile -e "$f" "$ARC.x"; fi
     } && rm -rf -- "$ARC.dl" && mv -- "$ARC.x" "$ARC" && return 0
-    warn "could not get the archive $1"; rm -rf -- "$ARC.dl" "$ARC.x"; touch "$ARC.failed"; return 1
+    [[ "$OFFLINE" == 1 ]] || warn "could not get the archive $1"; rm -rf -- "$ARC.dl" "$ARC.x"; touch "$ARC.failed"; return 1
 }
 
-# Consecutive files fetched into one folder (MMLU's 171 CSVs) are reported as one line.
 fetched() {
     if [[ -n "$RUN_DIR" && "${1%/*}" == "$RUN_DIR" ]]; then RUN_N=$((RUN_N + 1)); return 0; fi
     flush_fetched; RUN_DIR="${1%/*}"; say "fetched  $1  <- $2"
 }
-flush_fetched() { (( RUN_N == 0 )) || say "fetched  ... and $RUN_N more file(s) into $RUN_DIR/ from the same source"; RUN_N=0; }
 
 # stories42M.pt has no published checksum: it must load as a stories42M-shaped checkpoint.
-PT_CHECK='import sys, torch; a = torch.load(sys.argv[1], map_location="cpu", weights_only=True)["model_args"]; s = (a["dim"], a["n_layers"], a["vocab_size"]); sys.exit(None if s == (512, 8, 32000) else f"[setup] model_args (dim, n_layers, vocab_size) = {s}, expected (512, 8, 32000)")'
+PT_CHECK='import sys, torch; a = torch.load(sys.argv[1], map_location="cpu", weights_only=True)["model_args"]; s = (a["dim"], a["n_layers"], a["vocab_size"]); sys.exit(None if s == (512, 8, 32000) else f"model_args (dim, n_layers, vocab_size) = {s}, expected (512, 8, 32000)")'
 
 # fetch DEST SHA256 MIRROR_PATH URL...: make DEST exist with that checksum ("-": any).
 fetch() {
@@ -139,7 +140,7 @@ fetch() {
     if [[ -n "$MIRROR" && "$rel" != - && -f "$MIRROR/$rel" ]]; then
         cp -- "$MIRROR/$rel" "$tmp" && src="$MIRROR/$rel"
     else
-        [[ -z "$MIRROR" ]] || warn "$dest is not in the mirror $MIRROR (as $rel); trying its public origin"
+        [[ -z "$MIRROR" || "$OFFLINE" == 1 ]] || warn "$dest is not in the mirror $MIRROR (as $rel); trying its public origin"
         for url in "$@"; do
             if [[ "$url" == *#* ]]; then
                 archive "${url%%#*}" && [[ -f "$ARC/${url#*#}" ]] && cp -- "$ARC/${url#*#}" "$tmp" && src="$url" && break
@@ -164,8 +165,8 @@ fetch() {
         have="$(sha256_of "$tmp")"
         [[ "$have" == "$want" ]] || die "checksum mismatch for $dest from $src: expected sha256 $want, got $have. The source is corrupt or not the published file; replace it (or unset MINILLAMA_MIRROR to download) and re-run setup.sh."
     elif [[ "$dest" == stories42M.pt ]]; then
-        "$VENV/bin/python" -c "$PT_CHECK" "$tmp" \
-            || die "$dest from $src is not a loadable llama2.c stories42M checkpoint (reason above); nothing was written. Fix or remove that source and re-run setup.sh."
+        "$VENV/bin/python" -c "$PT_CHECK" "$tmp" 2> "$STAGE/err" \
+            || die "$dest from $src is not a loadable llama2.c stories42M checkpoint ($(grep -m 1 -E '^([A-Za-z_.]*(Error|Exception)|model_args)' "$STAGE/err" | cut -c 1-150)); nothing was written. Fix or remove that source and re-run setup.sh."
     fi
     mkdir -p "$(dirname "$dest")" && mv -f -- "$tmp" "$dest"
     GOT=$((GOT + 1)); fetched "$dest" "$src"
@@ -174,16 +175,14 @@ fetch() {
 # The one loop: every line of assets.tsv (its header says the format).
 fetch_all() {
     [[ -f "$LIST" ]] || die "$LIST not found: it lists the assets to fetch; restore it with 'git checkout -- $LIST'."
-    local n=0 dest sum rel urls extra
-    while IFS=$'\t' read -r dest sum rel urls extra <&3 || [[ -n "$dest" ]]; do
-        n=$((n + 1))
-        [[ -z "$dest" || "$dest" == \#* ]] && continue
-        [[ -n "$urls" && -z "$extra" && ( "$sum" == - || "$sum" =~ ^[0-9a-f]{64}$ ) && "$dest" != /* && "$dest" != *..* ]] \
-            || die "$LIST line $n: expected 4 TAB-separated columns DEST SHA256 MIRROR URLS (DEST relative, SHA256 64 hex digits or -, '-' for no mirror path/URL); fix that line."
+    local n dest sum rel urls
+    n="$(awk -F'\t' '/^[ \t]*(#|$)/ { next } NF != 4 || $1 ~ /^\/|\.\./ || !($2 == "-" || (length($2) == 64 && $2 !~ /[^0-9a-f]/)) || $3 == "" || $4 == "" { print NR; exit }' "$LIST")"
+    [[ -z "$n" ]] || die "$LIST line $n: expected 4 TAB-separated columns DEST SHA256 MIRROR URLS (DEST relative, SHA256 64 hex digits or -, '-' for no mirror path/URL); fix that line."
+    while IFS=$'\t' read -r dest sum rel urls <&3 || [[ -n "$dest" ]]; do
+        [[ "$dest" =~ ^[[:space:]]*(#|$) ]] && continue
         # shellcheck disable=SC2086  # URLS is a space-separated list
         fetch "$dest" "$sum" "$rel" $urls
     done 3< "$LIST"
-    flush_fetched
     say "ok       $OK asset file(s) already present and correct; $GOT fetched"
     # data/mmlu/SHA256SUMS: the MMLU CSVs' sums, for `cd data/mmlu && sha256sum -c SHA256SUMS`.
     if [[ -d data/mmlu ]]; then
@@ -237,6 +236,7 @@ main() {
         if [[ -n "$MIRROR" ]]; then
             die "required asset(s) above are missing from the mirror $MIRROR and could not be downloaded; complete the mirror or unset MINILLAMA_MIRROR (and MINILLAMA_OFFLINE) to download them."
         fi
+        [[ "$OFFLINE" != 1 ]] || die "required asset(s) above are not present and MINILLAMA_OFFLINE=1 forbids downloading them: unset MINILLAMA_OFFLINE, or set MINILLAMA_MIRROR=/path/to/assets-mirror to copy them."
         die "required asset(s) above could not be fetched (no network? set MINILLAMA_MIRROR=/path/to/assets-mirror to copy them instead)."
     fi
     say "done. Try: .venv/bin/python run_llama.py --option generate   |   tests: .venv/bin/python -m pytest -q tests"
