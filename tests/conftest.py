@@ -28,6 +28,23 @@ def asset(relpath: str) -> str:
     return path
 
 
+def run_unprivileged(argv, directory: str):
+    """Run `python run_llama.py argv` with `directory` not writable to it: its write bits
+    removed and, as root (who may write anywhere), without the capability to override
+    file permissions (util-linux setpriv).  Returns the CompletedProcess."""
+    import shutil
+    import subprocess
+    os.chmod(directory, 0o555)
+    prefix = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "setpriv (util-linux) is needed to drop root's permission override"
+        prefix = [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run(prefix + [sys.executable, os.path.join(REPO_ROOT, "run_llama.py"), *map(str, argv)],
+                          capture_output=True, text=True, cwd=directory, env=env)
+
+
 def tiny_config(**overrides) -> LlamaConfig:
     """A small GQA config for fast tests."""
     kw = dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=97, max_seq_len=64,

@@ -4,16 +4,14 @@ import os
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from conftest import asset, tiny_model
 from minillama.checkpoints import save_checkpoint
 from minillama.cli import main
-from minillama.data import Example, Split, left_pad
+from minillama.data import Example, Split
 from minillama.adapters import inject_lora, merge_lora
-from minillama.heads import HeadClassifier, VerbalizerClassifier
+from minillama.heads import HeadClassifier
 from minillama.tasks.classify import course_prompt
-from minillama.tokenizer import load_tokenizer
 from minillama.runconfig import RunConfig
 from minillama.train import TrainConfig, accuracy, fit, predict
 
@@ -22,74 +20,6 @@ def test_course_prompt_wording():
     assert course_prompt(["bad", "good"]) == "Is this movie bad or good? This movie is "
     assert course_prompt(["awful", "bad", "average", "good", "excellent"]) == \
         "Is this movie awful, bad, average, good, or excellent? This movie is "
-
-
-def test_left_pad():
-    right = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
-    left = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
-    ids, mask = left_pad(torch.tensor([[5, 6, 0, 0], [1, 2, 3, 4]]), right)
-    assert ids.tolist() == [[0, 0, 5, 6], [1, 2, 3, 4]] and mask.tolist() == left.tolist()
-
-
-def test_head_classifier_reads_last_real_token_with_full_gradients():
-    """HeadClassifier (left-pad + last_only: the last block computes one position)
-    equals the head on a full forward's last real token, values and gradients."""
-    model = tiny_model()
-    clf = HeadClassifier(model, 64, 3)
-    ids = torch.tensor([[5, 6, 7, 0, 0], [1, 2, 3, 4, 5], [9, 8, 0, 0, 0]])
-    mask = (ids != 0).long()
-    out = clf(ids, mask)
-    out.square().sum().backward()
-    fast_grads = {n: p.grad.clone() for n, p in clf.named_parameters()}
-    clf.zero_grad()
-    _, hidden = model(ids, mask)  # every position, right-padded
-    last = mask.sum(1) - 1
-    expected = clf.head(hidden[torch.arange(3), last])
-    expected.square().sum().backward()
-    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
-    for n, p in clf.named_parameters():
-        torch.testing.assert_close(fast_grads[n], p.grad, atol=1e-5, rtol=1e-4, msg=n)
-
-
-def brute_force_scores(model, prompts, label_ids):
-    """log P(label | prompt), one unpadded sequence per (prompt, label)."""
-    scores = torch.zeros(len(prompts), len(label_ids))
-    for i, p in enumerate(prompts):
-        for k, lab in enumerate(label_ids):
-            seq = torch.tensor([p + lab])
-            logits, _ = model(seq)
-            logp = F.log_softmax(logits[0].double(), dim=-1)
-            scores[i, k] = sum(logp[len(p) - 1 + j, t] for j, t in enumerate(lab))
-    return scores
-
-
-@pytest.mark.parametrize("names", [["awful", "bad", "average", "good", "excellent"], ["bad", "good"]])
-def test_verbalizer_equals_brute_force_likelihood(names):
-    tok = load_tokenizer(asset("llama2c/tok512.model"))
-    model = tiny_model(vocab_size=512, max_seq_len=128)
-    label_ids = [tok.encode(n, bos=False) for n in names]
-    assert max(len(ids) for ids in label_ids) > 1  # the multi-token path is exercised
-    texts = ["a lovely film", "dull and far too long , honestly", "meh"]
-    prompts = [tok.encode(f"{t} {course_prompt(names)}", bos=True) for t in texts]
-    split = Split([Example(0, t, i + 1) for i, t in enumerate(texts)], prompts, tok.pad_id)
-    clf = VerbalizerClassifier(model, label_ids)
-    batch = next(split.batches(3))
-    with torch.no_grad():
-        scores = clf(batch.input_ids, batch.attention_mask)
-        expected = brute_force_scores(model, prompts, label_ids)
-    assert torch.allclose(scores, expected, atol=1e-4)
-    assert predict(clf, split, 2, torch.device("cpu"), progress=False).tolist() == expected.argmax(1).tolist()
-
-
-def test_verbalizer_single_token_path_equals_brute_force():
-    model = tiny_model()
-    label_ids = [[11], [12], [13]]  # one token each: a single forward pass scores them all
-    prompts = [[1, 40, 41, 42], [1, 50], [1, 60, 61]]
-    split = Split([Example(0, "", i + 1) for i in range(3)], prompts, pad_id=0)
-    batch = next(split.batches(3))
-    with torch.no_grad():
-        scores = VerbalizerClassifier(model, label_ids)(batch.input_ids, batch.attention_mask)
-        assert torch.allclose(scores, brute_force_scores(model, prompts, label_ids), atol=1e-4)
 
 
 def synthetic(n, seed, vocab=97, num_labels=3):
@@ -188,7 +118,10 @@ def test_cli_cfimdb_placeholder_note_and_seed_repeats(tmp_path, capsys, tiny_ckp
 @pytest.mark.parametrize("case,message", [
     ("missing_data", "not found"), ("label_outside", "outside the 5 label names"), ("empty_split", "empty split"),
     ("bad_json", "not valid JSON"), ("lora_rank_0", "--lora_rank"), ("negative_lr", "--lr must be >= 0"),
-    ("missing_out_dir", "does not exist")])
+    ("missing_out_dir", "does not exist"), ("lora_dropout_2", "--lora_dropout must be in [0, 1)"),
+    ("weight_decay_negative", "--weight_decay must be >= 0"), ("lr_inf", "--lr must be >= 0 and finite"),
+    ("lr_nan", "--lr must be >= 0 and finite"), ("lr_1e10_diverges", "training diverged"),
+    ("max_sentence_len_0", "--max_sentence_len")])
 def test_cli_bad_input_exits_2_without_outputs(tmp_path, capsys, tiny_ckpt, case, message):
     data = data_slice(tmp_path, "sst", n=8)
     option, extra = "lora", []  # lora reads every split and checks every flag
@@ -206,6 +139,13 @@ def test_cli_bad_input_exits_2_without_outputs(tmp_path, capsys, tiny_ckpt, case
         extra = ["--lora_rank", "0"]
     elif case == "negative_lr":
         extra = ["--lr=-1e-3"]
+    elif case in ("lora_dropout_2", "weight_decay_negative", "lr_inf", "lr_nan", "lr_1e10_diverges",
+                  "max_sentence_len_0"):
+        flag, value = {"lora_dropout_2": ("--lora_dropout", "2"), "weight_decay_negative": ("--weight_decay", "-1"),
+                       "lr_inf": ("--lr", "inf"), "lr_nan": ("--lr", "nan"), "lr_1e10_diverges": ("--lr", "1e10"),
+                       "max_sentence_len_0": ("--max_sentence_len", "0")}[case]
+        extra = [f"{flag}={value}", "--epochs", "5", "--batch_size", "4"]
+        option = "finetune" if case == "lr_1e10_diverges" else option  # every weight moves: the loss turns NaN
     out_dir = tmp_path / ("missing" if case == "missing_out_dir" else "out")
     if case != "missing_out_dir":
         out_dir.mkdir()
@@ -213,5 +153,7 @@ def test_cli_bad_input_exits_2_without_outputs(tmp_path, capsys, tiny_ckpt, case
                        "--test_out", str(out_dir / "test.txt"))
     assert main(argv) == 2
     err = capsys.readouterr().err
+    if case == "lr_1e10_diverges":  # training had started: its progress bars (stderr) come before the error
+        err = err.strip().splitlines()[-1]
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not out_dir.exists() or os.listdir(out_dir) == []

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from conftest import asset
-from minillama.data import (Example, Split, encode_examples, pad_batch, read_examples, read_label_names,
-                            write_predictions)
+from minillama.data import (Example, Split, encode_examples, left_pad, pad_batch, read_examples,
+                            read_label_names, write_predictions)
 from minillama.errors import MinillamaError
 from minillama.tokenizer import load_tokenizer
 
@@ -107,3 +107,10 @@ def test_write_predictions(tmp_path):
     assert os.listdir(tmp_path) == ["p.txt"]
     with pytest.raises(MinillamaError, match="does not exist"):
         write_predictions(str(tmp_path / "missing" / "p.txt"), [1], ["x"])
+
+
+def test_left_pad():
+    right = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    left = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    ids, mask = left_pad(torch.tensor([[5, 6, 0, 0], [1, 2, 3, 4]]), right)
+    assert ids.tolist() == [[0, 0, 5, 6], [1, 2, 3, 4]] and mask.tolist() == left.tolist()

@@ -6,13 +6,14 @@ sampling is reproducible under --seed; decoding stops at the tokenizer's stop
 ids; --chat wraps the prompt in the Llama 3 format; every bad input gives exit
 code 2, one line on stderr and no output files."""
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from conftest import REPO_ROOT, asset, tiny_model
+from conftest import REPO_ROOT, asset, run_unprivileged, tiny_model
 from minillama.checkpoints import save_checkpoint
 from minillama.cli import main
 from minillama.tasks.generate import COURSE_PROMPT
@@ -160,6 +161,8 @@ def bad_inputs(tmp_path, ckpt, tok512):
         ("epsilon < 0", generate_argv(ckpt, tok512, out, "--epsilon", "-0.1"), "epsilon"),
         ("negative temperature", generate_argv(ckpt, tok512, out, "--temperature", "-1"), "temperature"),
         ("nan temperature", generate_argv(ckpt, tok512, out, "--temperature", "nan"), "temperature"),
+        ("infinite temperature", generate_argv(ckpt, tok512, out, "--temperature", "inf"), "temperature"),
+        ("no new tokens", generate_argv(ckpt, tok512, out, "--max_new_tokens", "0"), "--max_new_tokens"),
         ("chat without a chat tokenizer", generate_argv(ckpt, tok512, out, "--chat"), "--chat"),
         ("missing output directory", generate_argv(ckpt, tok512, str(tmp_path / "no" / "dir")), "does not exist"),
     ]
@@ -184,3 +187,16 @@ def test_exit_code_through_run_llama(ckpt, tok512, tmp_path):
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "checkpoint not found" in proc.stderr
     assert os.listdir(tmp_path) == []
+
+
+def test_read_only_output_directory_fails_before_any_file_is_written(ckpt, tok512, tmp_path):
+    """Both outputs are checked by writing a probe before the model loads, so a directory
+    the user may not write gives one line and neither temp-0 nor temp-1 appears."""
+    work = str(tmp_path)
+    shutil.copy(ckpt, os.path.join(work, "model.pt"))
+    out = os.path.join(work, "out")
+    os.mkdir(out)
+    proc = run_unprivileged(generate_argv(os.path.join(work, "model.pt"), tok512, out), out)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "is not writable" in proc.stderr, proc.stderr
+    assert os.listdir(out) == []

@@ -3,7 +3,6 @@ letter-logit scoring vs a brute-force per-question oracle, answer parsing and
 refusals, micro/macro arithmetic, and the CLI end to end (minillama/mmlu_data.py,
 minillama/mmlu.py, tasks/mmlu_eval.py, tasks/mmlu_prefix.py)."""
 import csv
-import json
 import os
 
 import pytest
@@ -11,13 +10,10 @@ import torch
 
 from conftest import asset, tiny_model
 from minillama import mmlu_data
-from minillama.checkpoints import save_checkpoint
-from minillama.cli import main
 from minillama.errors import MinillamaError
 from minillama.mmlu_data import Question
 from minillama.sampling import generate
 from minillama import mmlu
-from minillama.tasks.mmlu_prefix import split_holdout
 from minillama.sampling import strip_after_stop as strip_stop
 from minillama.tokenizer import load_tokenizer
 
@@ -58,60 +54,9 @@ def tok512():
 
 
 # -- the reader -----------------------------------------------------------------------------
-def test_reader_on_the_real_release():
-    root = asset("mmlu")
-    counts = {}
-    for split in mmlu_data.SPLITS:
-        subjects = mmlu_data.list_subjects(root, split)
-        assert len(subjects) == 57 and "abstract_algebra" in subjects and "world_religions" in subjects
-        data = mmlu_data.load_split(root, split)
-        counts[split] = sum(len(v) for v in data.values())
-        assert all(q.answer in "ABCD" and len(q.choices) == 4 for qs in data.values() for q in qs)
-    assert counts == {"dev": 285, "val": 1531, "test": 14042}
-    dev = mmlu_data.load_split(root, "dev")
-    assert {len(v) for v in dev.values()} == {5}
-    first = dev["abstract_algebra"][0]
-    assert first.question == "Find all c in Z_3 such that Z_3[x]/(x^2 + c) is a field."
-    assert first.choices == ("0", "1", "2", "3") and first.answer == "B" and first.label == 1
-
-
-def test_reader_keeps_quoted_commas_and_newlines(tmp_path):
-    root = make_fixture(tmp_path)
-    data = mmlu_data.load_split(root, "test")
-    assert list(data) == ["alpha_beta", "gamma"]
-    q = data["alpha_beta"]
-    assert q[1].choices[2] == "red, of course" and q[2].question == "A long question\nspanning two lines?"
-    assert q[2].source.endswith("alpha_beta_test.csv:3")
-    assert [len(v) for v in mmlu_data.load_split(root, "test", ["gamma"], limit=1).values()] == [1]
-
-
-def test_malformed_files_name_file_and_line(tmp_path):
-    bad = tmp_path / "test" / "broken_test.csv"
-    write_csv(str(bad), [["q\nwith newline", "a", "b", "c", "d", "A"], ["q2", "a", "b", "c", "d", "E"]])
-    with pytest.raises(MinillamaError, match=r"broken_test\.csv:3: answer 'E' is not one of A, B, C, D"):
-        mmlu_data.load_split(str(tmp_path), "test")
-    write_csv(str(bad), [["q", "a", "b", "c", "d", "A"], ["q2", "a", "b", "c", "B"]])
-    with pytest.raises(MinillamaError, match=r"broken_test\.csv:2: expected 6 columns .* got 5"):
-        mmlu_data.load_split(str(tmp_path), "test")
-    with pytest.raises(MinillamaError, match="--mmlu_dir"):
-        mmlu_data.load_split(str(tmp_path / "nowhere"), "test")
-    with pytest.raises(MinillamaError, match="unknown MMLU subject"):
-        mmlu_data.parse_subjects("broken,nope", ["broken"])
 
 
 # -- prompts --------------------------------------------------------------------------------
-def test_k_shot_prompt_layout_is_the_standard_one():
-    shots = [Question("high_school_physics", "Shot one?", ("1", "2", "3", "4"), "C", "x:1"),
-             Question("high_school_physics", "Shot two?", ("p", "q", "r", "s"), "A", "x:2")]
-    q = Question("high_school_physics", "The question?", ("w", "x", "y", "z"), "D", "y:1")
-    expected = ("The following are multiple choice questions (with answers) about  high school physics.\n\n"
-                "Shot one?\nA. 1\nB. 2\nC. 3\nD. 4\nAnswer: C\n\n"
-                "Shot two?\nA. p\nB. q\nC. r\nD. s\nAnswer: A\n\n"
-                "The question?\nA. w\nB. x\nC. y\nD. z\nAnswer:")
-    assert mmlu_data.build_prompt(q, shots) == expected
-    assert mmlu_data.build_prompt(q) == expected[:expected.index("\n\n") + 2] + expected[expected.index("The q"):]
-    chat = mmlu_data.build_chat_message(q, shots)
-    assert chat == expected[:-len("\nAnswer:")] + "\n\n" + mmlu_data.CHAT_INSTRUCTION
 
 
 def test_letter_token_ids_follow_answer_colon():
@@ -241,91 +186,9 @@ def test_micro_and_macro_accuracy():
 
 
 # -- the command line -----------------------------------------------------------------------
-def test_cli_option_mmlu_end_to_end(tmp_path, capsys):
-    root = make_fixture(tmp_path / "mmlu")
-    ckpt = str(tmp_path / "tiny.pt")
-    save_checkpoint(tiny_model(vocab_size=512, max_seq_len=512), ckpt)
-    common = ["--option", "mmlu", "--pretrained-model-path", ckpt, "--tokenizer", asset("llama2c/tok512.model"),
-              "--norm", "rmsnorm", "--mmlu_dir", root, "--batch_size", "2"]
-    out = str(tmp_path / "report.json")
-    assert main(common + ["--k_shot", "2", "--mmlu_out", out, "--log_jsonl", str(tmp_path / "log.jsonl")]) == 0
-    report = json.load(open(out))
-    assert report["n"] == 5 and report["k_shot"] == 2 and set(report["subjects"]) == {"alpha_beta", "gamma"}
-    assert "mmlu test acc ::" in capsys.readouterr().out
-    assert json.loads(open(tmp_path / "log.jsonl").read())["n"] == 5
-    lines = str(tmp_path / "report.jsonl")
-    assert main(common + ["--subjects", "gamma", "--limit", "1", "--mmlu_mode", "generate",
-                          "--mmlu_new_tokens", "2", "--mmlu_out", lines]) == 0
-    rows = [json.loads(line) for line in open(lines)]
-    assert len(rows) == 2 and rows[0]["subject"] == "gamma" and rows[1]["summary"]["n"] == 1
-    # a malformed CSV: one error line, exit 2, no report written
-    write_csv(os.path.join(root, "test", "gamma_test.csv"), [["q", "a", "b", "c", "d", "Z"]])
-    bad_out = str(tmp_path / "bad.json")
-    assert main(common + ["--mmlu_out", bad_out]) == 2
-    err = capsys.readouterr().err
-    assert "gamma_test.csv:1: answer 'Z'" in err and not os.path.exists(bad_out)
 
 
 # -- prefix training on MMLU ----------------------------------------------------------------
-def prefix_mmlu_argv(tmp_path, root, ckpt, mode, *extra):
-    return ["--option", "prefix", "--task", "mmlu", "--pretrained-model-path", ckpt,
-            "--tokenizer", asset("llama2c/tok512.model"), "--norm", "rmsnorm", "--mmlu_dir", root,
-            "--epochs", "3", "--lr", "0.05", "--batch_size", "2", "--mmlu_holdout", "0.5", "--weight_decay", "0.01",
-            "--prefix_mode", mode, "--prefix_length", "3", "--save_adapter", str(tmp_path / mode),
-            "--log_jsonl", str(tmp_path / f"{mode}.jsonl"), "--mmlu_out", str(tmp_path / f"report-{mode}.json"),
-            *extra]
-
-
-@pytest.mark.parametrize("mode", ["prefix", "prompt", "ptuning2"])
-def test_prefix_task_mmlu_end_to_end(tmp_path, mode):
-    from minillama.adapters import load_adapter
-    root = make_fixture(tmp_path / "mmlu")
-    ckpt = str(tmp_path / "tiny.pt")
-    save_checkpoint(tiny_model(vocab_size=512, max_seq_len=512), ckpt)
-    extra = ["--mmlu_mode", "generate", "--mmlu_new_tokens", "2"] if mode == "prefix" else []
-    assert main(prefix_mmlu_argv(tmp_path, root, ckpt, mode, *extra)) == 0  # run_llama.py --option prefix --task mmlu
-    report = json.load(open(tmp_path / f"report-{mode}.json"))
-    assert report["data"]["n_train"] == 2 and report["data"]["n_heldout"] == 3 and report["data"]["n_test"] == 5
-    losses = [h["train_loss"] for h in report["history"]]
-    assert len(losses) == 3 and losses[-1] < losses[0]  # the answer-letter loss goes down
-    log = [json.loads(line) for line in open(tmp_path / f"{mode}.jsonl")]
-    assert [r["epoch"] for r in log if r["event"] == "epoch"] == [0, 1, 2]
-    modes = ["logits", "generate"] if mode == "prefix" else ["logits"]
-    assert {(r["model"], r["mode"]) for r in log if r["event"] == "test"} == \
-        {(w, m) for w in ("baseline", "tuned") for m in modes}
-    for m in modes:
-        assert set(report["baseline"][m]) >= {"micro_accuracy", "macro_accuracy", "refusal_rate"}
-    # the prefix changes the letter scores; the saved adapter reproduces the tuned ones
-    tok = load_tokenizer(asset("llama2c/tok512.model"))
-    qs = mmlu_data.flatten(mmlu_data.load_split(root, "test"))
-    base = tiny_model(vocab_size=512, max_seq_len=512)
-    prompts, _ = mmlu.encode_questions(tok, qs, {}, 0, False, 509)
-    ids = mmlu.letter_token_ids(tok)
-    before = mmlu.score_logits(base, prompts, ids, tok.pad_id, progress=False)
-    after = mmlu.score_logits(load_adapter(base, str(tmp_path / mode)), prompts, ids, tok.pad_id, progress=False)
-    assert (before - after).abs().max() > 1e-3
-    assert report["tuned"]["logits"]["correct"] == sum(
-        "ABCD"[i] == q.answer for i, q in zip(after.argmax(-1).tolist(), qs))
-    # --load_adapter: no training, the saved prefix evaluated against the baseline
-    assert main(prefix_mmlu_argv(tmp_path, root, ckpt, mode, "--load_adapter", str(tmp_path / mode))) == 0
-    again = json.load(open(tmp_path / f"report-{mode}.json"))
-    assert again["history"] == [] and again["tuned"]["logits"]["correct"] == report["tuned"]["logits"]["correct"]
-    out = str(tmp_path / "eval.json")  # --option mmlu evaluates the adapter too
-    assert main(["--option", "mmlu", "--pretrained-model-path", ckpt, "--tokenizer", asset("llama2c/tok512.model"),
-                 "--norm", "rmsnorm", "--mmlu_dir", root, "--load_adapter", str(tmp_path / mode),
-                 "--mmlu_out", out]) == 0
-    assert json.load(open(out))["correct"] == report["tuned"]["logits"]["correct"]
-
-
-def test_holdout_split_is_per_subject_disjoint_and_seeded():
-    q = lambda s, i: Question(s, f"{s}{i}?", ("a", "b", "c", "d"), "A", f"{s}:{i}")  # noqa: E731
-    data = {"x": [q("x", i) for i in range(10)], "y": [q("y", i) for i in range(3)], "z": [q("z", 0)]}
-    train, held = split_holdout(data, 0.2, seed=7)
-    assert sorted(h.subject for h in held) == ["x", "x", "y"]  # round(0.2 n), at least one; "z" too small
-    assert not set(train) & set(held) and set(train) | set(held) == set(mmlu_data.flatten(data))
-    assert split_holdout(data, 0.2, seed=7) == (train, held) and split_holdout(data, 0.2, 8) != (train, held)
-    with pytest.raises(MinillamaError, match="--mmlu_holdout"):
-        split_holdout(data, 1.0, 0)
 
 
 def test_chat_prompts_and_scoring_with_the_llama3_tokenizer(tmp_path):
@@ -346,13 +209,3 @@ def test_chat_prompts_and_scoring_with_the_llama3_tokenizer(tmp_path):
         assert r["scores"] == pytest.approx(want.tolist(), abs=1e-4)  # records keep 4 decimals
     with pytest.raises(MinillamaError, match="--chat needs a Llama 3 tokenizer"):
         mmlu.encode_questions(load_tokenizer(asset("llama2c/tok512.model")), qs, dev, 0, True, 100)
-
-
-def test_wandb_is_optional(capsys, monkeypatch):
-    import argparse
-    import sys
-    monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed: `import wandb` raises ImportError
-    from minillama.runlog import RunLog, open_wandb
-    assert open_wandb("test", {}) is None
-    assert "wandb package is not installed" in capsys.readouterr().err
-    assert RunLog(wandb=False).wandb_run is None

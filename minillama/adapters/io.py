@@ -85,8 +85,8 @@ def read_adapter_meta(path: str) -> dict:
     try:
         with open(path + ".json", encoding="utf-8") as f:
             meta = json.load(f)
-        meta.setdefault("method", meta.get("mode"))
-        meta.setdefault("config", {"length": int(meta.get("length"))})
+        if "method" not in meta:  # the previous release: prefix family only, {"mode", "length"}
+            meta["method"], meta["config"] = meta["mode"], {"length": int(meta["length"])}
         if not isinstance(meta["base"], dict) or not all(k in meta["base"] for k in SHAPE_KEYS):
             raise KeyError("base")
     except (ValueError, KeyError, TypeError, AttributeError) as e:

@@ -3,10 +3,12 @@ and slices of the real course data, adapters saved and re-loaded (identical
 predictions, interpolation), bad input, and the --task mmlu route."""
 import json
 import os
+import pathlib
+import shutil
 
 import pytest
 
-from conftest import asset, tiny_model
+from conftest import run_unprivileged, tiny_model
 from minillama.checkpoints import save_checkpoint
 from minillama.cli import main
 from test_classify import course_argv, data_slice, read_predictions
@@ -114,3 +116,21 @@ def test_task_mmlu_routes_to_the_mmlu_prefix_task(monkeypatch):
     monkeypatch.setattr(mmlu_prefix, "run", lambda run, cfg: seen.update(mode=cfg.method.method, lr=cfg.training.lr))
     assert main(["--option", "prefix", "--task", "mmlu", "--prefix_mode", "prompt"]) == 0
     assert seen == {"mode": "prompt", "lr": PrefixConfig.default_lr}
+
+
+def test_unwritable_save_adapter_fails_before_training(ckpts, tmp_path):
+    """--save_adapter into a directory the user may not write: one line, exit 2, before
+    any training, and neither predictions nor adapter files appear."""
+    work = str(tmp_path)
+    data = data_slice(pathlib.Path(work), "sst", n=8)
+    shutil.copy(ckpts["tiny"], os.path.join(work, "model.pt"))
+    outs, locked = os.path.join(work, "outs"), os.path.join(work, "locked")
+    os.mkdir(outs)
+    os.mkdir(locked)
+    argv = course_argv("prefix", os.path.join(work, "model.pt"), data, "--dev_out", os.path.join(outs, "dev.txt"),
+                       "--test_out", os.path.join(outs, "test.txt"), "--save_adapter", os.path.join(locked, "a"))
+    proc = run_unprivileged(argv, locked)
+    assert proc.returncode == 2, proc.stderr
+    assert "--save_adapter" in proc.stderr and "is not writable" in proc.stderr and "epoch" not in proc.stdout
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert os.listdir(outs) == [] and os.listdir(locked) == []

@@ -1,6 +1,5 @@
 """The prefix family vs its oracle, the base model reading real text first: prefix
-tuning, P-tuning v2 and prompt tuning (minillama/prefix.py)."""
-import os
+tuning, P-tuning v2 and prompt tuning (minillama/adapters/prefix.py, adapters/prompt.py)."""
 import time
 
 import pytest
@@ -9,7 +8,7 @@ import torch
 from conftest import asset, tiny_model
 from minillama.errors import MinillamaError
 from minillama.optimizer import AdamW
-from minillama.adapters import PrefixModel, interpolate, load_adapter, parameter_counts, save_adapter
+from minillama.adapters import PrefixModel, parameter_counts
 from minillama.sampling import generate
 
 DEEP = [("prefix", False), ("prefix", True), ("ptuning2", None)]
@@ -129,42 +128,6 @@ def test_fold_keeps_outputs_and_leaves_only_the_prefix():
     assert [n for n, p in model.named_parameters() if p.requires_grad] == ["kv"]
     assert parameter_counts(model)["trainable"] == 2 * 2 * 2 * 5 * 16  # L * (k, v) * KV * P * hd
     torch.testing.assert_close(model(x)[0], before, atol=1e-6, rtol=0)
-
-
-@pytest.mark.parametrize("mode,reparam", ALL)
-def test_save_load_round_trip(tmp_path, mode, reparam):
-    base = tiny_model()
-    torch.manual_seed(4)
-    model = PrefixModel(base, mode, 3, reparam=reparam, prefix_hidden=32)
-    head = {"weight": torch.randn(5, 64), "bias": torch.randn(5)}
-    path = str(tmp_path / "adapter")
-    nbytes = save_adapter(model, path, label_names=["a", "b", "c", "d", "e"], head_state=head)
-    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
-    model_bytes = sum(p.numel() * p.element_size() for p in base.parameters())
-    assert nbytes < model_bytes / 10
-    loaded = load_adapter(base, path)
-    x = torch.randint(0, 97, (2, 6))
-    assert torch.equal(loaded(x)[0], model(x)[0])
-    assert loaded.adapter_meta["label_names"][0] == "a" and torch.equal(loaded.head_state["bias"], head["bias"])
-    with pytest.raises(MinillamaError, match="n_layers=2.*n_layers=3"):
-        load_adapter(tiny_model(n_layers=3), path)
-    with pytest.warns(UserWarning, match="different base model"):
-        load_adapter(tiny_model(seed=1), path)  # same shape, other weights: allowed, but flagged
-    with pytest.raises(MinillamaError, match="not found"):
-        load_adapter(base, path + "-missing")
-
-
-def test_interpolation(tmp_path):
-    base = tiny_model()
-    a = PrefixModel(base, "ptuning2", 4, init="text", init_ids=TEXT)
-    b = PrefixModel(base, "ptuning2", 4, init="vocab")
-    x = torch.randint(0, 97, (2, 6))
-    assert torch.equal(interpolate(a, b, 1.0)(x)[0], a(x)[0])
-    assert torch.equal(interpolate(a, b, 0.0)(x)[0], b(x)[0])
-    mid = interpolate(a, b, 0.25).prefix_tensor()
-    torch.testing.assert_close(mid, 0.25 * a.kv + 0.75 * b.kv)
-    with pytest.raises(MinillamaError, match="interpolate"):
-        interpolate(a, PrefixModel(base, "ptuning2", 5), 0.5)
 
 
 @pytest.mark.parametrize("mode,reparam", ALL)

@@ -1,0 +1,128 @@
+"""Adapter files (minillama/adapters/io.py): round trips for every method, files of the
+previous release, base-identity checks, interpolation, and damaged files."""
+import json
+import os
+import warnings
+
+import pytest
+import torch
+
+from conftest import tiny_model
+from minillama.adapters import (LoraConfig, PrefixModel, attach, interpolate, load_adapter, save_adapter)
+from minillama.errors import MinillamaError
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+ALL = [("prefix", False), ("prefix", True), ("ptuning2", None), ("prompt", None)]
+TEXT = [1, 17, 5, 42, 8, 23]
+
+
+@pytest.mark.parametrize("mode,reparam", ALL)
+def test_save_load_round_trip(tmp_path, mode, reparam):
+    base = tiny_model()
+    torch.manual_seed(4)
+    model = PrefixModel(base, mode, 3, reparam=reparam, prefix_hidden=32)
+    head = {"weight": torch.randn(5, 64), "bias": torch.randn(5)}
+    path = str(tmp_path / "adapter")
+    nbytes = save_adapter(model, path, label_names=["a", "b", "c", "d", "e"], head_state=head)
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+    model_bytes = sum(p.numel() * p.element_size() for p in base.parameters())
+    assert nbytes < model_bytes / 10
+    loaded = load_adapter(base, path)
+    x = torch.randint(0, 97, (2, 6))
+    assert torch.equal(loaded(x)[0], model(x)[0])
+    assert loaded.adapter_meta["label_names"][0] == "a" and torch.equal(loaded.head_state["bias"], head["bias"])
+    with pytest.raises(MinillamaError, match="n_layers=2.*n_layers=3"):
+        load_adapter(tiny_model(n_layers=3), path)
+    with pytest.warns(UserWarning, match="different base model"):
+        load_adapter(tiny_model(seed=1), path)  # same shape, other weights: allowed, but flagged
+    with pytest.raises(MinillamaError, match="not found"):
+        load_adapter(base, path + "-missing")
+
+
+def test_interpolation(tmp_path):
+    base = tiny_model()
+    a = PrefixModel(base, "ptuning2", 4, init="text", init_ids=TEXT)
+    b = PrefixModel(base, "ptuning2", 4, init="vocab")
+    x = torch.randint(0, 97, (2, 6))
+    assert torch.equal(interpolate(a, b, 1.0)(x)[0], a(x)[0])
+    assert torch.equal(interpolate(a, b, 0.0)(x)[0], b(x)[0])
+    mid = interpolate(a, b, 0.25).prefix_tensor()
+    torch.testing.assert_close(mid, 0.25 * a.kv + 0.75 * b.kv)
+    with pytest.raises(MinillamaError, match="interpolate"):
+        interpolate(a, PrefixModel(base, "ptuning2", 5), 0.5)
+
+
+@pytest.mark.parametrize("mode", ["prefix", "prompt"])
+def test_adapters_saved_by_the_previous_release_still_load(mode):
+    """tests/fixtures/legacy-*: written by the release before adapters/ (JSON {"mode",
+    "length", "base"} with the old config hash), on tiny_model(seed=0); the logits it
+    gave on [[1, 5, 7, 9]] are stored beside it."""
+    base = tiny_model(seed=0)
+    path = os.path.join(FIXTURES, f"legacy-{mode}-adapter")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same base: no "different base model" warning
+        loaded = load_adapter(base, path)
+    want = torch.load(os.path.join(FIXTURES, f"legacy-{mode}-logits.pt"), weights_only=True)
+    with torch.no_grad():
+        got = loaded(torch.tensor([[1, 5, 7, 9]]))[0]
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    assert loaded.method == mode and loaded.length == 3
+    if mode == "prefix":
+        assert loaded.head_state["weight"].shape == (2, 64) and loaded.adapter_meta["label_names"] == ["bad", "good"]
+
+
+def test_lora_adapter_round_trip(tmp_path):
+    """A LoRA adapter file holds A and B; loading injects and merges them into a fresh base."""
+    torch.manual_seed(0)
+    model = attach(tiny_model(), LoraConfig(rank=2, alpha=4.0, targets=("wq", "wv", "w2")))
+    with torch.no_grad():
+        for m in model.injected:
+            m.lora_B.normal_()  # as if trained: B = 0 would make the test vacuous
+    x = torch.randint(0, 97, (2, 6))
+    want = model(x)[0]
+    save_adapter(model, str(tmp_path / "lora"))
+    meta = json.load(open(tmp_path / "lora.json"))
+    assert meta["method"] == "lora" and meta["config"]["rank"] == 2 and meta["config"]["targets"] == ["wq", "wv", "w2"]
+    loaded = load_adapter(tiny_model(), str(tmp_path / "lora"))
+    assert all(m.merged for m in loaded.injected) and loaded.num_parameters(trainable_only=True) == 0
+    torch.testing.assert_close(loaded(x)[0], want, atol=1e-5, rtol=0)
+    assert not torch.allclose(tiny_model()(x)[0], want, atol=1e-3)
+
+
+def saved_prefix(tmp_path):
+    base = tiny_model()
+    path = str(tmp_path / "adapter")
+    save_adapter(PrefixModel(base, "ptuning2", 3), path)
+    return base, path
+
+
+def test_truncated_safetensors_is_one_line_error(tmp_path):
+    base, path = saved_prefix(tmp_path)
+    data = open(path + ".safetensors", "rb").read()
+    open(path + ".safetensors", "wb").write(data[: len(data) // 2])
+    with pytest.raises(MinillamaError, match="truncated or corrupt") as e:
+        load_adapter(base, path)
+    assert "\n" not in str(e.value) and "adapter.safetensors" in str(e.value)
+
+
+def test_tensor_shape_disagreeing_with_its_json_is_one_line_error(tmp_path):
+    base, path = saved_prefix(tmp_path)
+    meta = json.load(open(path + ".json"))
+    meta["config"]["length"] = meta["length"] = 4  # the tensors hold 3 virtual tokens
+    json.dump(meta, open(path + ".json", "w"))
+    with pytest.raises(MinillamaError, match=r"tensor 'prefix' has shape \(2, 2, 2, 3, 16\).*implies \(2, 2, 2, 4, 16\)"):
+        load_adapter(base, path)
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda m: m.pop("base"), "not a minillama adapter config"),
+    (lambda m: m["base"].pop("dim"), "not a minillama adapter config"),
+    (lambda m: m.update(method="mystery", mode="mystery"), "unknown adapter method 'mystery'"),
+])
+def test_damaged_json_is_one_line_error(tmp_path, damage, message):
+    base, path = saved_prefix(tmp_path)
+    meta = json.load(open(path + ".json"))
+    damage(meta)
+    json.dump(meta, open(path + ".json", "w"))
+    with pytest.raises(MinillamaError, match=message):
+        load_adapter(base, path)

@@ -1,0 +1,73 @@
+"""Answer readers (minillama/heads.py) against brute force: the cls head reads the last
+real token (values and gradients), the verbalizer equals the per-label likelihoods."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import asset, tiny_model
+from minillama.data import Example, Split
+from minillama.heads import HeadClassifier, VerbalizerClassifier
+from minillama.tasks.classify import course_prompt
+from minillama.tokenizer import load_tokenizer
+from minillama.train import predict
+
+
+def test_head_classifier_reads_last_real_token_with_full_gradients():
+    """HeadClassifier (left-pad + last_only: the last block computes one position)
+    equals the head on a full forward's last real token, values and gradients."""
+    model = tiny_model()
+    clf = HeadClassifier(model, 64, 3)
+    ids = torch.tensor([[5, 6, 7, 0, 0], [1, 2, 3, 4, 5], [9, 8, 0, 0, 0]])
+    mask = (ids != 0).long()
+    out = clf(ids, mask)
+    out.square().sum().backward()
+    fast_grads = {n: p.grad.clone() for n, p in clf.named_parameters()}
+    clf.zero_grad()
+    _, hidden = model(ids, mask)  # every position, right-padded
+    last = mask.sum(1) - 1
+    expected = clf.head(hidden[torch.arange(3), last])
+    expected.square().sum().backward()
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    for n, p in clf.named_parameters():
+        torch.testing.assert_close(fast_grads[n], p.grad, atol=1e-5, rtol=1e-4, msg=n)
+
+
+def brute_force_scores(model, prompts, label_ids):
+    """log P(label | prompt), one unpadded sequence per (prompt, label)."""
+    scores = torch.zeros(len(prompts), len(label_ids))
+    for i, p in enumerate(prompts):
+        for k, lab in enumerate(label_ids):
+            seq = torch.tensor([p + lab])
+            logits, _ = model(seq)
+            logp = F.log_softmax(logits[0].double(), dim=-1)
+            scores[i, k] = sum(logp[len(p) - 1 + j, t] for j, t in enumerate(lab))
+    return scores
+
+
+@pytest.mark.parametrize("names", [["awful", "bad", "average", "good", "excellent"], ["bad", "good"]])
+def test_verbalizer_equals_brute_force_likelihood(names):
+    tok = load_tokenizer(asset("llama2c/tok512.model"))
+    model = tiny_model(vocab_size=512, max_seq_len=128)
+    label_ids = [tok.encode(n, bos=False) for n in names]
+    assert max(len(ids) for ids in label_ids) > 1  # the multi-token path is exercised
+    texts = ["a lovely film", "dull and far too long , honestly", "meh"]
+    prompts = [tok.encode(f"{t} {course_prompt(names)}", bos=True) for t in texts]
+    split = Split([Example(0, t, i + 1) for i, t in enumerate(texts)], prompts, tok.pad_id)
+    clf = VerbalizerClassifier(model, label_ids)
+    batch = next(split.batches(3))
+    with torch.no_grad():
+        scores = clf(batch.input_ids, batch.attention_mask)
+        expected = brute_force_scores(model, prompts, label_ids)
+    assert torch.allclose(scores, expected, atol=1e-4)
+    assert predict(clf, split, 2, torch.device("cpu"), progress=False).tolist() == expected.argmax(1).tolist()
+
+
+def test_verbalizer_single_token_path_equals_brute_force():
+    model = tiny_model()
+    label_ids = [[11], [12], [13]]  # one token each: a single forward pass scores them all
+    prompts = [[1, 40, 41, 42], [1, 50], [1, 60, 61]]
+    split = Split([Example(0, "", i + 1) for i in range(3)], prompts, pad_id=0)
+    batch = next(split.batches(3))
+    with torch.no_grad():
+        scores = VerbalizerClassifier(model, label_ids)(batch.input_ids, batch.attention_mask)
+        assert torch.allclose(scores, brute_force_scores(model, prompts, label_ids), atol=1e-4)

@@ -1,0 +1,78 @@
+"""`run_llama.py --option prefix --task mmlu` (minillama/tasks/mmlu_prefix.py): training
+on val minus a held-out part, baseline vs tuned, the saved adapter, the holdout split."""
+import json
+
+import pytest
+
+from conftest import asset, tiny_model
+from minillama import mmlu, mmlu_data
+from minillama.checkpoints import save_checkpoint
+from minillama.cli import main
+from minillama.errors import MinillamaError
+from minillama.mmlu_data import Question
+from minillama.tasks.mmlu_prefix import split_holdout
+from minillama.tokenizer import load_tokenizer
+from test_mmlu import make_fixture
+
+pytestmark = pytest.mark.filterwarnings("ignore:this tokenizer splits")
+
+
+def prefix_mmlu_argv(tmp_path, root, ckpt, mode, *extra):
+    return ["--option", "prefix", "--task", "mmlu", "--pretrained-model-path", ckpt,
+            "--tokenizer", asset("llama2c/tok512.model"), "--norm", "rmsnorm", "--mmlu_dir", root,
+            "--epochs", "3", "--lr", "0.05", "--batch_size", "2", "--mmlu_holdout", "0.5", "--weight_decay", "0.01",
+            "--prefix_mode", mode, "--prefix_length", "3", "--save_adapter", str(tmp_path / mode),
+            "--log_jsonl", str(tmp_path / f"{mode}.jsonl"), "--mmlu_out", str(tmp_path / f"report-{mode}.json"),
+            *extra]
+
+
+@pytest.mark.parametrize("mode", ["prefix", "prompt", "ptuning2"])
+def test_prefix_task_mmlu_end_to_end(tmp_path, mode):
+    from minillama.adapters import load_adapter
+    root = make_fixture(tmp_path / "mmlu")
+    ckpt = str(tmp_path / "tiny.pt")
+    save_checkpoint(tiny_model(vocab_size=512, max_seq_len=512), ckpt)
+    extra = ["--mmlu_mode", "generate", "--mmlu_new_tokens", "2"] if mode == "prefix" else []
+    assert main(prefix_mmlu_argv(tmp_path, root, ckpt, mode, *extra)) == 0  # run_llama.py --option prefix --task mmlu
+    report = json.load(open(tmp_path / f"report-{mode}.json"))
+    assert report["data"]["n_train"] == 2 and report["data"]["n_heldout"] == 3 and report["data"]["n_test"] == 5
+    losses = [h["train_loss"] for h in report["history"]]
+    assert len(losses) == 3 and losses[-1] < losses[0]  # the answer-letter loss goes down
+    log = [json.loads(line) for line in open(tmp_path / f"{mode}.jsonl")]
+    assert [r["epoch"] for r in log if r["event"] == "epoch"] == [0, 1, 2]
+    modes = ["logits", "generate"] if mode == "prefix" else ["logits"]
+    assert {(r["model"], r["mode"]) for r in log if r["event"] == "test"} == \
+        {(w, m) for w in ("baseline", "tuned") for m in modes}
+    for m in modes:
+        assert set(report["baseline"][m]) >= {"micro_accuracy", "macro_accuracy", "refusal_rate"}
+    # the prefix changes the letter scores; the saved adapter reproduces the tuned ones
+    tok = load_tokenizer(asset("llama2c/tok512.model"))
+    qs = mmlu_data.flatten(mmlu_data.load_split(root, "test"))
+    base = tiny_model(vocab_size=512, max_seq_len=512)
+    prompts, _ = mmlu.encode_questions(tok, qs, {}, 0, False, 509)
+    ids = mmlu.letter_token_ids(tok)
+    before = mmlu.score_logits(base, prompts, ids, tok.pad_id, progress=False)
+    after = mmlu.score_logits(load_adapter(base, str(tmp_path / mode)), prompts, ids, tok.pad_id, progress=False)
+    assert (before - after).abs().max() > 1e-3
+    assert report["tuned"]["logits"]["correct"] == sum(
+        "ABCD"[i] == q.answer for i, q in zip(after.argmax(-1).tolist(), qs))
+    # --load_adapter: no training, the saved prefix evaluated against the baseline
+    assert main(prefix_mmlu_argv(tmp_path, root, ckpt, mode, "--load_adapter", str(tmp_path / mode))) == 0
+    again = json.load(open(tmp_path / f"report-{mode}.json"))
+    assert again["history"] == [] and again["tuned"]["logits"]["correct"] == report["tuned"]["logits"]["correct"]
+    out = str(tmp_path / "eval.json")  # --option mmlu evaluates the adapter too
+    assert main(["--option", "mmlu", "--pretrained-model-path", ckpt, "--tokenizer", asset("llama2c/tok512.model"),
+                 "--norm", "rmsnorm", "--mmlu_dir", root, "--load_adapter", str(tmp_path / mode),
+                 "--mmlu_out", out]) == 0
+    assert json.load(open(out))["correct"] == report["tuned"]["logits"]["correct"]
+
+
+def test_holdout_split_is_per_subject_disjoint_and_seeded():
+    q = lambda s, i: Question(s, f"{s}{i}?", ("a", "b", "c", "d"), "A", f"{s}:{i}")  # noqa: E731
+    data = {"x": [q("x", i) for i in range(10)], "y": [q("y", i) for i in range(3)], "z": [q("z", 0)]}
+    train, held = split_holdout(data, 0.2, seed=7)
+    assert sorted(h.subject for h in held) == ["x", "x", "y"]  # round(0.2 n), at least one; "z" too small
+    assert not set(train) & set(held) and set(train) | set(held) == set(mmlu_data.flatten(data))
+    assert split_holdout(data, 0.2, seed=7) == (train, held) and split_holdout(data, 0.2, 8) != (train, held)
+    with pytest.raises(MinillamaError, match="--mmlu_holdout"):
+        split_holdout(data, 1.0, 0)
