@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import asset, tiny_model
-from minillama.checkpoints import save_checkpoint
 from minillama.cli import main
+from minillama.formats import save_checkpoint
 from minillama.data import Example, Split, left_pad
 from minillama.lora import inject_lora, merge_lora
 from minillama.tasks.classify import HeadClassifier, VerbalizerClassifier, course_prompt

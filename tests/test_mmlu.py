@@ -11,9 +11,9 @@ import torch
 
 from conftest import asset, tiny_model
 from minillama import mmlu_data
-from minillama.checkpoints import save_checkpoint
 from minillama.cli import main
 from minillama.errors import MinillamaError
+from minillama.formats import save_checkpoint
 from minillama.mmlu_data import Question
 from minillama.sampling import generate
 from minillama.tasks import mmlu

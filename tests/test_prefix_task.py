@@ -7,8 +7,8 @@ import os
 import pytest
 
 from conftest import asset, tiny_model
-from minillama.checkpoints import save_checkpoint
 from minillama.cli import main
+from minillama.formats import save_checkpoint
 from test_classify import course_argv, data_slice, read_predictions
 
 
