@@ -27,7 +27,7 @@ sys.path.insert(0, REPO_ROOT)
 
 from minillama import load_model, load_tokenizer  # noqa: E402
 from minillama.attention import Attention, attention_bias  # noqa: E402
-from minillama.checkpoints import save_checkpoint  # noqa: E402
+from minillama.formats import save_checkpoint  # noqa: E402
 from minillama.config import LlamaConfig, Runtime  # noqa: E402
 from minillama.model import FeedForward, Llama  # noqa: E402
 from minillama.norms import LayerNorm, RMSNorm  # noqa: E402

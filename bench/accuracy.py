@@ -7,15 +7,16 @@ Options (names for --options):
     prefix:cls, prefix:verbalizer          prefix tuning (MLP reparameterization, folded after training)
     prompttune:cls, prompttune:verbalizer  prompt tuning (input embeddings)
     ptuning2:cls, ptuning2:verbalizer      P-tuning v2 (per-layer keys/values, trained directly)
-Every run goes through the task code in-process (minillama.cli.parse_args +
-minillama.tasks.classify.run), as `run_llama.py` would, with its default flags
-unless --extra changes them.
+Every run goes through the task code in-process (minillama.tasks.classify.run), as
+`run_llama.py` would, with configs built here directly (no argv strings); each
+config field keeps its default unless --set changes it.
 
     python bench/accuracy.py --checkpoint ../shared/assets/llama2c/stories260K.bin \\
         --tokenizer ../shared/assets/llama2c/tok512.model --norm rmsnorm --dataset sst \\
         --seeds 3 --max_train 2000 --epochs 5 --jobs 2
-    # per-option flags (repeatable; NAME is an option, 'prefix*' for the six prefix ones, or 'all'):
-    python bench/accuracy.py ... --extra "finetune=--lr 1e-3" --extra "prefix*=--prefix_length 20"
+    # per-option settings (repeatable; NAME is an option, 'prefix*' for the six prefix ones, or 'all');
+    # FIELD is a ClassifyConfig field, dotted into training.* / method.* / run.* (RunConfig):
+    python bench/accuracy.py ... --set "finetune:training.lr=1e-3" --set "prefix*:method.length=20"
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ import json
 import math
 import os
 import random
-import shlex
+import ast
+import dataclasses
 import sys
 import tempfile
 import time
@@ -38,11 +40,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 MODES = {"prefix": "prefix", "prompttune": "prompt", "ptuning2": "ptuning2"}
-OPTIONS: Dict[str, List[str]] = {"prompt": ["--option", "prompt"], "finetune": ["--option", "finetune"],
-                                 "lora": ["--option", "lora"]}
+# bench name -> (run_llama.py option, method name in minillama.adapters.REGISTRY or None, head or None)
+OPTIONS: Dict[str, tuple] = {"prompt": ("prompt", None, None), "finetune": ("finetune", "finetune", None),
+                             "lora": ("lora", "lora", None)}
 for _name, _mode in MODES.items():
     for _head in ("cls", "verbalizer"):
-        OPTIONS[f"{_name}:{_head}"] = ["--option", "prefix", "--prefix_mode", _mode, "--prefix_head", _head]
+        OPTIONS[f"{_name}:{_head}"] = ("prefix", _mode, _head)
 TITLES = {"prompt": "Zero-Shot Prompting", "finetune": "Finetuning", "lora": "LoRA",
           "prefix": "Prefix Tuning", "prompttune": "Prompt Tuning", "ptuning2": "P-tuning v2"}
 
@@ -68,42 +71,73 @@ def subsample(src: str, dst: str, n: int, seed: int = 0):
     return len(lines)
 
 
-def extra_flags(name: str, extras: List[str]) -> List[str]:
+def settings_for(name: str, sets: List[str]) -> List[tuple]:
+    """[(dotted field, value)] of the --set items whose NAME pattern matches this option."""
     out = []
-    for item in extras:
-        pattern, _, flags = item.partition("=")
+    for item in sets:
+        pattern, _, assignment = item.partition(":")
+        path, _, text = assignment.partition("=")
         if pattern == "all" or fnmatch.fnmatch(name, pattern):
-            out += shlex.split(flags)
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                value = text  # a bare string, e.g. method.init=text
+            out.append((path, value))
     return out
+
+
+def override(cfg, path: str, value):
+    """cfg with the dotted field set, rebuilt with dataclasses.replace so every config's
+    __post_init__ checks the new value."""
+    head, _, rest = path.partition(".")
+    if not any(f.name == head for f in dataclasses.fields(cfg)):
+        sys.exit(f"--set {path}: {type(cfg).__name__} has no field {head!r}")
+    return dataclasses.replace(cfg, **{head: override(getattr(cfg, head), rest, value) if rest else value})
+
+
+def build_configs(job: dict):
+    """(RunConfig, ClassifyConfig) of one job."""
+    from minillama.adapters import make_config
+    from minillama.runconfig import RunConfig
+    from minillama.tasks.classify import ClassifyConfig
+    from minillama.train import TrainConfig
+    option, method, head = OPTIONS[job["name"]]
+    tmp, tag = job["tmp"], f"{job['name'].replace(':', '-')}-{job['seed']}"
+    run = RunConfig(model_path=job["checkpoint"], tokenizer_path=job["tokenizer"], norm=job["norm"],
+                    use_sdpa=job["use_sdpa"], device=job["device"], seed=job["seed"], progress=False)
+    cfg = ClassifyConfig(option=option, method=make_config(method) if method else None, head=head,
+                         train=job["train"], dev=job["dev"], test=job["test"], label_names=job["labels"],
+                         dev_out=os.path.join(tmp, f"{tag}-dev.txt"), test_out=os.path.join(tmp, f"{tag}-test.txt"),
+                         max_sentence_len=job["max_sentence_len"],
+                         training=TrainConfig(epochs=job["epochs"], batch_size=job["batch_size"]),
+                         save_adapter=os.path.join(tmp, f"{tag}-adapter") if option == "prefix" else None)
+    for path, value in settings_for(job["name"], job["sets"]):
+        if path.startswith("run."):
+            run = override(run, path[len("run."):], value)
+        else:
+            cfg = override(cfg, path, value)
+    return run, cfg
 
 
 def one_run(job: dict) -> dict:
     """One (option, seed) in this process: returns dev/test accuracy and seconds."""
     import torch
-    from minillama.cli import parse_args, seed_everything
+    from minillama.runconfig import seed_everything
     from minillama.tasks import classify
     if job["threads"]:
         torch.set_num_threads(job["threads"])
-    tmp = job["tmp"]
-    tag = f"{job['name'].replace(':', '-')}-{job['seed']}"
-    argv = OPTIONS[job["name"]] + [
-        "--pretrained-model-path", job["checkpoint"], "--tokenizer", job["tokenizer"],
-        "--train", job["train"], "--dev", job["dev"], "--test", job["test"], "--label-names", job["labels"],
-        "--dev_out", os.path.join(tmp, f"{tag}-dev.txt"), "--test_out", os.path.join(tmp, f"{tag}-test.txt"),
-        "--seed", str(job["seed"])] + job["common"] + extra_flags(job["name"], job["extras"])
-    if job["name"] not in ("prompt", "finetune", "lora"):
-        argv += ["--save_adapter", os.path.join(tmp, f"{tag}-adapter")]
-    args = parse_args(argv)
-    seed_everything(args.seed)
+    run, cfg = build_configs(job)
+    seed_everything(run.seed)
     log = io.StringIO()
     start = time.perf_counter()
-    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(io.StringIO()):  # no progress bars
-        accs = classify.run(args)
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(io.StringIO()):
+        accs = classify.run(run, cfg)
     seconds = time.perf_counter() - start
-    with open(os.path.join(tmp, f"{tag}.log"), "w") as f:
-        f.write(" ".join(argv) + "\n" + log.getvalue())
+    tag = f"{job['name'].replace(':', '-')}-{job['seed']}"
+    with open(os.path.join(job["tmp"], f"{tag}.log"), "w") as f:
+        f.write(f"{run}\n{cfg}\n" + log.getvalue())
     return {"name": job["name"], "seed": job["seed"], "dev": accs["dev"], "test": accs["test"],
-            "seconds": seconds, "argv": argv}
+            "seconds": seconds, "settings": settings_for(job["name"], job["sets"])}
 
 
 def mean_std(xs: List[float]):
@@ -120,7 +154,7 @@ def title(name: str) -> str:
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default="stories42M.pt")
-    p.add_argument("--tokenizer", default=None, help="default: tokenizer.model (run_llama.py's default)")
+    p.add_argument("--tokenizer", default=None, help="default: the model's own (RunConfig's default)")
     p.add_argument("--norm", default=None, choices=["layernorm", "rmsnorm"])
     p.add_argument("--dataset", default="sst", choices=["sst", "cfimdb"])
     p.add_argument("--data_dir", default=None, help="default: data/, else ../shared/assets/coursework")
@@ -137,8 +171,9 @@ def main():
     p.add_argument("--with_test", action="store_true",
                    help="also predict the real test set (default: 8 test lines, dev accuracy only)")
     p.add_argument("--options", default=",".join(OPTIONS), help="comma-separated, from: " + ", ".join(OPTIONS))
-    p.add_argument("--extra", action="append", default=[], metavar="NAME=FLAGS",
-                   help="run_llama.py flags for the options matching NAME (glob; 'all' for every option)")
+    p.add_argument("--set", action="append", default=[], dest="sets", metavar="NAME:FIELD=VALUE",
+                   help="a config field for the options matching NAME (glob; 'all' for every option), e.g. "
+                        "'prefix*:method.length=20', 'finetune:training.lr=1e-3', 'all:run.bf16=True'")
     p.add_argument("--use_gpu", action="store_true")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (separate processes)")
     p.add_argument("--json", default=None, help="also write every run's result here")
@@ -159,19 +194,16 @@ def main():
     n_test = subsample(os.path.join(d, f"{args.dataset}-test.txt"), files["test"],
                        (args.max_test or 0) if args.with_test else 8)
     batch = args.batch_size or (80 if args.dataset == "sst" else 10)
-    common = ["--epochs", str(args.epochs), "--batch_size", str(batch)]
-    common += ["--norm", args.norm] if args.norm else []
-    common += ["--max_sentence_len", str(args.max_sentence_len)] if args.max_sentence_len else []
-    common += ["--use_gpu"] if args.use_gpu else []
-    common += ["--use_sdpa"] if args.use_sdpa else []
-    tokenizer = args.tokenizer or "tokenizer.model"
+    from minillama.cli import choose_device
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0
-    jobs = [dict(name=n, seed=args.first_seed + i, checkpoint=args.checkpoint, tokenizer=tokenizer, tmp=tmp,
-                 labels=os.path.join(d, f"{args.dataset}-label-mapping.json"), common=common, extras=args.extra,
-                 threads=threads, **files) for n in names for i in range(args.seeds)]
+    jobs = [dict(name=n, seed=args.first_seed + i, checkpoint=args.checkpoint, tokenizer=args.tokenizer, tmp=tmp,
+                 labels=os.path.join(d, f"{args.dataset}-label-mapping.json"), epochs=args.epochs, batch_size=batch,
+                 norm=args.norm, max_sentence_len=args.max_sentence_len, device=choose_device(args.use_gpu),
+                 use_sdpa=args.use_sdpa, sets=args.sets, threads=threads, **files)
+            for n in names for i in range(args.seeds)]
     print(f"{os.path.basename(args.checkpoint)} on {args.dataset}: train {n_train} of {n_full}, dev {n_dev}, "
           f"test {n_test if args.with_test else 'not scored'}, "
-          f"{args.seeds} seed(s), epochs {args.epochs}, batch {batch}, jobs {args.jobs}; extra {args.extra or '-'}",
+          f"{args.seeds} seed(s), epochs {args.epochs}, batch {batch}, jobs {args.jobs}; set {args.sets or '-'}",
           flush=True)
     start = time.perf_counter()
     results = []

@@ -30,8 +30,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from minillama.config import LlamaConfig, Runtime  # noqa: E402
+from minillama.formats import resolve_dtype  # noqa: E402
+from minillama.formats.hf import hf_tensors  # noqa: E402
 from minillama.layout import fused_weight  # noqa: E402
-from minillama.loading import resolve_dtype  # noqa: E402
 from minillama.model import Llama  # noqa: E402
 
 SHAPES = {
@@ -41,13 +42,6 @@ SHAPES = {
     "stories260K": dict(dim=64, hidden_dim=172, n_layers=5, n_heads=8, n_kv_heads=4, vocab_size=512,
                         max_seq_len=512, norm="rmsnorm"),
 }
-
-
-def meta_to_hf_qk(w: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """Rows of a q/k projection [n_heads*hd, dim]: adjacent pairs (Meta) -> rotate-half (HF), per head."""
-    out_dim, dim = w.shape
-    hd = out_dim // n_heads
-    return w.view(n_heads, hd // 2, 2, dim).transpose(1, 2).reshape(out_dim, dim)
 
 
 def to_transformers(model: Llama):
@@ -60,20 +54,8 @@ def to_transformers(model: Llama):
                          num_key_value_heads=c.n_kv_heads, max_position_embeddings=c.max_seq_len,
                          rms_norm_eps=c.norm_eps, rope_theta=c.rope_theta, tie_word_embeddings=c.tie_embeddings,
                          bos_token_id=1, eos_token_id=None, pad_token_id=0)
-    sd = model.state_dict()
-    hf_sd = {"model.embed_tokens.weight": sd["tok_embeddings.weight"], "model.norm.weight": sd["norm.weight"],
-             "lm_head.weight": sd["output.weight"]}
-    for i in range(c.n_layers):
-        p, q = f"layers.{i}.", f"model.layers.{i}."
-        hf_sd[q + "self_attn.q_proj.weight"] = meta_to_hf_qk(sd[p + "attention.wq.weight"], c.n_heads)
-        hf_sd[q + "self_attn.k_proj.weight"] = meta_to_hf_qk(sd[p + "attention.wk.weight"], c.n_kv_heads)
-        hf_sd[q + "self_attn.v_proj.weight"] = sd[p + "attention.wv.weight"]
-        hf_sd[q + "self_attn.o_proj.weight"] = sd[p + "attention.wo.weight"]
-        hf_sd[q + "mlp.gate_proj.weight"] = sd[p + "feed_forward.w1.weight"]
-        hf_sd[q + "mlp.up_proj.weight"] = sd[p + "feed_forward.w3.weight"]
-        hf_sd[q + "mlp.down_proj.weight"] = sd[p + "feed_forward.w2.weight"]
-        hf_sd[q + "input_layernorm.weight"] = sd[p + "attention_norm.weight"]
-        hf_sd[q + "post_attention_layernorm.weight"] = sd[p + "ffn_norm.weight"]
+    hf_sd = hf_tensors(model)  # HF names, q/k rows permuted to rotate-half (minillama/formats/hf.py)
+    hf_sd.setdefault("lm_head.weight", model.output.weight.detach())  # a strict load wants it even when tied
     hf = LlamaForCausalLM(hf_config)
     hf.load_state_dict({k: v.clone() for k, v in hf_sd.items()}, strict=True)
     hf.generation_config.eos_token_id = None  # decode exactly --new_tokens, as minillama does

@@ -31,7 +31,7 @@ for ds in $DATASETS; do
   # shellcheck disable=SC2086  # DEVICE and ARGS are word lists
   "$PY" bench/accuracy.py --checkpoint "$CKPT" --tokenizer "$TOK" --dataset "$ds" $DEVICE $ARGS \
       --seeds "$SEEDS" --epochs "$EPOCHS" --jobs "$JOBS" --with_test \
-      --extra "finetune=--lr 2e-5" --extra "lora=--lr 2e-5" \
+      --set "finetune:training.lr=2e-5" --set "lora:training.lr=2e-5" \
       --json "$OUT/$ds.json" --keep "$OUT/$ds" | tee "$OUT/$ds-table.txt"
 done
 for ds in $DATASETS; do echo "table: $OUT/$ds-table.txt"; done

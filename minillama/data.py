@@ -19,7 +19,7 @@ from typing import Iterator, List, Optional, Sequence
 import torch
 
 from .errors import MinillamaError
-from .files import atomic_write_text
+from .files import atomic_write_text, not_found, resolve_repo_path
 
 SEPARATOR = " ||| "
 
@@ -44,9 +44,13 @@ class Batch:
 
 # -- reading ------------------------------------------------------------------------
 def _read_text(path: str, what: str) -> str:
-    if not os.path.isfile(path):
-        raise MinillamaError(f"{what} file not found: {path} (run ./setup.sh to fetch the course data, "
-                             f"or pass the right path)")
+    """The file's text; a relative path missing here is also looked for under the
+    repository root (files.resolve_repo_path), where setup.sh puts data/."""
+    found = resolve_repo_path(path)
+    if not os.path.isfile(found):
+        raise not_found(f"{what} file", path, "run ./setup.sh to fetch the course data, or pass the right path",
+                        repo_too=True)
+    path = found
     try:
         with open(path, "r", encoding="utf-8") as f:
             return f.read()

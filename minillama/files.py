@@ -1,4 +1,6 @@
 """Writing output files safely: check first, then write through a temporary file.
+(And, at the end, where a relative default input is looked for, and the one
+"not found" message.)
 
 Every output of minillama (predictions, generated text, reports, checkpoints,
 adapters) goes through `atomic_write`, so a crash or a user mistake never
@@ -66,3 +68,31 @@ def atomic_write_text(path: str, text: str):
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
     atomic_write(path, write)
+
+
+# -- reading: missing inputs, and where a relative default is looked for ------------------
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the parent of the minillama package
+
+
+def not_found(what: str, path: str, hint: str, repo_too: bool = False) -> MinillamaError:
+    """The one "not found" error: what is missing, every place it was looked for
+    (with repo_too, a relative path was also tried under the repository root, see
+    resolve_repo_path) and `hint`, how to get it.  Returned, not raised, so each
+    caller's `raise` stays visible in its own code."""
+    places = [os.path.abspath(path)]
+    if repo_too and not os.path.isabs(path):
+        in_repo = os.path.join(REPO_ROOT, path)
+        if in_repo != places[0]:
+            places.append(in_repo)
+    return MinillamaError(f"{what} not found: {path} (looked for {' and '.join(places)}); {hint}")
+
+
+def resolve_repo_path(path: str) -> str:
+    """A relative path that is missing under the working directory but present
+    under the repository root (where setup.sh downloads stories42M.pt and
+    tokenizer.model) resolves there, so the defaults work from any directory.
+    Anything else (absolute, present here, or present nowhere) comes back unchanged."""
+    if os.path.isabs(path) or os.path.exists(path):
+        return path
+    in_repo = os.path.join(REPO_ROOT, path)
+    return in_repo if os.path.exists(in_repo) else path

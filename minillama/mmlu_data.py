@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .errors import MinillamaError
+from .files import resolve_repo_path
 
 LETTERS = ("A", "B", "C", "D")
 SPLITS = ("dev", "val", "test")
@@ -92,7 +93,7 @@ def read_csv(path: str, subject: str) -> List[Question]:
 def split_dir(mmlu_dir: str, split: str) -> str:
     if split not in SPLITS:
         raise MinillamaError(f"MMLU split must be one of {', '.join(SPLITS)}, got {split!r}")
-    path = os.path.join(mmlu_dir, split)
+    path = os.path.join(resolve_repo_path(mmlu_dir), split)
     if not os.path.isdir(path):
         raise MinillamaError(f"MMLU {split} split not found: {path} is not a directory (run ./setup.sh, "
                              "which puts MMLU in data/mmlu, or pass --mmlu_dir)")

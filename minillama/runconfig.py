@@ -10,7 +10,8 @@ import torch
 
 from .config import NORMS
 from .errors import MinillamaError
-from .loading import DTYPES, load_model_and_tokenizer
+from .formats import DTYPES
+from .loading import load_model_and_tokenizer
 
 
 @dataclass

@@ -18,6 +18,9 @@ import os
 from typing import List, Sequence
 
 from .errors import MinillamaError
+from .files import not_found
+
+TOKENIZER_HINT = "./setup.sh puts the Llama 2 tokenizer.model into the repository root; or pass --tokenizer PATH"
 
 
 class SentencePieceTokenizer:
@@ -59,8 +62,7 @@ def resolve_tokenizer_path(path: str) -> str:
                 return os.path.join(path, candidate)
         raise MinillamaError(f"{path}: no tokenizer.model or original/tokenizer.model in this directory")
     if not os.path.isfile(path):
-        raise MinillamaError(f"tokenizer not found: {path} (run ./setup.sh, which puts the Llama 2 "
-                             "tokenizer at ./tokenizer.model in the repository root, or pass --tokenizer)")
+        raise not_found("tokenizer", path, TOKENIZER_HINT)
     return path
 
 

@@ -148,7 +148,7 @@ def test_prefix_tuning_learns_a_task_with_a_verbalizer():
     """A frozen pretrained stories260K reads BOS + 4 words, all from one of two random
     groups of 8 tokens; it must answer with the group's label token.  Trained on 32
     sequences, the prefix must classify 64 unseen ones well above chance (0.5)."""
-    from minillama.loading import load_model
+    from minillama.formats import load_model
     base = load_model(asset("llama2c/stories260K.bin"), norm="rmsnorm")
     g = torch.Generator().manual_seed(0)
     groups = torch.randperm(500, generator=g)[:16].view(2, 8) + 10  # [2 labels, 8 words]

@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from conftest import asset, tiny_model
-from minillama.checkpoints import save_checkpoint
 from minillama.cli import main
-from minillama.data import Example, Split
 from minillama.adapters import inject_lora, merge_lora
+from minillama.data import Example, Split
+from minillama.formats import save_checkpoint
 from minillama.heads import HeadClassifier
-from minillama.tasks.classify import course_prompt
 from minillama.runconfig import RunConfig
+from minillama.tasks.classify import course_prompt
 from minillama.train import TrainConfig, accuracy, fit, predict
 
 

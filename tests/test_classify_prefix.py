@@ -9,8 +9,8 @@ import shutil
 import pytest
 
 from conftest import run_unprivileged, tiny_model
-from minillama.checkpoints import save_checkpoint
 from minillama.cli import main
+from minillama.formats import save_checkpoint
 from test_classify import course_argv, data_slice, read_predictions
 
 

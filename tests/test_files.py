@@ -59,3 +59,18 @@ def test_check_writable_names_the_flag_and_the_problem(tmp_path):
         check_writable(str(tmp_path))
     check_writable(None)
     check_writable(str(tmp_path / "fine.txt"))
+
+
+def test_resolve_repo_path_falls_back_to_the_repository_root(tmp_path, monkeypatch):
+    """Run from another directory, the repository's own files are found; a file present
+    here wins, and absolute or absent paths come back unchanged."""
+    from conftest import REPO_ROOT
+    from minillama.files import resolve_repo_path
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_repo_path("README.md") == os.path.join(REPO_ROOT, "README.md")
+    (tmp_path / "README.md").write_text("mine")
+    assert resolve_repo_path("README.md") == "README.md"
+    assert resolve_repo_path("no_such_file.pt") == "no_such_file.pt"
+    absolute = str(tmp_path / "absent.pt")
+    assert resolve_repo_path(absolute) == absolute

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT, asset, run_unprivileged, tiny_model
-from minillama.checkpoints import save_checkpoint
 from minillama.cli import main
+from minillama.formats import save_checkpoint
 from minillama.tasks.generate import COURSE_PROMPT
 from minillama.tokenizer import load_tokenizer
 

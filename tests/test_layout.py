@@ -8,7 +8,7 @@ from conftest import tiny_model
 import pytest
 
 from minillama import load_model
-from minillama.checkpoints import save_checkpoint
+from minillama.formats import save_checkpoint
 from minillama.layout import fused_weight, use_decode_layout
 from minillama.adapters import inject_lora
 

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from conftest import asset, tiny_model
-from minillama.checkpoints import save_checkpoint
+from minillama.formats import save_checkpoint
 from minillama.cli import main
 from test_mmlu import make_fixture, write_csv
 

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import asset, tiny_model
 from minillama import mmlu, mmlu_data
-from minillama.checkpoints import save_checkpoint
+from minillama.formats import save_checkpoint
 from minillama.cli import main
 from minillama.errors import MinillamaError
 from minillama.mmlu_data import Question

@@ -1,61 +1,59 @@
-"""Reading and writing checkpoints, format detected from the file's content.
+"""llama2.c's two checkpoint formats, read and written.
 
-Formats:
-- llama2.c PyTorch checkpoint (`stories*.pt`): a zip written by torch.save
-  holding {"model_args": {...}, "model": state_dict}; keys may carry the
-  `_orig_mod.` prefix of torch.compile.  Loaded with weights_only=True, so a
-  hostile pickle is refused instead of run.
-- llama2.c legacy export (`*.bin`, read by run.c): a 7 x int32 header
-  (dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len; vocab
-  negative when the classifier is not shared) followed by float32 weights.
-- Llama 3.2 directories (Hugging Face or Meta layout): see `load_llama3_dir`.
+- `.pt` (`stories*.pt`): a zip written by torch.save holding
+  {"model_args": {...}, "model": state_dict}; keys may carry the `_orig_mod.`
+  prefix of torch.compile, and llama2.c's train.py also stores training state
+  (iter_num, optimizer) beside them, which is ignored.  Read without running
+  pickled code (see common.load_torch_file).
+- legacy `.bin` (read by run.c): a 7 x int32 header (dim, hidden_dim, n_layers,
+  n_heads, n_kv_heads, vocab_size, seq_len; vocab negative when the classifier
+  is not shared) followed by float32 weights, each kind stacked over layers.
+
+minillama's parameter names are llama2.c's, so neither needs renaming.
 """
 from __future__ import annotations
 
 import os
 import struct
-import zipfile
 from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
 
-from .config import LlamaConfig
-from .errors import MinillamaError
-from .files import atomic_write
+from ..config import LlamaConfig
+from ..errors import MinillamaError
+from ..files import atomic_write
+from .common import REQUIRED, cast, check_weights, load_torch_file, looks_tied, make_config, number, tie_output
 
 BIN_HEADER = struct.Struct("<7i")
+ZIP_MAGIC = b"PK\x03\x04"                         # torch.save's default container since torch 1.6
+PICKLE_STARTS = (b"\x80\x02", b"\x80\x04", b"\x80\x05")  # a bare pickle (torch.save's legacy format)
 ORIG_MOD_PREFIX = "_orig_mod."
-LLAMA2C_ARG_NAMES = ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of",
-                     "max_seq_len", "hidden_dim", "norm_eps", "dropout")
+# model_args fields read, with their kind; the first four have no sensible default
+MODEL_ARGS = {"dim": int, "n_layers": int, "n_heads": int, "vocab_size": int, "n_kv_heads": int,
+              "multiple_of": int, "max_seq_len": int, "hidden_dim": int, "norm_eps": float}
+REQUIRED_ARGS = ("dim", "n_layers", "n_heads", "vocab_size")
 
 
-# -- detection ------------------------------------------------------------------
-def detect_format(path: str) -> str:
-    """'llama2c_pt', 'llama2c_bin', 'hf_dir' or 'meta_dir', from content, not name."""
-    if not os.path.exists(path):
-        raise MinillamaError(f"checkpoint not found: {path}")
-    if os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, "config.json")):
-            return "hf_dir"
-        if os.path.isfile(os.path.join(path, "params.json")) or os.path.isfile(os.path.join(path, "original", "params.json")):
-            return "meta_dir"
-        raise MinillamaError(f"{path}: directory has no config.json (Hugging Face) or params.json (Meta): "
-                             "point --pretrained-model-path at a downloaded Llama 3.2 directory")
-    with open(path, "rb") as f:
-        head = f.read(BIN_HEADER.size)
-    if head[:4] == b"PK\x03\x04":
+def detect_file(path: str) -> str:
+    """'llama2c_pt' or 'llama2c_bin', from the first bytes (and, for .bin, the exact size)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(BIN_HEADER.size)
+    except OSError as e:
+        raise MinillamaError(f"{path}: cannot read the checkpoint ({e.strerror})") from None
+    if head[:4] == ZIP_MAGIC:
         return "llama2c_pt"
     # the exact-size .bin check first: a .bin with dim 640 (0x280) also starts with bytes 80 02
     if len(head) == BIN_HEADER.size and _bin_layout(path) is not None:
         return "llama2c_bin"
-    if head[:2] in (b"\x80\x02", b"\x80\x04", b"\x80\x05"):
-        raise MinillamaError(f"{path}: a legacy (non-zip) pickle; re-save it with a current torch.save, "
-                             "minillama only loads zip checkpoints with weights_only=True")
+    if head[:2] in PICKLE_STARTS:
+        raise MinillamaError(f"{path}: a legacy (non-zip) torch pickle, which minillama does not read; "
+                             "use a checkpoint written by a current torch.save (a zip), as llama2.c's train.py writes")
     raise MinillamaError(f"{path}: not a llama2.c .pt/.bin checkpoint (unrecognised content or truncated file)")
 
 
-# -- llama2.c .bin ----------------------------------------------------------------
+# -- .bin ----------------------------------------------------------------------------------
 def _bin_shapes(dim, hidden, n_layers, n_heads, n_kv_heads, vocab, seq_len, shared):
     """(name, shape) of every float32 array in a .bin file, in file order."""
     head_dim = dim // n_heads
@@ -87,20 +85,21 @@ def _bin_layout(path: str):
     return header
 
 
-def load_llama2c_bin(path: str) -> Tuple[LlamaConfig, Dict[str, torch.Tensor]]:
+def read_bin(path: str, dtype: Optional[torch.dtype] = None) -> Tuple[LlamaConfig, Dict[str, torch.Tensor]]:
+    """(config, state dict), float32 as stored unless dtype asks otherwise."""
     header = _bin_layout(path)
     if header is None:
         raise MinillamaError(f"{path}: size does not match its llama2.c .bin header (truncated or not a .bin export)")
     dim, hidden, n_layers, n_heads, n_kv_heads, vocab, seq_len = header
     shared = vocab > 0
     vocab = abs(vocab)
-    config = LlamaConfig(dim=dim, hidden_dim=hidden, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads,
-                         vocab_size=vocab, max_seq_len=seq_len, tie_embeddings=shared)
+    config = make_config(path, dim=dim, hidden_dim=hidden, n_layers=n_layers, n_heads=n_heads,
+                         n_kv_heads=n_kv_heads, vocab_size=vocab, max_seq_len=seq_len, tie_embeddings=shared)
     data = np.fromfile(path, dtype="<f4", offset=BIN_HEADER.size)
     arrays, offset = {}, 0
     for name, shape in _bin_shapes(dim, hidden, n_layers, n_heads, n_kv_heads, vocab, seq_len, shared):
         n = int(np.prod(shape))
-        arrays[name] = torch.from_numpy(data[offset:offset + n].copy()).view(shape)
+        arrays[name] = cast(torch.from_numpy(data[offset:offset + n].copy()).view(shape), dtype)
         offset += n
     state = {"tok_embeddings.weight": arrays["tok_embeddings.weight"], "norm.weight": arrays["norm.weight"]}
     for i in range(n_layers):
@@ -114,7 +113,7 @@ def load_llama2c_bin(path: str) -> Tuple[LlamaConfig, Dict[str, torch.Tensor]]:
     return config, state
 
 
-def save_llama2c_bin(model, path: str):
+def save_bin(model, path: str):
     """Write the legacy run.c format (float32).  RoPE tables are written as run.c expects."""
     c = model.config
     sd = model.state_dict()
@@ -139,30 +138,32 @@ def save_llama2c_bin(model, path: str):
     atomic_write(path, write)
 
 
-# -- llama2.c .pt -----------------------------------------------------------------
-def load_llama2c_pt(path: str) -> Tuple[LlamaConfig, Dict[str, torch.Tensor]]:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError) as e:
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
-            raise MinillamaError(f"{path}: refused to load, the checkpoint contains pickled code "
-                                 "(only tensors and plain values are accepted)") from None
-        raise MinillamaError(f"{path}: unreadable checkpoint (truncated or corrupt): {str(e).splitlines()[0]}") from None
-    except Exception as e:  # any other unpickling failure is the file's fault, not ours
-        raise MinillamaError(f"{path}: refused to load ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
+# -- .pt -----------------------------------------------------------------------------------
+def pt_config(model_args: dict, path: str) -> LlamaConfig:
+    """LlamaConfig from llama2.c's model_args, each value checked (a string or a float
+    where an int belongs is named, not a TypeError deep inside the model)."""
+    where = f"{path}: model_args"
+    fields = {key: number(model_args, key, kind, where, REQUIRED if key in REQUIRED_ARGS else None)
+              for key, kind in MODEL_ARGS.items()}
+    return make_config(path, **{k: v for k, v in fields.items() if v is not None})  # absent: LlamaConfig's default
+
+
+def read_pt(path: str, dtype: Optional[torch.dtype] = None) -> Tuple[LlamaConfig, Dict[str, torch.Tensor]]:
+    """(config, state dict) in the stored dtype (float32 for llama2.c) unless dtype asks otherwise."""
+    ckpt = load_torch_file(path)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) \
+            or not isinstance(ckpt.get("model_args"), dict):
         raise MinillamaError(f"{path}: not a llama2.c checkpoint (expected a dict with 'model' and 'model_args')")
-    args = {k: v for k, v in ckpt["model_args"].items() if k in LLAMA2C_ARG_NAMES}
-    args.pop("dropout", None)
-    config = LlamaConfig(**args)
+    config = pt_config(ckpt["model_args"], path)
     state = {k[len(ORIG_MOD_PREFIX):] if k.startswith(ORIG_MOD_PREFIX) else k: v for k, v in ckpt["model"].items()}
-    state.setdefault("output.weight", state.get("tok_embeddings.weight"))
-    config.tie_embeddings = state["output.weight"].data_ptr() == state["tok_embeddings.weight"].data_ptr() \
-        or torch.equal(state["output.weight"], state["tok_embeddings.weight"])
+    check_weights(state, path)
+    tied = looks_tied(state)  # before casting, while a tied pair still shares one storage
+    state = {k: cast(v, dtype) for k, v in state.items()}
+    tie_output(config, state, tied, path)
     return config, state
 
 
-def save_llama2c_pt(model, path: str):
+def save_pt(model, path: str):
     """Write {"model_args", "model"} as llama2.c's train.py does."""
     c = model.config
     model_args = dict(dim=c.dim, n_layers=c.n_layers, n_heads=c.n_heads, n_kv_heads=c.n_kv_heads,
@@ -170,21 +171,3 @@ def save_llama2c_pt(model, path: str):
                       hidden_dim=c.hidden_dim, norm_eps=c.norm_eps, dropout=0.0)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     atomic_write(path, lambda tmp: torch.save({"model_args": model_args, "model": state}, tmp))
-
-
-# -- shared helpers -------------------------------------------------------------------
-def read_checkpoint(path: str, dtype: Optional[torch.dtype] = None) -> Tuple[LlamaConfig, Dict[str, torch.Tensor]]:
-    """(config, state_dict) for any supported format."""
-    fmt = detect_format(path)
-    if fmt == "llama2c_pt":
-        return load_llama2c_pt(path)
-    if fmt == "llama2c_bin":
-        return load_llama2c_bin(path)
-    from .llama3 import read_llama3_dir  # Llama 3.2 directories (HF or Meta layout)
-    return read_llama3_dir(path, fmt, dtype)
-
-
-def save_checkpoint(model, path: str, fmt: Optional[str] = None):
-    """Save as 'pt' or 'bin' (default: from the file extension, .bin -> bin)."""
-    fmt = fmt or ("bin" if path.endswith(".bin") else "pt")
-    (save_llama2c_bin if fmt == "bin" else save_llama2c_pt)(model, path)
