@@ -234,3 +234,25 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+# -- python -m minillama.metrics ------------------------------------------------------------
+def metrics_main(argv: Optional[List[str]] = None) -> int:
+    """E2E scores of OUT against REFS, as the official measure_scores.py -p prints them.
+    Exit codes: 0 every asked score printed; 2 a user mistake (bad file, or no Java for the
+    Java metrics: BLEU and NIST are printed first)."""
+    from .metrics import score_files
+    p = argparse.ArgumentParser(prog="python -m minillama.metrics",
+                                description="E2E NLG Challenge scores (BLEU, NIST, METEOR, ROUGE_L, CIDEr), "
+                                            "equal to the official measure_scores.py -p")
+    p.add_argument("references", metavar="REFS", help="references, one per line, a blank line between instances")
+    p.add_argument("outputs", metavar="OUT", help="system outputs, one per line")
+    p.add_argument("--no_java", action="store_true",
+                   help="BLEU and NIST only (pure Python; METEOR, ROUGE_L and CIDEr need Java)")
+    ns = p.parse_args(argv)
+    try:
+        print(score_files(ns.references, ns.outputs, java_metrics=not ns.no_java))
+    except MinillamaError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

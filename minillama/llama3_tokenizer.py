@@ -114,10 +114,6 @@ class Llama3Tokenizer:
         """ids -> text; bytes that are not valid UTF-8 (a cut multi-byte char) become U+FFFD."""
         return self.model.decode([int(i) for i in ids])
 
-    def id_of(self, special: str) -> int:
-        """Id of a special token by name, e.g. id_of("<|eot_id|>") == 128009."""
-        return self.special_tokens[special]
-
     # -- Instruct chat format ---------------------------------------------------------
     def encode_header(self, role: str) -> List[int]:
         """<|start_header_id|>{role}<|end_header_id|>\\n\\n"""

@@ -41,7 +41,6 @@ order.  It prints, like the official script:
 """
 from __future__ import annotations
 
-import argparse
 import math
 import re
 import shutil
@@ -399,34 +398,16 @@ def read_and_check(refs_path: str, outputs_path: str) -> Tuple[List[List[str]], 
     return references, outputs
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m minillama.metrics",
-                                description="E2E NLG Challenge scores (BLEU, NIST, METEOR, ROUGE_L, CIDEr), "
-                                            "equal to the official measure_scores.py -p")
-    p.add_argument("references", metavar="REFS",
-                   help="references, one per line, a blank line between instances")
-    p.add_argument("outputs", metavar="OUT", help="system outputs, one per line")
-    p.add_argument("--no_java", action="store_true",
-                   help="BLEU and NIST only (pure Python; METEOR, ROUGE_L and CIDEr need Java)")
-    return p
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    """Exit codes: 0 every asked score printed; 2 a user mistake (bad file, or no Java
-    for the Java metrics: BLEU and NIST are printed first)."""
-    args = build_parser().parse_args(argv)
-    try:
-        references, outputs = read_and_check(args.references, args.outputs)
-        java_metrics = not args.no_java
-        if java_metrics and not java_available():
-            print(format_scores(e2e_scores(references, outputs, java_metrics=False)))
-            require_java()   # raises the install message
-        print(format_scores(e2e_scores(references, outputs, java_metrics=java_metrics)))
-    except MinillamaError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+def score_files(refs_path: str, outputs_path: str, java_metrics: bool = True) -> str:
+    """`python -m minillama.metrics REFS OUT` (flags in cli.metrics_main): the official
+    script's SCORES block.  Without Java, BLEU and NIST are printed before the error."""
+    references, outputs = read_and_check(refs_path, outputs_path)
+    if java_metrics and not java_available():
+        print(format_scores(e2e_scores(references, outputs, java_metrics=False)))
+        require_java()   # raises the install message
+    return format_scores(e2e_scores(references, outputs, java_metrics=java_metrics))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .cli import metrics_main  # the command line lives in cli.py, the only reader of flags
+    sys.exit(metrics_main())

@@ -23,7 +23,8 @@ import pytest
 from conftest import REPO_ROOT, asset
 from minillama import metrics
 from minillama.errors import MinillamaError
-from minillama.metrics import (corpus_bleu, corpus_nist, e2e_scores, format_scores, main,
+from minillama.cli import metrics_main as main
+from minillama.metrics import (corpus_bleu, corpus_nist, e2e_scores, format_scores,
                                mteval_tokenize, nist_length_penalty, read_references)
 
 OFFICIAL_PRINTED = {"BLEU": 0.7203, "NIST": 7.7889, "METEOR": 0.4801, "ROUGE_L": 0.7910, "CIDEr": 2.3039}

@@ -1,0 +1,83 @@
+"""The command line (minillama/cli.py): flags become typed configs, every default is the
+config field's (argparse states none), and each (option, --task) reaches its task."""
+import pytest
+
+from minillama.adapters import FullConfig, LoraConfig, PrefixConfig, PrefixTuningConfig, PromptTuningConfig
+from minillama.cli import build_parser, main, parse
+from minillama.errors import MinillamaError
+from minillama.mmlu import MMLUSettings
+from minillama.runconfig import RunConfig
+from minillama.tasks.classify import ClassifyConfig
+from minillama.tasks.generate import GenerateConfig
+from minillama.tasks.mmlu_eval import MMLUEvalConfig
+from minillama.tasks.mmlu_prefix import MMLUPrefixConfig
+from minillama.train import TrainConfig
+
+
+@pytest.mark.parametrize("option", ["generate", "prompt", "finetune", "lora", "prefix", "mmlu"])
+def test_argparse_states_no_default(option):
+    """A flag not given is absent, so the config field's default is the only one."""
+    assert vars(build_parser().parse_args(["--option", option])) == {"option": option}
+
+
+def test_no_flags_give_the_config_defaults():
+    assert parse(["--option", "generate"]) == ("generate", RunConfig(), GenerateConfig())
+    assert parse(["--option", "prompt"]) == ("classify", RunConfig(), ClassifyConfig(option="prompt"))
+    for option, method in (("finetune", FullConfig()), ("lora", LoraConfig()), ("prefix", PrefixTuningConfig())):
+        name, run, cfg = parse(["--option", option])
+        assert (name, run, cfg) == ("classify", RunConfig(), ClassifyConfig(option=option, method=method))
+        assert cfg.training.lr == method.default_lr and cfg.head == "cls"
+    assert parse(["--option", "mmlu"]) == ("mmlu_eval", RunConfig(), MMLUEvalConfig())
+    assert parse(["--option", "prefix", "--task", "mmlu"]) == ("mmlu_prefix", RunConfig(), MMLUPrefixConfig())
+    assert ClassifyConfig(option="prefix", method=PrefixConfig()).training.lr == 1e-2
+    assert ClassifyConfig(option="lora", method=LoraConfig()).training.lr == 2e-5
+
+
+def test_flags_reach_their_fields():
+    _, run, cfg = parse(["--option", "lora", "--pretrained-model-path", "m.bin", "--tokenizer", "t.model",
+                         "--norm", "rmsnorm", "--use_sdpa", "--bf16", "--seed", "3", "--lora_rank", "8",
+                         "--lora_alpha", "16", "--lora_targets", "wq,wk", "--lr", "1e-3", "--epochs", "2",
+                         "--batch_size", "4", "--patience", "1", "--train", "a.txt", "--dev_out", "d.txt",
+                         "--max_sentence_len", "30", "--hidden_dropout_prob", "0.1"])
+    assert run == RunConfig(model_path="m.bin", tokenizer_path="t.model", norm="rmsnorm", use_sdpa=True, bf16=True,
+                            seed=3)
+    assert cfg.method == LoraConfig(rank=8, alpha=16.0, targets=("wq", "wk"))
+    assert cfg.training == TrainConfig(epochs=2, lr=1e-3, batch_size=4, patience=1)
+    assert (cfg.train, cfg.dev_out, cfg.max_sentence_len, cfg.hidden_dropout_prob) == ("a.txt", "d.txt", 30, 0.1)
+    _, _, g = parse(["--option", "generate", "--temperature", "0.5", "--max_new_tokens", "9", "--prompt_text", "hi",
+                     "--generated_sentence_low_temp_out", "lo.txt"])
+    assert g == GenerateConfig(low_temp_out="lo.txt", prompt_text="hi", temperature=0.5, max_new_tokens=9)
+    _, _, m = parse(["--option", "prefix", "--task", "mmlu", "--prefix_mode", "prompt", "--prefix_length", "4",
+                     "--k_shot", "2", "--mmlu_mode", "generate", "--mmlu_holdout", "0.3", "--batch_size", "5"])
+    assert m.method == PromptTuningConfig(length=4) and m.holdout == 0.3 and m.training.batch_size == 5
+    assert m.settings == MMLUSettings(k_shot=2, mode="generate", batch_size=5)
+
+
+def test_no_reparam_is_ptuning2(capsys):
+    _, _, cfg = parse(["--option", "prefix", "--no_reparam", "--prefix_length", "3"])
+    assert cfg.method == PrefixConfig(length=3) and cfg.method.method == "ptuning2"
+    assert "ptuning2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--option", "finetune", "--task", "mmlu"], "--task mmlu trains a prefix"),
+    (["--option", "lora", "--lora_rank", "0"], "--lora_rank"),
+    (["--option", "finetune", "--epochs", "0"], "--epochs"),
+    (["--option", "mmlu", "--k_shot", "6"], "--k_shot"),
+    (["--option", "prefix", "--load_adapter", "a", "b"], "--interpolate"),
+])
+def test_bad_flag_values_are_one_line(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_nothing_outside_cli_reads_the_namespace():
+    """tasks take typed configs: no module but cli.py reads argparse's Namespace."""
+    import pathlib
+    import re
+    root = pathlib.Path(__file__).resolve().parents[1] / "minillama"
+    offenders = [f"{p}:{n}" for p in root.rglob("*.py") if p.name != "cli.py"
+                 for n, line in enumerate(p.read_text().splitlines(), 1)
+                 if re.search(r"getattr\(args|\bargs\.[a-z_]+", line)]
+    assert offenders == []
