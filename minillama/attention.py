@@ -98,6 +98,25 @@ class KVCache:
         self.mask[:, self.length:end] = new_mask.bool()
         return self.mask[:, :end]
 
+    def reorder(self, index: torch.Tensor) -> "KVCache":
+        """Keep the batch rows `index` [B'] of keys, values and mask, in that order, in place
+        (rows may repeat or drop out): beam search copies each prompt's row to its beams,
+        then every step makes each beam's row the history of the beam it extends.
+        Only the `length` keys written so far are copied; the buffers keep their capacity."""
+        index = index.to(self.mask.device)
+        for i in range(self.n_layers):
+            for store in (self.keys, self.values):
+                old = store[i]
+                if old is None:
+                    continue
+                new = old.new_empty((len(index),) + old.shape[1:])  # unwritten tail: never read
+                torch.index_select(old[:, :, : self.length], 0, index, out=new[:, :, : self.length])
+                store[i] = new
+        self.mask = self.mask.index_select(0, index)
+        self.batch = len(index)
+        self.shape = (self.batch,) + self.shape[1:]
+        return self
+
     def expand_batch(self, batch: int) -> "KVCache":
         """A batch-`batch` view of a batch-1 cache (prefixes shared by every example)."""
         out = KVCache(self.n_layers, batch, self.shape[1], self.shape[3], 0, self.dtype, self.device)

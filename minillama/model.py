@@ -152,12 +152,15 @@ class Llama(nn.Module):
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
                  epsilon: Optional[float] = None, eos_id=None, attention_mask: Optional[torch.Tensor] = None,
-                 generator: Optional[torch.Generator] = None, use_cache: bool = True) -> torch.Tensor:
+                 generator: Optional[torch.Generator] = None, use_cache: bool = True, beam_size: int = 1,
+                 length_penalty: float = 1.0) -> torch.Tensor:
         """Continue input_ids [B, T] (left-padded if ragged, with attention_mask)
-        by up to max_new_tokens: [B, T + new].  See sampling.generate."""
+        by up to max_new_tokens: [B, T + new].  See sampling.generate; beam_size > 1:
+        beam search (beam.py), hypotheses scored with length_penalty."""
         from .sampling import generate
         return generate(self, input_ids, max_new_tokens, temperature=temperature, epsilon=epsilon,
-                        eos_id=eos_id, attention_mask=attention_mask, generator=generator, use_cache=use_cache)
+                        eos_id=eos_id, attention_mask=attention_mask, generator=generator, use_cache=use_cache,
+                        beam_size=beam_size, length_penalty=length_penalty)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Distinct parameters (a tied output counts once)."""

@@ -37,32 +37,52 @@ def sample_next_token(logits: torch.Tensor, temperature: float = 0.0, epsilon: O
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
 
 
-def _as_id_set(eos_id: Union[None, int, Iterable[int]]):
+def as_id_set(eos_id: Union[None, int, Iterable[int]]) -> Optional[torch.Tensor]:
+    """eos_id (None, an id or ids) -> None or the ids [n]; the first is what finished rows emit."""
     if eos_id is None:
         return None
     return torch.tensor([eos_id] if isinstance(eos_id, int) else list(eos_id))
 
 
+def fit_new_tokens(model, prompt_len: int, max_new_tokens: int) -> int:
+    """max_new_tokens, cut so prompt + new tokens fit the positions the model has for input."""
+    if max_new_tokens < 0:
+        raise MinillamaError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    room = model.input_room - prompt_len
+    if room < 0 or prompt_len == 0:
+        raise MinillamaError(f"prompt of {prompt_len} tokens does not fit the model's context of "
+                             f"{model.input_room} tokens")
+    return min(max_new_tokens, room)
+
+
 @torch.inference_mode()  # no autograd bookkeeping at all: cheaper per op than no_grad on the decode path
 def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
              epsilon: Optional[float] = None, eos_id=None, attention_mask: Optional[torch.Tensor] = None,
-             generator: Optional[torch.Generator] = None, use_cache: bool = True) -> torch.Tensor:
+             generator: Optional[torch.Generator] = None, use_cache: bool = True, beam_size: int = 1,
+             length_penalty: float = 1.0) -> torch.Tensor:
     """Decode up to max_new_tokens after input_ids [B, T]; returns [B, T + n].
 
     Ragged prompts are left-padded with attention_mask [B, T] (0 = pad).  With
     the KV cache each step feeds one token; without it (use_cache=False, for
     comparison) each step re-reads the whole sequence.  A row that has produced
     an id in eos_id (int or ids) keeps emitting that id; the loop stops when
-    every row has finished, after max_new_tokens, or at the model's max_seq_len."""
+    every row has finished, after max_new_tokens, or at the model's max_seq_len.
+
+    beam_size k > 1: beam search instead (beam.py: the best of k beams per row,
+    scored with length_penalty); it is deterministic and always uses the cache."""
+    if beam_size != 1:
+        if temperature or epsilon or not use_cache:
+            raise MinillamaError(f"beam search (beam size {beam_size}) is deterministic and uses the KV cache: "
+                                 f"drop temperature/epsilon/use_cache=False, or use beam size 1")
+        from .beam import beam_search  # here, not at the top: beam.py imports this module's helpers
+        return beam_search(model, input_ids, max_new_tokens, beam_size, length_penalty, eos_id, attention_mask)
     check_sampling_args(temperature, epsilon)
     use_decode_layout(model)  # fused, column-major fp32 CPU weights: faster one-row products (layout.py)
     B, T = input_ids.shape
-    max_new_tokens = min(max_new_tokens, model.input_room - T)
-    if max_new_tokens < 0 or T == 0:
-        raise MinillamaError(f"prompt of {T} tokens does not fit the model's context of {model.input_room} tokens")
+    max_new_tokens = fit_new_tokens(model, T, max_new_tokens)
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
-    stop_ids = _as_id_set(eos_id)
+    stop_ids = as_id_set(eos_id)
     finished = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
     ids, mask = input_ids, attention_mask
     cache = model.new_cache(B, T + max_new_tokens) if use_cache else None
