@@ -21,13 +21,14 @@ from .errors import MinillamaError
 from .mmlu import MMLUSettings
 from .runconfig import RunConfig, seed_everything
 from .tasks.classify import ClassifyConfig
+from .tasks.e2e import E2EConfig
 from .tasks.generate import GenerateConfig
 from .tasks.mmlu_eval import MMLUEvalConfig
 from .tasks.mmlu_prefix import MMLUPrefixConfig
 from .train import TrainConfig
 
 OPTIONS = ("generate", "prompt", "finetune", "lora", "prefix", "mmlu")
-TASKS = ("classify", "mmlu")
+TASKS = ("classify", "mmlu", "e2e")
 PREFIX_MODES = {"prefix": PrefixTuningConfig, "ptuning2": PrefixConfig, "prompt": PromptTuningConfig}
 
 
@@ -84,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hidden_dropout_prob", type=float, help=f"default {default(ClassifyConfig, 'hidden_dropout_prob')}")
     t.add_argument("--patience", type=int, help="early stopping: epochs without dev improvement")
     t.add_argument("--min_delta", type=float, help="early stopping: smallest improvement that counts")
+    t.add_argument("--lr_schedule", type=str, choices=["constant", "linear", "cosine"],
+                   help="after --warmup_steps (default: constant; --task e2e: linear decay, the paper's)")
+    t.add_argument("--warmup_steps", type=int, help=f"linear warm-up steps (default {default(TrainConfig, 'warmup_steps')})")
     t.add_argument("--log_jsonl", type=str, help="this run's per-epoch / eval records as JSON lines (see runlog.py)")
     t.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (if installed)")
     # lora
@@ -130,6 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--mmlu_holdout", type=float, help="prefix --task mmlu: share of val (per subject) held out "
                                                       f"for early stopping (default {default(MMLUPrefixConfig, 'holdout')})")
     m.add_argument("--mmlu_out", type=str, help="report: .json, or .jsonl with one line per question")
+    # conditional generation (--task e2e)
+    e = p.add_argument_group("e2e (conditional generation: --option finetune|lora|prefix --task e2e)")
+    e.add_argument("--source_column", type=str, help=f"CSV column of the source (default {default(E2EConfig, 'source_column')})")
+    e.add_argument("--target_column", type=str, help=f"CSV column of the target (default {default(E2EConfig, 'target_column')})")
+    e.add_argument("--max_train_rows", type=int, help="train on the first N rows only")
+    e.add_argument("--beam_size", type=int, help=f"beams (1 = greedy; default {default(E2EConfig, 'beam_size')})")
+    e.add_argument("--length_penalty", type=float,
+                   help=f"beam hypotheses scored sum log p / length ** this (default {default(E2EConfig, 'length_penalty')})")
+    e.add_argument("--scores_out", type=str, help="JSON report of the five metrics (default <test_out>-scores.json)")
+    e.add_argument("--no_java", action="store_true", help="score BLEU and NIST only (METEOR, ROUGE_L, CIDEr need Java)")
     return p
 
 
@@ -172,10 +186,12 @@ def method_config(option: str, ns: Dict[str, Any]):
     return PREFIX_MODES[mode](**given(ns, fields))
 
 
-def training_config(ns: Dict[str, Any]) -> TrainConfig:
-    return TrainConfig(**given(ns, {"epochs": "epochs", "lr": "lr", "batch_size": "batch_size",
-                                    "weight_decay": "weight_decay", "patience": "patience",
-                                    "min_delta": "min_delta"}))
+def training_config(ns: Dict[str, Any], base: Optional[TrainConfig] = None) -> TrainConfig:
+    """The training flags given, over `base` (a task's default TrainConfig, else TrainConfig())."""
+    return dataclasses.replace(base or TrainConfig(), **given(ns, {
+        "epochs": "epochs", "lr": "lr", "batch_size": "batch_size", "weight_decay": "weight_decay",
+        "patience": "patience", "min_delta": "min_delta", "lr_schedule": "lr_schedule",
+        "warmup_steps": "warmup_steps"}))
 
 
 def mmlu_settings(ns: Dict[str, Any]) -> MMLUSettings:
@@ -194,6 +210,9 @@ def task_config(ns: Dict[str, Any]) -> Tuple[str, Any]:
     if task == "mmlu" and option not in ("prefix", "mmlu"):
         raise MinillamaError(f"--task mmlu trains a prefix on MMLU: use --option prefix (or --option mmlu to "
                              f"evaluate), not --option {option}")
+    if task == "e2e" and option not in ("finetune", "lora", "prefix"):
+        raise MinillamaError(f"--task e2e trains a generator: use --option finetune, lora or prefix, "
+                             f"not --option {option}")
     if option == "generate":
         return "generate", GenerateConfig(**given(ns, {
             "generated_sentence_low_temp_out": "low_temp_out", "generated_sentence_high_temp_out": "high_temp_out",
@@ -208,6 +227,14 @@ def task_config(ns: Dict[str, Any]) -> Tuple[str, Any]:
                                                training=training_config(ns),
                                                **given(ns, {"mmlu_holdout": "holdout", "save_adapter": "save_adapter",
                                                             "mmlu_out": "out", **ADAPTER_FLAGS, **LOG_FLAGS}))
+    if task == "e2e":
+        return "e2e", E2EConfig(option=option, method=method,
+                                training=training_config(ns, default(E2EConfig, "training")), **given(ns, {
+            "train": "train", "dev": "dev", "test": "test", "source_column": "source_column",
+            "target_column": "target_column", "max_train_rows": "max_train_rows", "beam_size": "beam_size",
+            "length_penalty": "length_penalty", "max_new_tokens": "max_new_tokens", "test_out": "test_out",
+            "dev_out": "dev_out", "scores_out": "scores_out", "no_java": "no_java", "save_adapter": "save_adapter",
+            "load_adapter": "load_adapter", **LOG_FLAGS}))
     return "classify", ClassifyConfig(option=option, method=method, training=training_config(ns), **given(ns, {
         "prefix_head": "head", "train": "train", "dev": "dev", "test": "test", "label_names": "label_names",
         "dev_out": "dev_out", "test_out": "test_out", "max_sentence_len": "max_sentence_len",

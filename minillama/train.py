@@ -1,18 +1,21 @@
-"""The training loop shared by every trainable classification option
-(finetune, lora, prefix ...): AdamW on the parameters that require grad,
-epochs over shuffled batches, evaluation on dev after each epoch, the
-best-dev-accuracy weights kept in memory and restored at the end, optional
-early stopping and bf16 autocast.
+"""The training loop shared by every trainable option and task: AdamW on the
+parameters that require grad, a learning-rate schedule, epochs over shuffled
+batches, a dev score after each epoch, the best-dev weights kept in memory and
+restored at the end, optional early stopping and bf16 autocast.
 
-A classifier here is any nn.Module with
-    forward(input_ids [B, T], attention_mask [B, T]) -> scores [B, num_labels]
-(logits or log-likelihoods: the prediction is the argmax, the loss the
-cross-entropy of the softmax over them).
+What is optimised is an `Objective` (a loss per task, one loop for all):
+- `Classification`: a classifier, forward(input_ids [B, T], attention_mask [B, T])
+  -> scores [B, num_labels] (logits or log-likelihoods); the loss is the
+  cross-entropy of their softmax, the dev score the accuracy.
+- `CausalLM`: a backbone, forward(input_ids, attention_mask) -> (logits [B, T, V], hidden);
+  batch.labels [B, T] holds the next-token targets (-100 where nothing is scored);
+  the loss is their mean cross-entropy, the dev score minus the dev loss.
 """
 from __future__ import annotations
 
 import contextlib
 import math
+import time
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -26,6 +29,9 @@ from .errors import MinillamaError
 from .optimizer import AdamW
 from .runconfig import RunConfig
 
+SCHEDULES = ("constant", "linear", "cosine")
+IGNORE = -100  # a label that is not scored (CausalLM)
+
 
 @dataclass
 class TrainConfig:
@@ -38,6 +44,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     patience: Optional[int] = None  # epochs without a dev improvement before stopping; None: never stop early
     min_delta: float = 0.0          # a dev score must beat the best by more than this to count
+    lr_schedule: Optional[str] = None  # constant | linear | cosine (after warmup); None: the task's default
+    warmup_steps: int = 0           # steps of linear warm-up from 0 to lr
 
     def __post_init__(self):
         positive = {"--epochs": self.epochs, "--batch_size": self.batch_size}
@@ -52,18 +60,28 @@ class TrainConfig:
             raise MinillamaError(f"--patience must be a positive number of epochs, got {self.patience}")
         if not 0.0 <= self.min_delta < math.inf:
             raise MinillamaError(f"--min_delta must be >= 0 and finite, got {self.min_delta}")
+        if self.lr_schedule is not None and self.lr_schedule not in SCHEDULES:
+            raise MinillamaError(f"--lr_schedule must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}")
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise MinillamaError(f"--warmup_steps must be an integer >= 0, got {self.warmup_steps}")
 
     def with_lr(self, default_lr: float) -> "TrainConfig":
         """This config with lr filled in from the method's default when none was given."""
         return self if self.lr is not None else replace(self, lr=default_lr)
+
+    def with_schedule(self, default: str) -> "TrainConfig":
+        """This config with the task's schedule when none was given."""
+        return self if self.lr_schedule is not None else replace(self, lr_schedule=default)
 
 
 @dataclass
 class EpochResult:
     epoch: int
     train_loss: float
-    train_acc: float
-    dev_acc: float
+    train_acc: Optional[float]  # classification only
+    dev_acc: Optional[float] = None   # Classification's dev score
+    dev_loss: Optional[float] = None  # CausalLM's dev score (lower is better)
+    seconds: float = 0.0              # wall time of the epoch's training steps
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -110,24 +128,73 @@ def accuracy(preds: torch.Tensor, labels: torch.Tensor) -> float:
     return (preds == labels).float().mean().item()
 
 
+# -- objectives ---------------------------------------------------------------------------------
+class Classification:
+    """Cross-entropy over a classifier's scores; dev score: accuracy."""
+
+    def loss(self, model: nn.Module, batch) -> Tuple[torch.Tensor, Optional[int]]:
+        scores = model(batch.input_ids, batch.attention_mask)
+        return F.cross_entropy(scores.float(), batch.labels), int((scores.argmax(-1) == batch.labels).sum())
+
+    def dev_score(self, model: nn.Module, dev, batch_size: int, run: RunConfig) -> Dict[str, float]:
+        preds = predict(model, dev, batch_size, run.device, run.bf16, run.progress, "dev")
+        return {"dev_acc": accuracy(preds, dev.labels)}
+
+    @staticmethod
+    def better(scores: Dict[str, float]) -> float:
+        return scores["dev_acc"]
+
+
+def lm_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of logits [B, T, V] against labels [B, T] (IGNORE where not scored)."""
+    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction=reduction)
+
+
+class CausalLM:
+    """Next-token cross-entropy on the scored labels; dev score: minus the dev loss."""
+
+    def loss(self, model: nn.Module, batch) -> Tuple[torch.Tensor, Optional[int]]:
+        logits, _ = model(batch.input_ids, batch.attention_mask)
+        return lm_loss(logits, batch.labels), None
+
+    @torch.no_grad()
+    def dev_score(self, model: nn.Module, dev, batch_size: int, run: RunConfig) -> Dict[str, float]:
+        was_training = model.training
+        model.eval()
+        total, count = 0.0, 0
+        for batch in tqdm(dev.batches(batch_size), total=dev.num_batches(batch_size), desc="dev loss",
+                          disable=not run.progress, leave=False):
+            batch = batch.to(run.device)
+            with autocast(run.device, run.bf16):
+                logits, _ = model(batch.input_ids, batch.attention_mask)
+            total += lm_loss(logits, batch.labels, reduction="sum").item()
+            count += int((batch.labels != IGNORE).sum())
+        model.train(was_training)
+        return {"dev_loss": total / max(count, 1)}
+
+    @staticmethod
+    def better(scores: Dict[str, float]) -> float:
+        return -scores["dev_loss"]
+
+
 class NonFiniteLoss(MinillamaError):
     """Training diverged: the loss became inf or NaN (usually a learning rate too high)."""
 
 
-def train_step(model: nn.Module, optimizer, batch, device: torch.device, bf16: bool = False) -> Tuple[float, int]:
-    """One optimisation step on one batch: (loss, number of correct predictions).
+def train_step(model: nn.Module, optimizer, batch, device: torch.device, bf16: bool = False,
+               objective=None) -> Tuple[float, Optional[int]]:
+    """One optimisation step on one batch: (loss, number of correct predictions or None).
     A non-finite loss raises NonFiniteLoss before the step, so the weights stay finite."""
     batch = batch.to(device)
     optimizer.zero_grad(set_to_none=True)
     with autocast(device, bf16):
-        scores = model(batch.input_ids, batch.attention_mask)
-    loss = F.cross_entropy(scores.float(), batch.labels)
+        loss, n_correct = (objective or Classification()).loss(model, batch)
     value = loss.item()
     if not math.isfinite(value):
         raise NonFiniteLoss(f"the training loss is {value}")
     loss.backward()
     optimizer.step()
-    return value, int((scores.argmax(-1) == batch.labels).sum())
+    return value, n_correct
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> AdamW:
@@ -139,49 +206,66 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> AdamW:
     return AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def fit(model: nn.Module, train: Split, dev: Split, cfg: TrainConfig, run: Optional[RunConfig] = None,
-        log: Callable[[str], None] = print,
-        on_epoch: Optional[Callable[[EpochResult], None]] = None) -> List[EpochResult]:
-    """Train, evaluating on dev after each epoch; at the end the model holds the
-    trainable weights of its best dev epoch (kept as an in-memory copy).
-    `log` prints a line per epoch; `on_epoch` receives each EpochResult (run logs).
+def lr_factor(step: int, total: int, schedule: Optional[str], warmup: int) -> float:
+    """The multiplier of the base lr at optimisation step `step` (0-based) of `total`:
+    linear warm-up over `warmup` steps, then constant, linear decay to 0, or cosine to 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule in (None, "constant"):
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    return max(0.0, 1.0 - progress) if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def fit(model: nn.Module, train, dev, cfg: TrainConfig, run: Optional[RunConfig] = None,
+        log: Callable[[str], None] = print, on_epoch: Optional[Callable[[EpochResult], None]] = None,
+        objective=None) -> List[EpochResult]:
+    """Train, scoring dev after each epoch; at the end the model holds the trainable
+    weights of its best dev epoch (kept as an in-memory copy).  `objective`:
+    Classification() (default) or CausalLM().  `log` prints a line per epoch;
+    `on_epoch` receives each EpochResult (run logs).
 
     train acc is measured on the fly over the epoch's batches (with dropout, as
     the weights move), which costs nothing, unlike a second pass over train.
     A non-finite loss stops training with a MinillamaError naming the epoch and step."""
-    run = run or RunConfig()
+    run, objective = run or RunConfig(), objective or Classification()
     model.to(run.device)
     optimizer = make_optimizer(model, cfg)
     generator = torch.Generator().manual_seed(run.seed)
-    best_acc, best_state, since_best = -1.0, None, 0
+    total_steps, step_index = cfg.epochs * train.num_batches(cfg.batch_size), 0
+    best, best_state, since_best = -math.inf, None, 0
     history = []
     epochs = tqdm(range(cfg.epochs), desc="epochs", disable=not run.progress)
     for epoch in epochs:
         model.train()
-        total_loss, correct, seen = 0.0, 0, 0
+        total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
         bar = tqdm(train.batches(cfg.batch_size, shuffle=True, generator=generator),
                    total=train.num_batches(cfg.batch_size), desc=f"train-{epoch}", disable=not run.progress,
                    leave=False)
         for step, batch in enumerate(bar, start=1):
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * lr_factor(step_index, total_steps, cfg.lr_schedule, cfg.warmup_steps)
             try:
-                loss, n_correct = train_step(model, optimizer, batch, run.device, run.bf16)
+                loss, n_correct = train_step(model, optimizer, batch, run.device, run.bf16, objective)
             except NonFiniteLoss as e:
                 raise NonFiniteLoss(f"{e} at epoch {epoch}, step {step}: training diverged, nothing was written; "
                                     f"lower --lr (now {cfg.lr:g})") from None
+            step_index += 1
             total_loss += loss
-            correct += n_correct
-            seen += len(batch.labels)
+            correct += n_correct or 0
+            seen += len(batch.input_ids)
             bar.set_postfix(loss=f"{total_loss / step:.4f}")
-        dev_acc = accuracy(predict(model, dev, cfg.batch_size, run.device, run.bf16, run.progress, "dev"),
-                           dev.labels)
-        result = EpochResult(epoch, total_loss / max(step, 1), correct / max(seen, 1), dev_acc)
+        seconds = time.perf_counter() - start
+        scores = objective.dev_score(model, dev, cfg.batch_size, run)
+        result = EpochResult(epoch, total_loss / max(step, 1), correct / max(seen, 1) if n_correct is not None
+                             else None, seconds=seconds, **scores)
         history.append(result)
         if on_epoch is not None:
             on_epoch(result)
-        log(f"epoch {epoch}: train loss :: {result.train_loss:.3f}, train acc :: {result.train_acc:.3f}, "
-            f"dev acc :: {dev_acc:.3f}")
-        if dev_acc > best_acc + cfg.min_delta or best_state is None:
-            best_acc, since_best = dev_acc, 0
+        log(describe_epoch(result))
+        score = objective.better(scores)
+        if score > best + cfg.min_delta or best_state is None:
+            best, since_best = score, 0
             best_state = {n: p.detach().clone() for n, p in trainable_parameters(model).items()}
         else:
             since_best += 1
@@ -190,6 +274,19 @@ def fit(model: nn.Module, train: Split, dev: Split, cfg: TrainConfig, run: Optio
                 break
     restore(model, best_state)
     return history
+
+
+def describe_epoch(r: EpochResult) -> str:
+    """'epoch 0: train loss :: 1.234, train acc :: 0.500, dev acc :: 0.250' (the course's format);
+    for CausalLM the dev loss instead of the accuracies, and the epoch's training wall time."""
+    parts = [f"epoch {r.epoch}: train loss :: {r.train_loss:.3f}"]
+    if r.train_acc is not None:
+        parts.append(f"train acc :: {r.train_acc:.3f}")
+    if r.dev_acc is not None:
+        parts.append(f"dev acc :: {r.dev_acc:.3f}")
+    if r.dev_loss is not None:
+        parts.append(f"dev loss :: {r.dev_loss:.3f}, {r.seconds:.1f} s")
+    return ", ".join(parts)
 
 
 @torch.no_grad()

@@ -1,0 +1,226 @@
+"""`run_llama.py --option finetune | lora | prefix --task e2e`: conditional generation
+(table-to-text), trained and decoded the way Li & Liang's prefix-tuning paper does E2E.
+
+Any CSV with a source and a target column works (`--source_column`, `--target_column`;
+E2E's `mr`/`ref` are the defaults), so a user's own table-to-text or summarisation pairs
+need no code.  Each training row is one sequence `[bos] SOURCE [bos] TARGET [eos]` whose
+loss reads the target tokens and the eos only (minillama/lm_data.py), through the shared
+training loop with the CausalLM objective; the dev loss picks the best epoch.  Then every
+unique test source is decoded (beam search by default, the paper's 5 beams), and the
+outputs are scored against all of that source's references with the official E2E
+metrics (minillama/metrics.py).
+
+Outputs: `--test_out` one generation per unique test source in the file's order (newlines
+inside a generation become spaces; an empty one stays an empty line), the five metrics as
+a table on stdout and in a JSON report (`--scores_out`); `--dev_out` likewise on dev.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import torch
+
+from ..adapters import AdapterConfig, FullConfig, attach, load_adapters, parameter_counts, save_adapter
+from ..adapters.io import check_adapter_sources
+from ..data import pad_left
+from ..errors import MinillamaError
+from ..files import atomic_write_text, check_all_writable, resolve_repo_path
+from ..lm_data import LMSplit, prompt_ids
+from ..metrics import e2e_scores, format_scores, require_java
+from ..pairs_data import DEFAULT_SOURCE_COLUMN, DEFAULT_TARGET_COLUMN, group_references, read_pairs
+from ..runconfig import RunConfig
+from ..runlog import RunLog
+from ..sampling import strip_after_stop
+from ..train import CausalLM, TrainConfig, autocast, describe_trainable, fit
+from .classify import OUTPUT_WORDS
+
+# The learning rate each method gets on --task e2e when --lr is not given: what
+# bench/e2e_accuracy.py found best on stories260K (see README "E2E").
+E2E_LR = {"finetune": 3e-3, "lora": 1e-2, "prefix": 1e-2, "ptuning2": 3e-2, "prompt": 3e-2}
+
+
+@dataclass
+class E2EConfig:
+    option: str = "finetune"                 # names the default output files
+    method: AdapterConfig = field(default_factory=FullConfig)
+    train: str = "data/e2e/trainset.csv"
+    dev: str = "data/e2e/devset.csv"
+    test: str = "data/e2e/testset_w_refs.csv"
+    source_column: str = DEFAULT_SOURCE_COLUMN
+    target_column: str = DEFAULT_TARGET_COLUMN
+    max_train_rows: Optional[int] = None     # the first N training rows (quick runs)
+    # None: E2E_LR[method], linear decay (the paper's); batch 10 (the paper's)
+    training: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=10))
+    beam_size: int = 5                       # 1: greedy
+    length_penalty: float = 1.0
+    max_new_tokens: Optional[int] = None     # None: the longest training target in tokens, plus its eos
+    test_out: Optional[str] = None           # None: e2e-test-<word>-output.txt
+    dev_out: Optional[str] = None            # dev is decoded only when asked
+    scores_out: Optional[str] = None         # None: <test_out without .txt>-scores.json
+    no_java: bool = False                    # BLEU and NIST only (METEOR, ROUGE_L, CIDEr need Java)
+    save_adapter: Optional[str] = None       # None: e2e-<method>-adapter for the adapter methods
+    load_adapter: Optional[List[str]] = None  # decode with a saved adapter, no training
+    log_jsonl: Optional[str] = None
+    wandb: bool = False
+
+    def __post_init__(self):
+        if self.option not in ("finetune", "lora", "prefix"):
+            raise MinillamaError(f"--task e2e trains --option finetune, lora or prefix, not {self.option}")
+        if not isinstance(self.beam_size, int) or self.beam_size <= 0:
+            raise MinillamaError(f"--beam_size must be a positive integer (1 = greedy), got {self.beam_size}")
+        if not abs(self.length_penalty) < float("inf"):
+            raise MinillamaError(f"--length_penalty must be a finite number, got {self.length_penalty}")
+        for flag, value in (("--max_new_tokens", self.max_new_tokens), ("--max_train_rows", self.max_train_rows)):
+            if value is not None and value <= 0:
+                raise MinillamaError(f"{flag} must be a positive integer, got {value}")
+        check_adapter_sources(self.load_adapter, None)
+        if self.trains and getattr(self.method, "length", 1) <= 0:
+            raise MinillamaError(f"--prefix_length must be >= 1 to train a prefix, got {self.method.length}")
+        self.training = self.training.with_lr(E2E_LR.get(self.method.method, self.method.default_lr))
+        self.training = self.training.with_schedule("linear")
+
+    @property
+    def trains(self) -> bool:
+        return not self.load_adapter
+
+    @property
+    def outputs(self) -> Dict[str, Optional[str]]:
+        test = self.test_out or f"e2e-test-{OUTPUT_WORDS[self.option]}-output.txt"
+        scores = self.scores_out or (test[:-4] if test.endswith(".txt") else test) + "-scores.json"
+        return {"test": test, "dev": self.dev_out, "scores": scores}
+
+    @property
+    def adapter_path(self) -> Optional[str]:
+        if not self.trains or self.method.method == "finetune":
+            return None
+        return self.save_adapter or f"e2e-{self.method.method}-adapter"
+
+
+# -- data -------------------------------------------------------------------------------------
+def read_split(path: str, cfg: E2EConfig, limit: Optional[int] = None):
+    pairs = read_pairs(resolve_repo_path(path), cfg.source_column, cfg.target_column)
+    return pairs[:limit] if limit else pairs
+
+
+def check_sources_fit(pairs, tokenizer, room: int, path: str):
+    """An MR whose prompt leaves no room for a single generated token is a user mistake."""
+    for p in pairs:
+        n = len(prompt_ids(tokenizer, p.source))
+        if n >= room:
+            raise MinillamaError(f"{path}:{p.line}: the source is {n} tokens with its two bos, the model's "
+                                 f"context leaves {room}: shorten it or use a model with a longer context")
+
+
+def fit_to_context(split: LMSplit, room: int) -> int:
+    """Cut sequences longer than the context (the target's end goes); returns how many."""
+    cut = 0
+    for i, seq in enumerate(split.sequences):
+        if len(seq) > room:
+            split.sequences[i], cut = seq[:room], cut + 1
+    return cut
+
+
+def default_new_tokens(train: LMSplit) -> int:
+    """Room for the longest training target and its eos."""
+    return max(len(s) - p for s, p in zip(train.sequences, train.prompt_lengths))
+
+
+# -- decoding ---------------------------------------------------------------------------------
+@torch.no_grad()
+def decode(backbone, tokenizer, sources: List[str], cfg: E2EConfig, max_new_tokens: int,
+           run: RunConfig) -> List[str]:
+    """One generation per source, in order: beam search (or greedy) from [bos] SOURCE [bos],
+    batched longest-first with left padding; newlines become spaces."""
+    from tqdm import tqdm
+    prompts = [prompt_ids(tokenizer, s) for s in sources]
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    out: List[Optional[str]] = [None] * len(prompts)
+    batch = cfg.training.batch_size
+    backbone.eval()
+    for start in tqdm(range(0, len(order), batch), desc="decode", disable=not run.progress, leave=False):
+        idx = order[start:start + batch]
+        ids, mask = pad_left([prompts[i] for i in idx], tokenizer.pad_id)
+        with autocast(run.device, run.bf16):
+            gen = backbone.generate(ids.to(run.device), max_new_tokens, eos_id=tokenizer.eos_id,
+                                    attention_mask=mask.to(run.device), beam_size=cfg.beam_size,
+                                    length_penalty=cfg.length_penalty)
+        for row, i in enumerate(idx):
+            new = strip_after_stop(gen[row, ids.shape[1]:].tolist(), [tokenizer.eos_id])
+            out[i] = " ".join(tokenizer.decode(new).split("\n")).strip()
+    return out
+
+
+def score(references: List[List[str]], outputs: List[str], cfg: E2EConfig) -> Dict[str, Optional[float]]:
+    return e2e_scores(references, outputs, java_metrics=not cfg.no_java)
+
+
+# -- run --------------------------------------------------------------------------------------
+def build_backbone(cfg: E2EConfig, model, tokenizer):
+    if cfg.load_adapter:
+        backbone, _ = load_adapters(model, cfg.load_adapter, None, tokenizer)
+        print(f"load adapter {cfg.load_adapter[0]}: {backbone.method}")
+        return backbone
+    return attach(model, cfg.method, tokenizer)
+
+
+def run(run_cfg: RunConfig, cfg: E2EConfig) -> Dict:
+    # every input and output check before the model loads
+    if not cfg.no_java:
+        require_java()
+    outs, adapter = cfg.outputs, cfg.adapter_path
+    check_all_writable({"--test_out": outs["test"], "--dev_out": outs["dev"], "--scores_out": outs["scores"],
+                        "--save_adapter": adapter and adapter + ".json", "--log_jsonl": cfg.log_jsonl})
+    train_pairs = read_split(cfg.train, cfg, cfg.max_train_rows) if cfg.trains else []
+    dev_pairs, test_pairs = read_split(cfg.dev, cfg), read_split(cfg.test, cfg)
+
+    model, tokenizer = run_cfg.load()
+    print(f"load model from {run_cfg.model_path}")
+    backbone = build_backbone(cfg, model, tokenizer).to(run_cfg.device)
+    room = backbone.input_room
+    for pairs, path in ((train_pairs, cfg.train), (dev_pairs, cfg.dev), (test_pairs, cfg.test)):
+        check_sources_fit(pairs, tokenizer, room, path)
+    splits = {name: LMSplit.from_pairs(tokenizer, pairs, path) for name, pairs, path in
+              (("train", train_pairs, cfg.train), ("dev", dev_pairs, cfg.dev)) if pairs}
+    for name, split in splits.items():
+        cut = fit_to_context(split, room)
+        print(f"load {len(split)} {name} pairs from {split.path}" +
+              (f"; note: {cut} longer than the model's context of {room} tokens were cut" if cut else ""))
+    max_new = cfg.max_new_tokens or (default_new_tokens(splits["train"]) if "train" in splits else 128)
+
+    with RunLog(cfg.log_jsonl, cfg.wandb, job=f"e2e-{cfg.option}") as log:
+        if cfg.trains:
+            counts = parameter_counts(backbone)
+            print(f"{cfg.method.method}: {counts['trainable']:,} trainable parameters "
+                  f"({100 * counts['share']:.4f}% of the model's {counts['base']:,})")
+            print(describe_trainable(backbone))
+            fit(backbone, splits["train"], splits["dev"], cfg.training, run_cfg, objective=CausalLM(),
+                on_epoch=lambda r: log.log("epoch", epoch=r.epoch, train_loss=r.train_loss, dev_loss=r.dev_loss,
+                                           seconds=r.seconds))
+            backbone.finalize()
+            if adapter:
+                size = save_adapter(backbone, adapter, extra={"task": "e2e", "source_column": cfg.source_column,
+                                                              "target_column": cfg.target_column})
+                print(f"saved adapter to {adapter}.safetensors/.json ({size:,} bytes)")
+        results = {}
+        for name, pairs in (("test", test_pairs), ("dev", dev_pairs if outs["dev"] else [])):
+            if not pairs:
+                continue
+            grouped = group_references(pairs)
+            sources, references = [s for s, _ in grouped], [r for _, r in grouped]
+            print(f"decoding {len(sources)} {name} sources: beam {cfg.beam_size}, up to {max_new} new tokens")
+            outputs = decode(backbone, tokenizer, sources, cfg, max_new, run_cfg)
+            results[name] = score(references, outputs, cfg)
+            atomic_write_text(outs[name], "".join(o + "\n" for o in outputs))
+            print(f"{name} scores ({len(sources)} sources, {sum(map(len, references))} references):")
+            print(format_scores(results[name]))
+            log.log("eval", split=name, **{k: v for k, v in results[name].items() if v is not None})
+    report = {"model": run_cfg.model_path, "method": backbone.method,
+              "config": {"beam_size": cfg.beam_size, "length_penalty": cfg.length_penalty,
+                         "max_new_tokens": max_new, "lr": cfg.training.lr, "epochs": cfg.training.epochs,
+                         "batch_size": cfg.training.batch_size, "lr_schedule": cfg.training.lr_schedule},
+              "scores": results}
+    atomic_write_text(outs["scores"], json.dumps(report, indent=1))
+    print(f"wrote {outs['test']} and the scores to {outs['scores']}")
+    return results
