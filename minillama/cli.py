@@ -88,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr_schedule", type=str, choices=["constant", "linear", "cosine"],
                    help="after --warmup_steps (default: constant; --task e2e: linear decay, the paper's)")
     t.add_argument("--warmup_steps", type=int, help=f"linear warm-up steps (default {default(TrainConfig, 'warmup_steps')})")
+    t.add_argument("--grad_accum", type=int, help="split each batch into N micro-batches (the same step, less memory)")
+    t.add_argument("--max_grad_norm", type=float, help="clip the trainable parameters' global gradient norm (default off)")
+    t.add_argument("--head_lr", type=float, help="learning rate of a new classification head (default: --lr)")
+    t.add_argument("--checkpoint_dir", type=str, help="write a resumable checkpoint there after every epoch")
+    t.add_argument("--save_every", type=int, help="... and every N optimisation steps")
+    t.add_argument("--resume", action="store_true", help="continue from --checkpoint_dir's last whole checkpoint")
     t.add_argument("--log_jsonl", type=str, help="this run's per-epoch / eval records as JSON lines (see runlog.py)")
     t.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (if installed)")
     # lora
@@ -191,7 +197,8 @@ def training_config(ns: Dict[str, Any], base: Optional[TrainConfig] = None) -> T
     return dataclasses.replace(base or TrainConfig(), **given(ns, {
         "epochs": "epochs", "lr": "lr", "batch_size": "batch_size", "weight_decay": "weight_decay",
         "patience": "patience", "min_delta": "min_delta", "lr_schedule": "lr_schedule",
-        "warmup_steps": "warmup_steps"}))
+        "warmup_steps": "warmup_steps", "grad_accum": "grad_accum", "max_grad_norm": "max_grad_norm",
+        "head_lr": "head_lr", "checkpoint_dir": "checkpoint_dir", "save_every": "save_every", "resume": "resume"}))
 
 
 def mmlu_settings(ns: Dict[str, Any]) -> MMLUSettings:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -26,7 +26,9 @@ from tqdm import tqdm
 
 from .data import Split
 from .errors import MinillamaError
+from . import resume
 from .optimizer import AdamW
+from .resume import LoopState
 from .runconfig import RunConfig
 
 SCHEDULES = ("constant", "linear", "cosine")
@@ -46,6 +48,12 @@ class TrainConfig:
     min_delta: float = 0.0          # a dev score must beat the best by more than this to count
     lr_schedule: Optional[str] = None  # constant | linear | cosine (after warmup); None: the task's default
     warmup_steps: int = 0           # steps of linear warm-up from 0 to lr
+    grad_accum: int = 1             # micro-batches per step: the same step as one batch of batch_size, in pieces
+    max_grad_norm: Optional[float] = None  # clip the trainable parameters' global gradient norm; None: off
+    head_lr: Optional[float] = None  # lr of a newly created head ("head.*" parameters); None: lr
+    checkpoint_dir: Optional[str] = None  # write a resumable checkpoint there after every epoch
+    save_every: Optional[int] = None  # ... and every N optimisation steps
+    resume: bool = False            # continue from checkpoint_dir's last whole checkpoint
 
     def __post_init__(self):
         positive = {"--epochs": self.epochs, "--batch_size": self.batch_size}
@@ -64,6 +72,18 @@ class TrainConfig:
             raise MinillamaError(f"--lr_schedule must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}")
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise MinillamaError(f"--warmup_steps must be an integer >= 0, got {self.warmup_steps}")
+        if not isinstance(self.grad_accum, int) or self.grad_accum <= 0:
+            raise MinillamaError(f"--grad_accum must be a positive number of micro-batches, got {self.grad_accum}")
+        if self.grad_accum > self.batch_size:
+            raise MinillamaError(f"--grad_accum {self.grad_accum} splits a batch of {self.batch_size} into more "
+                                 "micro-batches than it has examples: lower it or raise --batch_size")
+        for flag, value in (("--max_grad_norm", self.max_grad_norm), ("--head_lr", self.head_lr)):
+            if value is not None and not 0.0 < value < math.inf:
+                raise MinillamaError(f"{flag} must be a finite number > 0, got {value}")
+        if self.save_every is not None and (not isinstance(self.save_every, int) or self.save_every <= 0):
+            raise MinillamaError(f"--save_every must be a positive number of steps, got {self.save_every}")
+        if (self.resume or self.save_every) and not self.checkpoint_dir:
+            raise MinillamaError("--resume and --save_every need --checkpoint_dir DIR (where checkpoints live)")
 
     def with_lr(self, default_lr: float) -> "TrainConfig":
         """This config with lr filled in from the method's default when none was given."""
@@ -82,6 +102,7 @@ class EpochResult:
     dev_acc: Optional[float] = None   # Classification's dev score
     dev_loss: Optional[float] = None  # CausalLM's dev score (lower is better)
     seconds: float = 0.0              # wall time of the epoch's training steps
+    step_losses: List[float] = field(default_factory=list)  # the loss of every step (curves)
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -141,6 +162,11 @@ class Classification:
         return {"dev_acc": accuracy(preds, dev.labels)}
 
     @staticmethod
+    def weight(batch) -> int:
+        """What the mean loss averages over: examples."""
+        return len(batch.labels)
+
+    @staticmethod
     def better(scores: Dict[str, float]) -> float:
         return scores["dev_acc"]
 
@@ -173,6 +199,11 @@ class CausalLM:
         return {"dev_loss": total / max(count, 1)}
 
     @staticmethod
+    def weight(batch) -> int:
+        """What the mean loss averages over: scored tokens."""
+        return int((batch.labels != IGNORE).sum())
+
+    @staticmethod
     def better(scores: Dict[str, float]) -> float:
         return -scores["dev_loss"]
 
@@ -181,29 +212,67 @@ class NonFiniteLoss(MinillamaError):
     """Training diverged: the loss became inf or NaN (usually a learning rate too high)."""
 
 
+def micro_batches(batch, n: int) -> List:
+    """The batch's rows in n nearly equal consecutive pieces (grad accumulation)."""
+    if n == 1:
+        return [batch]
+    parts = [torch.tensor_split(t, n) for t in (batch.input_ids, batch.attention_mask, batch.labels, batch.indices)]
+    return [type(batch)(*piece) for piece in zip(*parts) if len(piece[0])]
+
+
+def clip_grad_norm(params: List[nn.Parameter], max_norm: float) -> float:
+    """Scale the gradients so their global L2 norm is at most max_norm; returns the norm before."""
+    grads = [p.grad for p in params if p.grad is not None]
+    total = torch.sqrt(sum((g.detach().float() ** 2).sum() for g in grads))
+    scale = max_norm / (float(total) + 1e-6)
+    if scale < 1.0:
+        for g in grads:
+            g.mul_(scale)
+    return float(total)
+
+
 def train_step(model: nn.Module, optimizer, batch, device: torch.device, bf16: bool = False,
-               objective=None) -> Tuple[float, Optional[int]]:
+               objective=None, grad_accum: int = 1, max_grad_norm: Optional[float] = None) -> Tuple[float, Optional[int]]:
     """One optimisation step on one batch: (loss, number of correct predictions or None).
-    A non-finite loss raises NonFiniteLoss before the step, so the weights stay finite."""
+
+    With grad_accum N the batch runs as N micro-batches whose gradients add up to the
+    batch's own: each micro-batch's mean loss is weighted by its share of the batch's
+    examples (Classification) or scored tokens (CausalLM).  A non-finite loss raises
+    NonFiniteLoss before the step, so the weights stay finite."""
+    objective = objective or Classification()
     batch = batch.to(device)
     optimizer.zero_grad(set_to_none=True)
-    with autocast(device, bf16):
-        loss, n_correct = (objective or Classification()).loss(model, batch)
-    value = loss.item()
-    if not math.isfinite(value):
-        raise NonFiniteLoss(f"the training loss is {value}")
-    loss.backward()
+    pieces = micro_batches(batch, grad_accum)
+    weights = [float(objective.weight(m)) for m in pieces]
+    total, value, correct = sum(weights), 0.0, None
+    for piece, w in zip(pieces, weights):
+        with autocast(device, bf16):
+            loss, n_correct = objective.loss(model, piece)
+        if not math.isfinite(loss.item()):
+            raise NonFiniteLoss(f"the training loss is {loss.item()}")
+        (loss * (w / total)).backward()
+        value += loss.item() * w / total
+        correct = None if n_correct is None else (correct or 0) + n_correct
+    if max_grad_norm is not None:
+        clip_grad_norm([p for g in optimizer.param_groups for p in g["params"]], max_grad_norm)
     optimizer.step()
-    return value, n_correct
+    return value, correct
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> AdamW:
-    params = list(trainable_parameters(model).values())
+    """AdamW on the trainable parameters; a new head ("head.*") at cfg.head_lr when given.
+    Each group keeps its `base_lr`; the schedule scales it every step."""
+    params = trainable_parameters(model)
     if not params:
         raise ValueError("the model has no trainable parameters")
     if cfg.lr is None:
         raise ValueError("TrainConfig.lr is None: resolve it with cfg.with_lr(method default) first")
-    return AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    head = [p for n, p in params.items() if n.startswith("head.")] if cfg.head_lr is not None else []
+    rest = [p for n, p in params.items() if not (head and n.startswith("head."))]
+    groups = [{"params": rest, "lr": cfg.lr, "base_lr": cfg.lr}] if rest else []
+    if head:
+        groups.append({"params": head, "lr": cfg.head_lr, "base_lr": cfg.head_lr})
+    return AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def lr_factor(step: int, total: int, schedule: Optional[str], warmup: int) -> float:
@@ -217,13 +286,25 @@ def lr_factor(step: int, total: int, schedule: Optional[str], warmup: int) -> fl
     return max(0.0, 1.0 - progress) if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def run_fingerprint(model: nn.Module, cfg: TrainConfig, run: RunConfig, extra: Optional[Dict] = None) -> Dict:
+    """The settings a resumed run must share with the one that wrote the checkpoint."""
+    fp = {f"training.{k}": v for k, v in asdict(cfg).items() if k not in ("checkpoint_dir", "save_every", "resume")}
+    fp.update({"run.seed": run.seed, "run.bf16": run.bf16,
+               "trainable": {n: list(p.shape) for n, p in trainable_parameters(model).items()}})
+    fp.update(extra or {})
+    return fp
+
+
 def fit(model: nn.Module, train, dev, cfg: TrainConfig, run: Optional[RunConfig] = None,
         log: Callable[[str], None] = print, on_epoch: Optional[Callable[[EpochResult], None]] = None,
-        objective=None) -> List[EpochResult]:
+        objective=None, fingerprint: Optional[Dict] = None) -> List[EpochResult]:
     """Train, scoring dev after each epoch; at the end the model holds the trainable
     weights of its best dev epoch (kept as an in-memory copy).  `objective`:
     Classification() (default) or CausalLM().  `log` prints a line per epoch;
-    `on_epoch` receives each EpochResult (run logs).
+    `on_epoch` receives each EpochResult (run logs).  With cfg.checkpoint_dir the loop
+    writes a resumable checkpoint after every epoch (and every cfg.save_every steps);
+    cfg.resume continues from it exactly (minillama/resume.py); `fingerprint` adds the
+    caller's settings (model, option, method) to what must match.
 
     train acc is measured on the fly over the epoch's batches (with dropout, as
     the weights move), which costs nothing, unlike a second pass over train.
@@ -231,49 +312,74 @@ def fit(model: nn.Module, train, dev, cfg: TrainConfig, run: Optional[RunConfig]
     run, objective = run or RunConfig(), objective or Classification()
     model.to(run.device)
     optimizer = make_optimizer(model, cfg)
+    trainable = trainable_parameters(model)
+    fingerprint = run_fingerprint(model, cfg, run, fingerprint)
     generator = torch.Generator().manual_seed(run.seed)
-    total_steps, step_index = cfg.epochs * train.num_batches(cfg.batch_size), 0
-    best, best_state, since_best = -math.inf, None, 0
-    history = []
-    epochs = tqdm(range(cfg.epochs), desc="epochs", disable=not run.progress)
+    per_epoch = train.num_batches(cfg.batch_size)
+    state = LoopState(data_rng=generator.get_state())
+    if cfg.resume:
+        state = resume.load(cfg.checkpoint_dir, fingerprint, trainable, optimizer)
+        log(f"resumed from {resume.checkpoint_path(cfg.checkpoint_dir)}: epoch {state.epoch}, "
+            f"step {state.step_in_epoch} of {per_epoch}")
+        for record in state.history:
+            if on_epoch is not None:
+                on_epoch(EpochResult(**record))
+
+    def checkpoint():
+        if cfg.checkpoint_dir:
+            resume.save(cfg.checkpoint_dir, state, trainable, optimizer, fingerprint)
+
+    epochs = tqdm(range(state.epoch, cfg.epochs), desc="epochs", disable=not run.progress)
     for epoch in epochs:
+        if state.stopped:
+            break
         model.train()
-        total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
-        bar = tqdm(train.batches(cfg.batch_size, shuffle=True, generator=generator),
-                   total=train.num_batches(cfg.batch_size), desc=f"train-{epoch}", disable=not run.progress,
-                   leave=False)
+        generator.set_state(state.data_rng)  # this epoch's order, also when resuming inside it
+        start, skip = time.perf_counter(), state.step_in_epoch
+        bar = tqdm(train.batches(cfg.batch_size, shuffle=True, generator=generator), total=per_epoch,
+                   desc=f"train-{epoch}", disable=not run.progress, leave=False)
         for step, batch in enumerate(bar, start=1):
+            if step <= skip:  # done before the interruption
+                continue
             for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * lr_factor(step_index, total_steps, cfg.lr_schedule, cfg.warmup_steps)
+                group["lr"] = group["base_lr"] * lr_factor(state.step_index, cfg.epochs * per_epoch,
+                                                           cfg.lr_schedule, cfg.warmup_steps)
             try:
-                loss, n_correct = train_step(model, optimizer, batch, run.device, run.bf16, objective)
+                loss, n_correct = train_step(model, optimizer, batch, run.device, run.bf16, objective,
+                                             cfg.grad_accum, cfg.max_grad_norm)
             except NonFiniteLoss as e:
                 raise NonFiniteLoss(f"{e} at epoch {epoch}, step {step}: training diverged, nothing was written; "
                                     f"lower --lr (now {cfg.lr:g})") from None
-            step_index += 1
-            total_loss += loss
-            correct += n_correct or 0
-            seen += len(batch.input_ids)
-            bar.set_postfix(loss=f"{total_loss / step:.4f}")
-        seconds = time.perf_counter() - start
+            state.step_index, state.step_in_epoch = state.step_index + 1, step
+            state.epoch_loss += loss
+            state.epoch_correct += n_correct or 0
+            state.epoch_seen += len(batch.input_ids) if n_correct is not None else 0
+            state.step_losses.append(loss)
+            bar.set_postfix(loss=f"{state.epoch_loss / step:.4f}")
+            if cfg.save_every and state.step_index % cfg.save_every == 0 and step < per_epoch:
+                checkpoint()
         scores = objective.dev_score(model, dev, cfg.batch_size, run)
-        result = EpochResult(epoch, total_loss / max(step, 1), correct / max(seen, 1) if n_correct is not None
-                             else None, seconds=seconds, **scores)
-        history.append(result)
+        result = EpochResult(epoch, state.epoch_loss / max(per_epoch, 1),
+                             state.epoch_correct / state.epoch_seen if state.epoch_seen else None,
+                             seconds=time.perf_counter() - start, step_losses=list(state.step_losses), **scores)
         if on_epoch is not None:
             on_epoch(result)
         log(describe_epoch(result))
         score = objective.better(scores)
-        if score > best + cfg.min_delta or best_state is None:
-            best, since_best = score, 0
-            best_state = {n: p.detach().clone() for n, p in trainable_parameters(model).items()}
+        if score > state.best + cfg.min_delta or state.best_state is None:
+            state.best, state.since_best = score, 0
+            state.best_state = {n: p.detach().clone() for n, p in trainable.items()}
         else:
-            since_best += 1
-            if cfg.patience is not None and since_best >= cfg.patience:
+            state.since_best += 1
+            if cfg.patience is not None and state.since_best >= cfg.patience:
                 log(f"early stopping: no dev improvement above {cfg.min_delta} for {cfg.patience} epoch(s)")
-                break
-    restore(model, best_state)
-    return history
+                state.stopped = True
+        state.history.append(asdict(result))
+        state.epoch, state.step_in_epoch, state.data_rng = epoch + 1, 0, generator.get_state()
+        state.epoch_loss, state.epoch_correct, state.epoch_seen, state.step_losses = 0.0, 0, 0, []
+        checkpoint()
+    restore(model, state.best_state)
+    return [EpochResult(**r) for r in state.history]
 
 
 def describe_epoch(r: EpochResult) -> str:

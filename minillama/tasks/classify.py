@@ -20,6 +20,7 @@ from torch import nn
 
 from ..adapters import AdapterConfig, attach, load_adapters, parameter_counts, save_adapter
 from ..adapters.io import check_adapter_sources
+from ..curves import curves_path, plot_curves
 from ..data import load_split, read_examples, read_label_names, write_predictions
 from ..errors import MinillamaError
 from ..files import check_all_writable
@@ -205,6 +206,13 @@ def note_cut_sentences(splits, tokenizer, max_len: int, asked: Optional[int]):
 
 
 # -- run ------------------------------------------------------------------------------------
+def fingerprint(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict:
+    """What a resumed run must share with the interrupted one, beside the training settings."""
+    return {"model": run_cfg.model_path, "norm": run_cfg.norm, "option": cfg.option, "head": cfg.head,
+            "method": cfg.method.to_dict(), "train": cfg.train, "max_sentence_len": cfg.max_sentence_len,
+            "hidden_dropout_prob": cfg.hidden_dropout_prob}
+
+
 def run(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, float]:
     # every input and output check before the model loads
     label_names = read_label_names(cfg.label_names)
@@ -214,8 +222,10 @@ def run(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, float]:
     for path in paths.values():
         read_examples(path, num_labels)
     adapter = cfg.adapter_path
+    curves = curves_path(cfg.outputs["dev"]) if cfg.trains else None
     check_all_writable({"--dev_out": cfg.outputs["dev"], "--test_out": cfg.outputs["test"],
-                        "--save_adapter": adapter and adapter + ".json", "--log_jsonl": cfg.log_jsonl})
+                        "--save_adapter": adapter and adapter + ".json", "--log_jsonl": cfg.log_jsonl,
+                        "curves (beside --dev_out)": curves})
 
     model, tokenizer = run_cfg.load()
     print(f"load model from {run_cfg.model_path}")
@@ -234,9 +244,12 @@ def run(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, float]:
 
     with RunLog(cfg.log_jsonl, cfg.wandb, job=f"classify-{cfg.option}") as log:
         if cfg.trains:
-            fit(classifier, splits["train"], splits["dev"], cfg.training, run_cfg,
-                on_epoch=lambda r: log.log("epoch", epoch=r.epoch, train_loss=r.train_loss, train_acc=r.train_acc,
-                                           dev_acc=r.dev_acc))
+            history = fit(classifier, splits["train"], splits["dev"], cfg.training, run_cfg,
+                          on_epoch=lambda r: log.log("epoch", epoch=r.epoch, train_loss=r.train_loss,
+                                                     train_acc=r.train_acc, dev_acc=r.dev_acc),
+                          fingerprint=fingerprint(run_cfg, cfg))
+            plot_curves(history, curves, f"{cfg.option} on {dataset_name(cfg.train)}")
+            print(f"wrote training curves to {curves}")
         finish(cfg, classifier, label_names)
         results = {}
         for name in ("dev", "test"):

@@ -24,6 +24,7 @@ import torch
 
 from ..adapters import AdapterConfig, FullConfig, attach, load_adapters, parameter_counts, save_adapter
 from ..adapters.io import check_adapter_sources
+from ..curves import curves_path, plot_curves
 from ..data import pad_left
 from ..errors import MinillamaError
 from ..files import atomic_write_text, check_all_writable, resolve_repo_path
@@ -170,8 +171,10 @@ def run(run_cfg: RunConfig, cfg: E2EConfig) -> Dict:
     if not cfg.no_java:
         require_java()
     outs, adapter = cfg.outputs, cfg.adapter_path
+    curves = curves_path(outs["test"]) if cfg.trains else None
     check_all_writable({"--test_out": outs["test"], "--dev_out": outs["dev"], "--scores_out": outs["scores"],
-                        "--save_adapter": adapter and adapter + ".json", "--log_jsonl": cfg.log_jsonl})
+                        "--save_adapter": adapter and adapter + ".json", "--log_jsonl": cfg.log_jsonl,
+                        "curves (beside --test_out)": curves})
     train_pairs = read_split(cfg.train, cfg, cfg.max_train_rows) if cfg.trains else []
     dev_pairs, test_pairs = read_split(cfg.dev, cfg), read_split(cfg.test, cfg)
 
@@ -195,9 +198,15 @@ def run(run_cfg: RunConfig, cfg: E2EConfig) -> Dict:
             print(f"{cfg.method.method}: {counts['trainable']:,} trainable parameters "
                   f"({100 * counts['share']:.4f}% of the model's {counts['base']:,})")
             print(describe_trainable(backbone))
-            fit(backbone, splits["train"], splits["dev"], cfg.training, run_cfg, objective=CausalLM(),
-                on_epoch=lambda r: log.log("epoch", epoch=r.epoch, train_loss=r.train_loss, dev_loss=r.dev_loss,
-                                           seconds=r.seconds))
+            history = fit(backbone, splits["train"], splits["dev"], cfg.training, run_cfg, objective=CausalLM(),
+                          on_epoch=lambda r: log.log("epoch", epoch=r.epoch, train_loss=r.train_loss,
+                                                     dev_loss=r.dev_loss, seconds=r.seconds),
+                          fingerprint={"model": run_cfg.model_path, "norm": run_cfg.norm, "option": cfg.option,
+                                       "method": cfg.method.to_dict(), "train": cfg.train,
+                                       "max_train_rows": cfg.max_train_rows, "columns": [cfg.source_column,
+                                                                                        cfg.target_column]})
+            plot_curves(history, curves, f"{cfg.option} on {cfg.train}")
+            print(f"wrote training curves to {curves}")
             backbone.finalize()
             if adapter:
                 size = save_adapter(backbone, adapter, extra={"task": "e2e", "source_column": cfg.source_column,

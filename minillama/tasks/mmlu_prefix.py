@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Tuple
 from .. import mmlu_data
 from ..adapters import AdapterConfig, PrefixTuningConfig, attach, load_adapters, parameter_counts, save_adapter
 from ..adapters.io import check_adapter_sources
+from ..curves import curves_path, plot_curves
 from ..data import Split
 from ..errors import MinillamaError
 from ..files import check_all_writable
@@ -84,8 +85,10 @@ def side_by_side(results: Dict[str, Dict[str, Dict]]) -> str:
 
 def run(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
     trains = not cfg.load_adapter
+    curves = curves_path(cfg.save_adapter) if trains else None
     check_all_writable({"--mmlu_out": cfg.out, "--log_jsonl": cfg.log_jsonl,
-                        "--save_adapter": cfg.save_adapter + ".json" if trains else None})
+                        "--save_adapter": cfg.save_adapter + ".json" if trains else None,
+                        "curves (beside --save_adapter)": curves})
     s = cfg.settings
     train_q, held_q = split_holdout(load_questions(s, "val"), cfg.holdout, run_cfg.seed)
     test_q = mmlu_data.flatten(load_questions(s, "test"))
@@ -119,7 +122,11 @@ def run(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
                 splits[name] = Split(qs, prompts, tokenizer.pad_id, name)
             history = fit(classifier, splits["train"], splits["held-out"], cfg.training, run_cfg,
                           on_epoch=lambda r: log.log("epoch", epoch=r.epoch, train_loss=r.train_loss,
-                                                     train_acc=r.train_acc, heldout_acc=r.dev_acc))
+                                                     train_acc=r.train_acc, heldout_acc=r.dev_acc),
+                          fingerprint={"model": run_cfg.model_path, "method": cfg.method.to_dict(),
+                                       "settings": repr(s), "holdout": cfg.holdout})
+            plot_curves(history, curves, f"prefix {cfg.method.method} on MMLU")
+            print(f"wrote training curves to {curves}")
             backbone.finalize()
         backbone.eval()
         for mode in modes:
