@@ -11,11 +11,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import os
 import sys
+import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from . import distributed
 from .adapters import FullConfig, LoraConfig, PrefixConfig, PrefixTuningConfig, PromptTuningConfig
 from .errors import MinillamaError
 from .mmlu import MMLUSettings
@@ -249,24 +252,42 @@ def task_config(ns: Dict[str, Any]) -> Tuple[str, Any]:
         **LOG_FLAGS}))
 
 
-def parse(argv: Optional[List[str]] = None) -> Tuple[str, RunConfig, Any]:
-    """(task module name, RunConfig, task config) from the command line."""
+def parse(argv: Optional[List[str]] = None, device: Optional[str] = None) -> Tuple[str, RunConfig, Any]:
+    """(task module name, RunConfig, task config) from the command line; `device`: this
+    rank's, when torchrun launched the process (distributed.init)."""
     ns = vars(build_parser().parse_args(argv))
     name, cfg = task_config(ns)
-    return name, run_config(ns), cfg
+    run = run_config(ns)
+    if device is not None:
+        run = dataclasses.replace(run, device=device, progress=run.progress and distributed.is_main())
+    return name, run, cfg
+
+
+def use_gpu_asked(argv: Optional[List[str]]) -> bool:
+    return "--use_gpu" in (sys.argv[1:] if argv is None else argv)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run one command; under torchrun every rank runs it (distributed.py) and rank 0 alone
+    prints and writes."""
     try:
-        name, run_cfg, cfg = parse(argv)
+        device = distributed.init(use_gpu_asked(argv))  # None unless launched by torchrun
+        if not distributed.is_main():
+            sys.stdout = open(os.devnull, "w")  # rank 0 alone prints
+        name, run_cfg, cfg = parse(argv, device)
         seed_everything(run_cfg.seed)
         importlib.import_module(f"minillama.tasks.{name}").run(run_cfg, cfg)
     except MinillamaError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if distributed.is_main():
+            print(f"error: {e}", file=sys.stderr)
+        else:  # every rank meets the same mistake: give rank 0 time to say it before torchrun stops all
+            time.sleep(5)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()
     return 0
 
 

@@ -13,6 +13,7 @@ import os
 import tempfile
 from typing import Callable, Dict, Optional
 
+from .distributed import barrier, is_main
 from .errors import MinillamaError
 
 
@@ -50,7 +51,11 @@ def _new_file_mode() -> int:
 
 def atomic_write(path: str, write: Callable[[str], None]):
     """Call write(tmp_path) to produce the file, then rename it to `path`.
-    On any failure the temporary file is removed and `path` is untouched."""
+    On any failure the temporary file is removed and `path` is untouched.
+    Under torchrun only rank 0 writes (distributed.py: every rank holds the same result),
+    and every rank waits until it has, so all of them can read the file afterwards."""
+    if not is_main():
+        return barrier()
     check_writable(path)
     tmp = f"{path}.tmp{os.getpid()}"
     try:
@@ -60,6 +65,7 @@ def atomic_write(path: str, write: Callable[[str], None]):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+        barrier()
 
 
 def atomic_write_text(path: str, text: str):

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from .data import Split
 from .errors import MinillamaError
-from . import resume
+from . import distributed, resume
 from .optimizer import AdamW
 from .resume import LoopState
 from .runconfig import RunConfig
@@ -133,16 +133,20 @@ def predict(model: nn.Module, split: Split, batch_size: int, device: torch.devic
     """Predicted label per example, in split order: [N] long."""
     was_training = model.training
     model.eval()
-    preds = torch.empty(len(split), dtype=torch.long)
+    preds = torch.zeros(len(split), dtype=torch.long)
+    filled = torch.zeros(len(split), dtype=torch.bool)
     bar = tqdm(split.batches(batch_size), total=split.num_batches(batch_size), desc=desc,
                disable=not progress, leave=False)
     for batch in bar:
-        batch = batch.to(device)
+        batch = distributed.shard(batch).to(device)  # under torchrun: this rank's rows
+        if len(batch.input_ids) == 0:
+            continue
         with autocast(device, bf16):
             scores = model(batch.input_ids, batch.attention_mask)
         preds[batch.indices] = scores.argmax(dim=-1).cpu()
+        filled[batch.indices] = True
     model.train(was_training)
-    return preds
+    return distributed.gather_rows(preds, filled)
 
 
 def accuracy(preds: torch.Tensor, labels: torch.Tensor) -> float:
@@ -190,12 +194,15 @@ class CausalLM:
         total, count = 0.0, 0
         for batch in tqdm(dev.batches(batch_size), total=dev.num_batches(batch_size), desc="dev loss",
                           disable=not run.progress, leave=False):
-            batch = batch.to(run.device)
+            batch = distributed.shard(batch).to(run.device)  # under torchrun: this rank's rows
+            if len(batch.input_ids) == 0:
+                continue
             with autocast(run.device, run.bf16):
                 logits, _ = model(batch.input_ids, batch.attention_mask)
             total += lm_loss(logits, batch.labels, reduction="sum").item()
             count += int((batch.labels != IGNORE).sum())
         model.train(was_training)
+        total, count = distributed.all_sum([total, count])
         return {"dev_loss": total / max(count, 1)}
 
     @staticmethod
@@ -242,21 +249,28 @@ def train_step(model: nn.Module, optimizer, batch, device: torch.device, bf16: b
     objective = objective or Classification()
     batch = batch.to(device)
     optimizer.zero_grad(set_to_none=True)
-    pieces = micro_batches(batch, grad_accum)
-    weights = [float(objective.weight(m)) for m in pieces]
-    total, value, correct = sum(weights), 0.0, None
-    for piece, w in zip(pieces, weights):
-        with autocast(device, bf16):
-            loss, n_correct = objective.loss(model, piece)
-        if not math.isfinite(loss.item()):
-            raise NonFiniteLoss(f"the training loss is {loss.item()}")
-        (loss * (w / total)).backward()
-        value += loss.item() * w / total
-        correct = None if n_correct is None else (correct or 0) + n_correct
+    total = float(objective.weight(batch))   # the whole (global) batch's examples or tokens
+    local, scale = distributed.shard(batch), distributed.world()[1]  # DDP averages over ranks: undo it
+    if len(local.input_ids) == 0:  # fewer rows than ranks: a stand-in row that weighs nothing
+        local, scale = micro_batches(batch, len(batch.input_ids))[0], 0.0
+    pieces = micro_batches(local, min(grad_accum, len(local.input_ids)))
+    value, correct = 0.0, None
+    for i, piece in enumerate(pieces):
+        w = float(objective.weight(piece)) / total * scale
+        sync = contextlib.nullcontext() if i == len(pieces) - 1 or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            with autocast(device, bf16):
+                loss, n_correct = objective.loss(model, piece)
+            if not math.isfinite(loss.item()):
+                raise NonFiniteLoss(f"the training loss is {loss.item()}")
+            (loss * w).backward()
+        value += loss.item() * w
+        correct = None if n_correct is None else (correct or 0) + (n_correct if scale else 0)
+    value, n = distributed.all_sum([value / max(distributed.world()[1], 1), correct or 0], device)
     if max_grad_norm is not None:
         clip_grad_norm([p for g in optimizer.param_groups for p in g["params"]], max_grad_norm)
     optimizer.step()
-    return value, correct
+    return value, None if correct is None else int(n)
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> AdamW:
@@ -310,9 +324,14 @@ def fit(model: nn.Module, train, dev, cfg: TrainConfig, run: Optional[RunConfig]
     the weights move), which costs nothing, unlike a second pass over train.
     A non-finite loss stops training with a MinillamaError naming the epoch and step."""
     run, objective = run or RunConfig(), objective or Classification()
+    ranks = distributed.world()[1]
+    if cfg.batch_size % ranks:
+        raise MinillamaError(f"--batch_size {cfg.batch_size} is the global batch and must divide evenly among "
+                             f"the {ranks} ranks: use a multiple of {ranks}")
     model.to(run.device)
     optimizer = make_optimizer(model, cfg)
     trainable = trainable_parameters(model)
+    net = distributed.wrap(model, run.device)  # DDP when distributed: sums the gradients of what trains
     fingerprint = run_fingerprint(model, cfg, run, fingerprint)
     generator = torch.Generator().manual_seed(run.seed)
     per_epoch = train.num_batches(cfg.batch_size)
@@ -345,7 +364,7 @@ def fit(model: nn.Module, train, dev, cfg: TrainConfig, run: Optional[RunConfig]
                 group["lr"] = group["base_lr"] * lr_factor(state.step_index, cfg.epochs * per_epoch,
                                                            cfg.lr_schedule, cfg.warmup_steps)
             try:
-                loss, n_correct = train_step(model, optimizer, batch, run.device, run.bf16, objective,
+                loss, n_correct = train_step(net, optimizer, batch, run.device, run.bf16, objective,
                                              cfg.grad_accum, cfg.max_grad_norm)
             except NonFiniteLoss as e:
                 raise NonFiniteLoss(f"{e} at epoch {epoch}, step {step}: training diverged, nothing was written; "
