@@ -18,13 +18,16 @@ so what it writes is nonsense, but its hypotheses do end at eos, at different
 lengths); 42m, a stories42M-shaped random model (dim 512, 8 layers, 8 heads, vocab
 32000, Llama 2 tokenizer), which rarely says eos, so nearly every batch decodes
 --max_new_tokens tokens.  Batches alternate which engine runs first (the machine's
-speed drifts); the times are sums over all batches.
+speed drifts); the times are sums over all batches.  On a machine shared with other
+work wall time swings, so CPU time (all threads) and the median of the per-batch ratios
+(both engines ran the batch back to back) are printed too.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -112,18 +115,21 @@ def run_model(name: str, mrs, args):
     with torch.no_grad():
         for fn in engines.values():  # warm-up: allocator, lazy init, the decode layout
             fn(*data[0])
-    seconds = dict.fromkeys(engines, 0.0)
+    seconds, cpu_seconds, ratios = dict.fromkeys(engines, 0.0), dict.fromkeys(engines, 0.0), []
     in_model.seconds = 0.0
     new_tokens = 0
     for round_ in range(args.rounds):
         for i, (ids, mask) in enumerate(data):
             order = list(engines) if (i + round_) % 2 == 0 else list(engines)[::-1]
-            outputs = {}
+            outputs, batch_seconds = {}, {}
             for engine in order:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 with torch.no_grad():
                     outputs[engine] = engines[engine](ids, mask)
-                seconds[engine] += time.perf_counter() - t0
+                batch_seconds[engine] = time.perf_counter() - t0
+                seconds[engine] += batch_seconds[engine]
+                cpu_seconds[engine] += time.process_time() - c0
+            ratios.append(batch_seconds["transformers"] / batch_seconds["minillama"])
             if not torch.equal(outputs["minillama"], outputs["transformers"]):
                 sys.exit(f"{name}: batch {i} differs between minillama and transformers")
             if round_ == 0:
@@ -134,9 +140,12 @@ def run_model(name: str, mrs, args):
           f"best hypotheses {new_tokens / len(mrs):.1f} tokens on average; outputs identical")
     print(f"  e.g. {example[:100]!r}")
     for engine, s in seconds.items():
-        print(f"  {engine:13s} {s / args.rounds:8.2f} s  ({len(mrs) * args.rounds / s:6.1f} MRs/s)")
-    print(f"  ratio transformers / minillama time: {seconds['transformers'] / seconds['minillama']:.2f}x "
-          f"(minillama spends {in_model.seconds / seconds['minillama']:.0%} of its time in the model's forward, "
+        print(f"  {engine:13s} {s / args.rounds:8.2f} s  ({len(mrs) * args.rounds / s:6.1f} MRs/s), "
+              f"CPU time {cpu_seconds[engine] / args.rounds:8.2f} s")
+    print(f"  ratio transformers / minillama: {seconds['transformers'] / seconds['minillama']:.2f}x wall time, "
+          f"{cpu_seconds['transformers'] / cpu_seconds['minillama']:.2f}x CPU time, "
+          f"{statistics.median(ratios):.2f}x median over batches (minillama spends "
+          f"{in_model.seconds / seconds['minillama']:.0%} of its wall time in the model's forward, "
           f"the rest choosing beams and reordering the cache)")
 
 
