@@ -99,19 +99,32 @@ class KVCache:
         return self.mask[:, :end]
 
     def reorder(self, index: torch.Tensor) -> "KVCache":
-        """Keep the batch rows `index` [B'] of keys, values and mask, in that order, in place
-        (rows may repeat or drop out): beam search copies each prompt's row to its beams,
-        then every step makes each beam's row the history of the beam it extends.
-        Only the `length` keys written so far are copied; the buffers keep their capacity."""
+        """Make row r hold what row index[r] held (index [B']: rows may repeat or drop out),
+        for keys, values and mask.  Beam search copies each prompt's row to its beams, then
+        every step gives each beam the history of the beam it extends.
+
+        Only the `length` keys written so far are copied, and the buffers keep their capacity.
+        When the batch keeps its size and no row that changes is the source of another (as
+        when a beam that extends its parent sits in its parent's row), only the changing rows
+        are copied, in place; otherwise every row is, into new buffers."""
         index = index.to(self.mask.device)
-        for i in range(self.n_layers):
-            for store in (self.keys, self.values):
-                old = store[i]
-                if old is None:
-                    continue
-                new = old.new_empty((len(index),) + old.shape[1:])  # unwritten tail: never read
-                torch.index_select(old[:, :, : self.length], 0, index, out=new[:, :, : self.length])
-                store[i] = new
+        if len(index) == self.batch:
+            dst = (index != torch.arange(len(index), device=index.device)).nonzero().squeeze(1)
+            src = index[dst]
+            if not bool(torch.isin(dst, src).any()):
+                for store in (self.keys, self.values):
+                    for buf in store:
+                        if buf is not None and len(dst):
+                            written = buf[:, :, : self.length]
+                            written.index_copy_(0, dst, written.index_select(0, src))
+                self.mask.index_copy_(0, dst, self.mask.index_select(0, src))
+                return self
+        for store in (self.keys, self.values):
+            for i, old in enumerate(store):
+                if old is not None:
+                    new = old.new_empty((len(index),) + old.shape[1:])  # the unwritten tail is never read
+                    torch.index_select(old[:, :, : self.length], 0, index, out=new[:, :, : self.length])
+                    store[i] = new
         self.mask = self.mask.index_select(0, index)
         self.batch = len(index)
         self.shape = (self.batch,) + self.shape[1:]

@@ -25,6 +25,7 @@ T prompt tokens, N new tokens at most.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional
 
 import torch
@@ -37,7 +38,7 @@ NO_BEAM = -1e9  # the score of beams 1..k-1 before the first step: a prompt star
 
 
 def check_beam_args(beam_size: int, length_penalty: float):
-    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
+    if isinstance(beam_size, bool) or not isinstance(beam_size, numbers.Integral) or beam_size < 1:
         raise MinillamaError(f"beam size must be a positive integer, got {beam_size!r}")
     if not math.isfinite(length_penalty):
         raise MinillamaError(f"length penalty must be a finite number, got {length_penalty}")
@@ -47,6 +48,22 @@ def _take(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """tensor [L, n, ...] -> [L, m, ...]: entries index [L, m] along dim 1, per row."""
     index = index.view(index.shape + (1,) * (tensor.dim() - 2)).expand(index.shape + tensor.shape[2:])
     return tensor.gather(1, index)
+
+
+def _settle(parent: torch.Tensor) -> torch.Tensor:
+    """Which new beam takes which of its prompt's k cache rows ("slots"): the first beam
+    that extends beam p takes slot p, where p's history already is, so its row needs no
+    copy; beams extending a parent already taken go to the slots of beams that ended
+    their line.  parent [L, k] (new beams best first) -> order [L, k]: slot s gets new
+    beam order[:, s].  (The order of a prompt's beams decides nothing but exact ties.)"""
+    L, k = parent.shape
+    j = torch.arange(k, device=parent.device)
+    earlier_sibling = (parent[:, :, None] == parent[:, None, :]) & (j[None, :] < j[:, None])  # [L, k, k]
+    first = ~earlier_sibling.any(dim=2)  # [L, k]: the first new beam on its parent
+    taken = torch.zeros_like(first).scatter_(1, parent, True)  # [L, k]: slots whose line goes on
+    free = torch.sort(taken.long(), dim=1, stable=True).indices  # the free slots first, in order
+    slot = torch.where(first, parent, free.gather(1, ((~first).long().cumsum(dim=1) - 1).clamp(min=0)))
+    return torch.empty_like(slot).scatter_(1, slot, j.expand(L, k))
 
 
 class Hypotheses:
@@ -136,6 +153,7 @@ def beam_search(model, input_ids: torch.Tensor, max_new_tokens: int, beam_size: 
 
         # The best k candidates that go on are the next beams.
         keep = cand_scores.masked_fill(ends, -math.inf).topk(k, dim=1).indices  # [L, k]
+        keep = keep.gather(1, _settle(parent.gather(1, keep)))  # in cache-row order (fewer copies)
         scores, parent, token = cand_scores.gather(1, keep), parent.gather(1, keep), token.gather(1, keep)
         beams = torch.cat([_take(beams, parent), token[:, :, None]], dim=2)
 

@@ -189,6 +189,34 @@ def test_cache_reorder_selects_and_repeats_rows():
     assert k.shape == (4, 2, 6, 4) and torch.equal(k[:, :, :5], keys[0][index])
 
 
+@pytest.mark.parametrize("index", [[0, 0, 2], [2, 1, 2], [1, 0, 2], [0, 1, 2]],
+                         ids=["in-place", "in-place", "swap", "identity"])
+def test_cache_reorder_in_place_equals_indexing(index):
+    """Same batch size: rows that change are copied in place when none of them is read by
+    another; a swap (rows read by each other) takes the copying path.  Both = indexing."""
+    g = torch.Generator().manual_seed(1)
+    cache = KVCache(n_layers=1, batch=3, n_kv_heads=2, head_dim=4, capacity=6)
+    keys, values = torch.randn(3, 2, 4, 4, generator=g), torch.randn(3, 2, 4, 4, generator=g)
+    cache.append_mask(torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1], [0, 0, 1, 1]]))
+    cache.write(0, keys, values, start=0)
+    cache.length = 4
+    index = torch.tensor(index)
+    expected_mask = cache.mask[index].clone()
+    cache.reorder(index)
+    assert torch.equal(cache.keys[0][:, :, :4], keys[index]) and torch.equal(cache.values[0][:, :, :4], values[index])
+    assert torch.equal(cache.mask, expected_mask)
+
+
+def test_settle_keeps_first_children_in_their_parents_rows():
+    from minillama.beam import _settle
+    parent = torch.randint(0, 5, (200, 5), generator=torch.Generator().manual_seed(0))
+    order = _settle(parent)
+    assert torch.equal(order.sort(dim=1).values, torch.arange(5).expand(200, 5))  # a permutation per prompt
+    settled = parent.gather(1, order)  # the parent of the beam in each slot
+    for row, new in zip(parent.tolist(), settled.tolist()):
+        assert [s for s in range(5) if new[s] == s] == sorted(set(row))  # every parent's line stays in place
+
+
 @pytest.mark.parametrize("call,needle", [
     (lambda m, x: beam_search(m, x, 4, beam_size=0), "beam size"),
     (lambda m, x: beam_search(m, x, 4, beam_size=-2), "beam size"),
