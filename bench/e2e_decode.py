@@ -38,7 +38,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from minillama.config import LlamaConfig  # noqa: E402
-from minillama.llama3 import save_hf_dir  # noqa: E402
+from minillama.formats.hf import save_hf_dir  # noqa: E402
 from minillama.loading import load_model  # noqa: E402
 from minillama.model import Llama  # noqa: E402
 from minillama.tokenizer import load_tokenizer  # noqa: E402
