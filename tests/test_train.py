@@ -126,7 +126,14 @@ def test_grad_accum_classification_equals_one_batch(n):
     clf = classifier()
     clf.dropout.p = 0.0
     whole = step_params(copy.deepcopy(clf), batch, Classification(), 1)
-    assert_same_step(step_params(copy.deepcopy(clf), batch, Classification(), n), whole)
+    calls = []
+
+    class Counted(Classification):
+        def loss(self, model, b):
+            calls.append(len(b.labels))
+            return super().loss(model, b)
+    assert_same_step(step_params(copy.deepcopy(clf), batch, Counted(), n), whole)
+    assert calls == [len(p) for p in torch.tensor_split(torch.arange(7), n)]  # n forward passes really ran
 
 
 @pytest.mark.parametrize("n", [2, 3])
