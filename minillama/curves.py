@@ -12,8 +12,19 @@ from typing import List
 from .files import atomic_write
 
 
-def plot_curves(history: List, path: str, title: str = ""):
-    """history: train.EpochResult per epoch (step_losses, dev_acc or dev_loss)."""
+def kept_epoch(metric: List[float], lower_is_better: bool, min_delta: float = 0.0) -> int:
+    """The index of the epoch whose weights train.fit keeps: the first, then each one that
+    beats the kept one by more than min_delta (ties keep the earlier)."""
+    best = 0
+    for i, m in enumerate(metric):
+        if (metric[best] - m if lower_is_better else m - metric[best]) > min_delta:
+            best = i
+    return best
+
+
+def plot_curves(history: List, path: str, title: str = "", min_delta: float = 0.0):
+    """history: train.EpochResult per epoch (step_losses, dev_acc or dev_loss); min_delta:
+    the run's --min_delta, so the marked epoch is the one fit kept."""
     import matplotlib
     matplotlib.use("Agg")  # files only: no display on servers and CI
     import matplotlib.pyplot as plt
@@ -21,7 +32,7 @@ def plot_curves(history: List, path: str, title: str = ""):
         return
     by_loss = history[0].dev_acc is None
     metric = [r.dev_loss if by_loss else r.dev_acc for r in history]
-    best = (min if by_loss else max)(range(len(metric)), key=lambda i: metric[i])
+    best = kept_epoch(metric, by_loss, min_delta)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     steps, x = [], 0
     for r in history:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .errors import MinillamaError
-from .files import atomic_write
+from .files import atomic_write, check_writable
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -47,6 +47,19 @@ class LoopState:
 
 def checkpoint_path(directory: str) -> str:
     return os.path.join(directory, CHECKPOINT)
+
+
+def prepare_directory(directory: str):
+    """Create the checkpoint directory and check that a checkpoint can be written there, so
+    a bad --checkpoint_dir fails before training, not at the end of its first epoch."""
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise MinillamaError(f"--checkpoint_dir {directory} is a file, not a directory: choose another path")
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise MinillamaError(f"--checkpoint_dir: cannot create {directory} ({e.strerror}); "
+                             "choose another path") from None
+    check_writable(checkpoint_path(directory), "--checkpoint_dir")
 
 
 def _random_states() -> Dict[str, Any]:

@@ -343,6 +343,8 @@ def fit(model: nn.Module, train, dev, cfg: TrainConfig, run: Optional[RunConfig]
         for record in state.history:
             if on_epoch is not None:
                 on_epoch(EpochResult(**record))
+    if cfg.checkpoint_dir:
+        resume.prepare_directory(cfg.checkpoint_dir)  # a bad directory fails now, not after an epoch
 
     def checkpoint():
         if cfg.checkpoint_dir:

@@ -248,7 +248,7 @@ def run(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, float]:
                           on_epoch=lambda r: log.log("epoch", epoch=r.epoch, train_loss=r.train_loss,
                                                      train_acc=r.train_acc, dev_acc=r.dev_acc),
                           fingerprint=fingerprint(run_cfg, cfg))
-            plot_curves(history, curves, f"{cfg.option} on {dataset_name(cfg.train)}")
+            plot_curves(history, curves, f"{cfg.option} on {dataset_name(cfg.train)}", cfg.training.min_delta)
             print(f"wrote training curves to {curves}")
         finish(cfg, classifier, label_names)
         results = {}

@@ -205,7 +205,7 @@ def run(run_cfg: RunConfig, cfg: E2EConfig) -> Dict:
                                        "method": cfg.method.to_dict(), "train": cfg.train,
                                        "max_train_rows": cfg.max_train_rows, "columns": [cfg.source_column,
                                                                                         cfg.target_column]})
-            plot_curves(history, curves, f"{cfg.option} on {cfg.train}")
+            plot_curves(history, curves, f"{cfg.option} on {cfg.train}", cfg.training.min_delta)
             print(f"wrote training curves to {curves}")
             backbone.finalize()
             if adapter:

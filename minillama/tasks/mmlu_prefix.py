@@ -125,7 +125,7 @@ def run(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
                                                      train_acc=r.train_acc, heldout_acc=r.dev_acc),
                           fingerprint={"model": run_cfg.model_path, "method": cfg.method.to_dict(),
                                        "settings": repr(s), "holdout": cfg.holdout})
-            plot_curves(history, curves, f"prefix {cfg.method.method} on MMLU")
+            plot_curves(history, curves, f"prefix {cfg.method.method} on MMLU", cfg.training.min_delta)
             print(f"wrote training curves to {curves}")
             backbone.finalize()
         backbone.eval()
