@@ -4,7 +4,6 @@ import pytest
 
 from minillama.adapters import FullConfig, LoraConfig, PrefixConfig, PrefixTuningConfig, PromptTuningConfig
 from minillama.cli import build_parser, main, parse
-from minillama.errors import MinillamaError
 from minillama.mmlu import MMLUSettings
 from minillama.runconfig import RunConfig
 from minillama.tasks.classify import ClassifyConfig
