@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from . import distributed
-from .adapters import FullConfig, LoraConfig, PrefixConfig, PrefixTuningConfig, PromptTuningConfig
+from .adapters import FullConfig, LlamaAdapterConfig, LoraConfig, PrefixConfig, PrefixTuningConfig, PromptTuningConfig
 from .errors import MinillamaError
 from .mmlu import MMLUSettings
 from .runconfig import RunConfig, seed_everything
@@ -32,7 +32,12 @@ from .train import TrainConfig
 
 OPTIONS = ("generate", "prompt", "finetune", "lora", "prefix", "mmlu")
 TASKS = ("classify", "mmlu", "e2e")
-PREFIX_MODES = {"prefix": PrefixTuningConfig, "ptuning2": PrefixConfig, "prompt": PromptTuningConfig}
+PREFIX_MODES = {"prefix": PrefixTuningConfig, "ptuning2": PrefixConfig, "prompt": PromptTuningConfig,
+                "adapter": LlamaAdapterConfig}
+# LLaMA-Adapter's own flags, and the prefix family's that it has no use for: given with the
+# other kind of mode they would do nothing, so they are refused
+ADAPTER_ONLY = ("adapter_layers", "adapter_gate")
+NOT_ADAPTER = ("prefix_hidden", "no_reparam", "prefix_init", "prefix_init_text")
 
 
 def default(cls, name: str) -> Any:
@@ -110,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     x = p.add_argument_group("prefix")
     x.add_argument("--prefix_mode", type=str, choices=list(PREFIX_MODES),
                    help="prefix (default): per-layer keys/values via an MLP (Li & Liang); prompt: input "
-                        "embeddings (Lester et al.); ptuning2: per-layer keys/values trained directly")
+                        "embeddings (Lester et al.); ptuning2: per-layer keys/values trained directly; "
+                        "adapter: LLaMA-Adapter, a zero-gated prompt read in a separate softmax (Zhang et al.)")
     x.add_argument("--prefix_length", type=int, help=f"virtual tokens (default {default(PrefixConfig, 'length')})")
     x.add_argument("--prefix_hidden", type=int,
                    help=f"width of the reparameterization MLP (default {default(PrefixTuningConfig, 'hidden')})")
@@ -118,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mode prefix: train the keys/values directly (that is P-tuning v2's model)")
     x.add_argument("--prefix_init", type=str, choices=["random", "vocab", "text"])
     x.add_argument("--prefix_init_text", type=str, help="text whose tokens start the prefix")
+    x.add_argument("--adapter_layers", type=int,
+                   help="--prefix_mode adapter: how many top layers get a prompt (default: all but the first two)")
+    x.add_argument("--adapter_gate", type=str, choices=["scalar", "tanh"],
+                   help="--prefix_mode adapter: scalar (default): one gate per layer, as PEFT; "
+                        "tanh: one tanh(gate) per head, as the paper (PEFT cannot load it)")
     x.add_argument("--prefix_head", type=str, choices=["cls", "verbalizer"],
                    help="cls (default): linear head on the last token; verbalizer: LM head scores the label "
                         "names after the course prompt (no new head: the whole task in the prefix)")
@@ -186,9 +197,16 @@ def method_config(option: str, ns: Dict[str, Any]):
     if option != "prefix":
         return None
     mode = ns.get("prefix_mode", "prefix")
+    for flag in ADAPTER_ONLY if mode != "adapter" else NOT_ADAPTER:
+        if flag in ns:
+            raise MinillamaError(f"--{flag} does nothing with --prefix_mode {mode}: drop it"
+                                 + (" (or use --prefix_mode adapter)" if flag in ADAPTER_ONLY else ""))
     if mode == "prefix" and ns.get("no_reparam"):
         mode = "ptuning2"  # the same model: deep keys/values trained directly
         print("--no_reparam: prefix keys/values trained directly, which is --prefix_mode ptuning2")
+    if mode == "adapter":
+        return LlamaAdapterConfig(**given(ns, {"prefix_length": "length", "adapter_layers": "layers",
+                                               "adapter_gate": "gate"}))
     fields = {"prefix_length": "length", "prefix_init": "init", "prefix_init_text": "init_text"}
     if mode == "prefix":
         fields["prefix_hidden"] = "hidden"

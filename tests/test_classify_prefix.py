@@ -65,6 +65,30 @@ def test_cli_prefix_end_to_end_and_adapter_round_trip(tmp_path, monkeypatch, cap
     assert read_predictions(tmp_path / "dev-mix.txt") == preds["dev"]
 
 
+@pytest.mark.parametrize("head", ["cls", "verbalizer"])
+def test_cli_llama_adapter_end_to_end_and_round_trip(tmp_path, capsys, ckpts, head):
+    """--prefix_mode adapter: trains (count printed), saves, and the saved adapter alone
+    reproduces the predictions."""
+    data = data_slice(tmp_path, "sst", n=24)
+    argv = course_argv("prefix", ckpts["tiny"], data, "--prefix_mode", "adapter", "--prefix_head", head,
+                       "--prefix_length", "3", "--adapter_layers", "2", "--epochs", "2", "--lr", "0.05",
+                       "--save_adapter", str(tmp_path / "a"), "--dev_out", str(tmp_path / "dev.txt"),
+                       "--test_out", str(tmp_path / "test.txt"))
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    head_params = 5 * 64 + 5 if head == "cls" else 0
+    assert (f"LLaMA-Adapter: 3-vector prompts in the top 2 of 2 layers, scalar gates, head {head}: "
+            f"{2 * (3 * 64 + 1) + head_params:,} trainable parameters") in out
+    meta = json.loads((tmp_path / "a.json").read_text())
+    assert meta["method"] == "adapter" and meta["config"] == {"length": 3, "layers": 2, "gate": "scalar"}
+    reload = course_argv("prefix", ckpts["tiny"], data, "--load_adapter", str(tmp_path / "a"),
+                         "--dev_out", str(tmp_path / "dev-re.txt"), "--test_out", str(tmp_path / "test-re.txt"))
+    assert main(reload) == 0
+    assert "load adapter" in capsys.readouterr().out
+    assert read_predictions(tmp_path / "dev-re.txt") == read_predictions(tmp_path / "dev.txt")
+    assert read_predictions(tmp_path / "test-re.txt") == read_predictions(tmp_path / "test.txt")
+
+
 def test_interpolation_endpoints_select_each_adapter(tmp_path, capsys, ckpts):
     data = data_slice(tmp_path, "sst", n=16)
     paths = {}
@@ -86,7 +110,9 @@ def test_interpolation_endpoints_select_each_adapter(tmp_path, capsys, ckpts):
 @pytest.mark.parametrize("case,message", [
     ("other_shape", "adapter made for a model with"), ("missing_adapter", "not found"),
     ("length_0", "--prefix_length must be >= 1"), ("two_without_alpha", "--interpolate"),
-    ("init_text_missing", "--prefix_init_text")])
+    ("init_text_missing", "--prefix_init_text"), ("adapter_layers_3", "--adapter_layers 3 is above the model's 2"),
+    ("adapter_with_hidden", "--prefix_hidden does nothing with --prefix_mode adapter"),
+    ("adapter_layers_for_ptuning2", "--adapter_layers does nothing with --prefix_mode ptuning2")])
 def test_cli_prefix_bad_input_exits_2_without_outputs(tmp_path, capsys, ckpts, case, message):
     data = data_slice(tmp_path, "sst", n=8)
     adapter = str(tmp_path / "adapter")
@@ -96,7 +122,10 @@ def test_cli_prefix_bad_input_exits_2_without_outputs(tmp_path, capsys, ckpts, c
         assert main(argv) == 0
     extra = {"other_shape": ["--load_adapter", adapter], "missing_adapter": ["--load_adapter", adapter],
              "length_0": ["--prefix_length", "0"], "two_without_alpha": ["--load_adapter", adapter, adapter],
-             "init_text_missing": ["--prefix_init", "text"]}[case]
+             "init_text_missing": ["--prefix_init", "text"],
+             "adapter_layers_3": ["--prefix_mode", "adapter", "--adapter_layers", "3"],
+             "adapter_with_hidden": ["--prefix_mode", "adapter", "--prefix_hidden", "8"],
+             "adapter_layers_for_ptuning2": ["--prefix_mode", "ptuning2", "--adapter_layers", "1"]}[case]
     ckpt = ckpts["other" if case == "other_shape" else "tiny"]
     out_dir = tmp_path / "out"
     out_dir.mkdir()

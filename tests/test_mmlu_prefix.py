@@ -26,7 +26,7 @@ def prefix_mmlu_argv(tmp_path, root, ckpt, mode, *extra):
             *extra]
 
 
-@pytest.mark.parametrize("mode", ["prefix", "prompt", "ptuning2"])
+@pytest.mark.parametrize("mode", ["prefix", "prompt", "ptuning2", "adapter"])
 def test_prefix_task_mmlu_end_to_end(tmp_path, mode):
     from minillama.adapters import load_adapter
     root = make_fixture(tmp_path / "mmlu")

@@ -150,7 +150,10 @@ def describe_method(cfg: ClassifyConfig, classifier: nn.Module) -> str:
     m = cfg.method
     what = {"lora": lambda: f"LoRA: rank {m.rank}, alpha {m.alpha}, targets {','.join(m.targets)} "
                             f"in {backbone.config.n_layers} layers",
-            "finetune": lambda: "full fine-tuning"}.get(m.method, lambda: (
+            "finetune": lambda: "full fine-tuning",
+            "adapter": lambda: f"LLaMA-Adapter: {m.length}-vector prompts in the top {backbone.cfg.layers} of "
+                               f"{backbone.config.n_layers} layers, {m.gate} gates, head {cfg.head}",
+            }.get(m.method, lambda: (
                 f"prefix: mode {m.method}, length {m.length}"
                 + (f", reparameterized by a {m.hidden}-wide MLP" if hasattr(m, "hidden") else "")
                 + f", head {cfg.head}"))()
