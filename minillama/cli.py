@@ -135,8 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--save_adapter", type=str,
                    help="write the trained adapter to PATH.safetensors + PATH.json "
                         "(prefix default: <dataset>-prefix-adapter; --task mmlu: mmlu-prefix-adapter)")
+    x.add_argument("--export_peft", type=str, metavar="DIR",
+                   help="also write the adapter (trained, or given by --load_adapter) as a Hugging Face PEFT "
+                        "directory: lora, prefix, ptuning2, prompt, adapter (a classification head stays behind)")
     x.add_argument("--load_adapter", type=str, nargs="+", metavar="PATH",
-                   help="evaluate saved adapter(s) without training; with two, see --interpolate")
+                   help="evaluate saved adapter(s) without training; with two, see --interpolate; a PATH "
+                        "may also be a PEFT adapter directory (adapter_config.json) trained on this base")
     x.add_argument("--interpolate", type=float, metavar="ALPHA", help="with two --load_adapter: alpha*A + (1-alpha)*B")
     # mmlu
     m = p.add_argument_group("mmlu")
@@ -229,6 +233,7 @@ def mmlu_settings(ns: Dict[str, Any]) -> MMLUSettings:
 
 
 ADAPTER_FLAGS = {"load_adapter": "load_adapter", "interpolate": "interpolate"}
+EXPORT_FLAGS = {"export_peft": "export_peft"}
 LOG_FLAGS = {"log_jsonl": "log_jsonl", "wandb": "wandb"}
 
 
@@ -254,6 +259,7 @@ def task_config(ns: Dict[str, Any]) -> Tuple[str, Any]:
         return "mmlu_prefix", MMLUPrefixConfig(settings=mmlu_settings(ns), method=method,
                                                training=training_config(ns),
                                                **given(ns, {"mmlu_holdout": "holdout", "save_adapter": "save_adapter",
+                                                            **EXPORT_FLAGS,
                                                             "mmlu_out": "out", **ADAPTER_FLAGS, **LOG_FLAGS}))
     if task == "e2e":
         return "e2e", E2EConfig(option=option, method=method,
@@ -266,7 +272,7 @@ def task_config(ns: Dict[str, Any]) -> Tuple[str, Any]:
     return "classify", ClassifyConfig(option=option, method=method, training=training_config(ns), **given(ns, {
         "prefix_head": "head", "train": "train", "dev": "dev", "test": "test", "label_names": "label_names",
         "dev_out": "dev_out", "test_out": "test_out", "max_sentence_len": "max_sentence_len",
-        "hidden_dropout_prob": "hidden_dropout_prob", "save_adapter": "save_adapter", **ADAPTER_FLAGS,
+        "hidden_dropout_prob": "hidden_dropout_prob", "save_adapter": "save_adapter", **ADAPTER_FLAGS, **EXPORT_FLAGS,
         **LOG_FLAGS}))
 
 

@@ -89,6 +89,59 @@ def test_cli_llama_adapter_end_to_end_and_round_trip(tmp_path, capsys, ckpts, he
     assert read_predictions(tmp_path / "test-re.txt") == read_predictions(tmp_path / "test.txt")
 
 
+def test_cli_export_peft_and_load_the_peft_directory(tmp_path, capsys):
+    """--export_peft after training: PEFT loads it on the HF base (oracle in
+    test_adapters_peft_format.py); --load_adapter of that directory predicts as the
+    minillama file does.  A cls head is left out, and says so."""
+    from minillama.formats.hf import save_hf_dir
+    data = data_slice(tmp_path, "sst", n=16)
+    hf_dir = str(tmp_path / "base-hf")
+    save_hf_dir(tiny_model(vocab_size=512, max_seq_len=256), hf_dir)
+    outs = lambda name: ["--dev_out", str(tmp_path / f"dev-{name}.txt"), "--test_out", str(tmp_path / f"t-{name}.txt")]  # noqa: E731
+    argv = course_argv("prefix", hf_dir, data, "--prefix_mode", "ptuning2", "--prefix_head", "verbalizer",
+                       "--prefix_length", "3", "--lr", "0.05", "--save_adapter", str(tmp_path / "a"),
+                       "--export_peft", str(tmp_path / "peft"), *outs("train"))
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"exported the ptuning2 adapter as a PEFT adapter to {tmp_path / 'peft'}" in out
+    assert f"its base is the Hugging Face directory {hf_dir}" in out and "left out" not in out
+    cfg = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+    assert cfg["peft_type"] == "PREFIX_TUNING" and cfg["base_model_name_or_path"] == hf_dir
+    for name, source in (("mine", str(tmp_path / "a")), ("peft", str(tmp_path / "peft"))):
+        assert main(course_argv("prefix", hf_dir, data, "--load_adapter", source, *outs(name))) == 0
+    assert read_predictions(tmp_path / "dev-peft.txt") == read_predictions(tmp_path / "dev-mine.txt") == \
+        read_predictions(tmp_path / "dev-train.txt")
+    # LoRA with the cls head: exported without it, with a note; converting a saved adapter needs no training
+    argv = course_argv("lora", hf_dir, data, "--save_adapter", str(tmp_path / "l"), *outs("lora"))
+    assert main(argv) == 0
+    capsys.readouterr()
+    argv = course_argv("lora", hf_dir, data, "--load_adapter", str(tmp_path / "l"), "--export_peft",
+                       str(tmp_path / "peft-lora"), *outs("lora-re"))
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "classification head is left out of the PEFT export" in out and "epoch 0" not in out
+    assert json.loads((tmp_path / "peft-lora" / "adapter_config.json").read_text())["peft_type"] == "LORA"
+
+
+@pytest.mark.parametrize("case,message", [
+    ("finetune", "--export_peft: --option finetune trains no adapter"), ("file", "is a file"),
+    ("no_parent", "does not exist")])
+def test_cli_export_peft_bad_input_exits_2_before_loading(tmp_path, capsys, ckpts, case, message):
+    data = data_slice(tmp_path, "sst", n=8)
+    (tmp_path / "a-file").write_text("")
+    target = {"finetune": str(tmp_path / "x"), "file": str(tmp_path / "a-file"),
+              "no_parent": str(tmp_path / "missing" / "x")}[case]
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    argv = course_argv("finetune" if case == "finetune" else "prefix", ckpts["tiny"], data, "--export_peft", target,
+                       "--dev_out", str(out_dir / "dev.txt"), "--test_out", str(out_dir / "test.txt"),
+                       "--save_adapter", str(out_dir / "a"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert os.listdir(out_dir) == [] and not os.path.exists(str(tmp_path / "x"))
+
+
 def test_interpolation_endpoints_select_each_adapter(tmp_path, capsys, ckpts):
     data = data_slice(tmp_path, "sst", n=16)
     paths = {}

@@ -21,6 +21,7 @@ from torch import nn
 from ..adapters import AdapterConfig, attach, load_adapters, parameter_counts, save_adapter
 from ..adapters.io import check_adapter_sources
 from ..curves import curves_path, plot_curves
+from ..adapters.peft_format import check_export_dir, export_for_task
 from ..data import load_split, read_examples, read_label_names, write_predictions
 from ..errors import MinillamaError
 from ..files import check_all_writable
@@ -71,6 +72,7 @@ class ClassifyConfig:
     save_adapter: Optional[str] = None       # None: <dataset>-prefix-adapter for --option prefix
     load_adapter: Optional[List[str]] = None  # evaluate saved adapter(s) instead of training
     interpolate: Optional[float] = None      # with two adapters: alpha * A + (1 - alpha) * B
+    export_peft: Optional[str] = None        # also write the adapter as a Hugging Face PEFT directory
     log_jsonl: Optional[str] = None
     wandb: bool = False
 
@@ -88,6 +90,9 @@ class ClassifyConfig:
         if self.max_sentence_len is not None and self.max_sentence_len <= 0:
             raise MinillamaError(f"--max_sentence_len must be a positive integer, got {self.max_sentence_len}")
         check_adapter_sources(self.load_adapter, self.interpolate)
+        if self.export_peft and (self.option in ("prompt", "finetune") and not self.load_adapter):
+            raise MinillamaError(f"--export_peft: --option {self.option} trains no adapter "
+                                 "(use --option lora or prefix, or --load_adapter an adapter to convert)")
         if self.trains and getattr(self.method, "length", 1) <= 0:
             raise MinillamaError(f"--prefix_length must be >= 1 to train a prefix, got {self.method.length} "
                                  "(length 0 is the frozen model alone: --option prompt evaluates it)")
@@ -162,21 +167,22 @@ def describe_method(cfg: ClassifyConfig, classifier: nn.Module) -> str:
             f"{counts['base']:,}") if m.method != "finetune" else what
 
 
-def finish(cfg: ClassifyConfig, classifier: nn.Module, label_names: List[str]):
-    """After training: finalize the method (LoRA merges, prefix tuning folds) and save the adapter."""
+def finish(cfg: ClassifyConfig, classifier: nn.Module, label_names: List[str], model_path: str):
+    """After training: finalize the method (LoRA merges, prefix tuning folds) and save the
+    adapter; --export_peft also writes it (trained or loaded) as a PEFT directory."""
     backbone = classifier.backbone
-    if not cfg.trains:
-        return
-    backbone.finalize()
-    path = cfg.adapter_path
-    if path is None:
-        return
     head_state = classifier.head.state_dict() if isinstance(classifier, HeadClassifier) else None
-    nbytes = save_adapter(backbone, path, label_names, head_state, extra={"prefix_head": cfg.head})
-    model_bytes = sum(p.numel() * p.element_size() for p in backbone.base.parameters())
-    print(f"finalized {backbone.method}: {parameter_counts(backbone)['trainable']:,} adapter parameters; "
-          f"saved adapter {path}.safetensors/.json: {nbytes:,} bytes vs {model_bytes:,} bytes of model weights "
-          f"({100 * nbytes / model_bytes:.3f}%)")
+    path = cfg.adapter_path
+    if cfg.trains:
+        backbone.finalize()
+    if path is not None:
+        nbytes = save_adapter(backbone, path, label_names, head_state, extra={"prefix_head": cfg.head})
+        model_bytes = sum(p.numel() * p.element_size() for p in backbone.base.parameters())
+        print(f"finalized {backbone.method}: {parameter_counts(backbone)['trainable']:,} adapter parameters; "
+              f"saved adapter {path}.safetensors/.json: {nbytes:,} bytes vs {model_bytes:,} bytes of model weights "
+              f"({100 * nbytes / model_bytes:.3f}%)")
+    if cfg.export_peft:
+        export_for_task(backbone, cfg.export_peft, model_path, head_left_out=head_state is not None)
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -229,6 +235,7 @@ def run(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, float]:
     check_all_writable({"--dev_out": cfg.outputs["dev"], "--test_out": cfg.outputs["test"],
                         "--save_adapter": adapter and adapter + ".json", "--log_jsonl": cfg.log_jsonl,
                         "curves (beside --dev_out)": curves})
+    check_export_dir(cfg.export_peft)
 
     model, tokenizer = run_cfg.load()
     print(f"load model from {run_cfg.model_path}")
@@ -253,7 +260,7 @@ def run(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, float]:
                           fingerprint=fingerprint(run_cfg, cfg))
             plot_curves(history, curves, f"{cfg.option} on {dataset_name(cfg.train)}", cfg.training.min_delta)
             print(f"wrote training curves to {curves}")
-        finish(cfg, classifier, label_names)
+        finish(cfg, classifier, label_names, run_cfg.model_path)
         results = {}
         for name in ("dev", "test"):
             split = splits[name]
