@@ -142,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate saved adapter(s) without training; with two, see --interpolate; a PATH "
                         "may also be a PEFT adapter directory (adapter_config.json) trained on this base")
     x.add_argument("--interpolate", type=float, metavar="ALPHA", help="with two --load_adapter: alpha*A + (1-alpha)*B")
+    x.add_argument("--adapter_names", type=lambda text: [t.strip() for t in text.split(",")], metavar="a,b,...",
+                   help="with several --load_adapter (deep prefixes): evaluate each on its own files in one pass, "
+                        "batches mixing them; --dev, --test (and --label-names, --dev_out, --test_out) then take "
+                        "one comma-separated entry per adapter")
     # mmlu
     m = p.add_argument_group("mmlu")
     m.add_argument("--task", type=str, choices=TASKS,
@@ -246,6 +250,9 @@ def task_config(ns: Dict[str, Any]) -> Tuple[str, Any]:
     if task == "e2e" and option not in ("finetune", "lora", "prefix"):
         raise MinillamaError(f"--task e2e trains a generator: use --option finetune, lora or prefix, "
                              f"not --option {option}")
+    if "adapter_names" in ns and (task != "classify" or option in ("generate", "mmlu")):
+        raise MinillamaError("--adapter_names evaluates several classification adapters in one pass "
+                             "(--option prefix, --task classify): drop it here")
     if option == "generate":
         return "generate", GenerateConfig(**given(ns, {
             "generated_sentence_low_temp_out": "low_temp_out", "generated_sentence_high_temp_out": "high_temp_out",
@@ -273,6 +280,7 @@ def task_config(ns: Dict[str, Any]) -> Tuple[str, Any]:
         "prefix_head": "head", "train": "train", "dev": "dev", "test": "test", "label_names": "label_names",
         "dev_out": "dev_out", "test_out": "test_out", "max_sentence_len": "max_sentence_len",
         "hidden_dropout_prob": "hidden_dropout_prob", "save_adapter": "save_adapter", **ADAPTER_FLAGS, **EXPORT_FLAGS,
+        "adapter_names": "adapter_names",
         **LOG_FLAGS}))
 
 

@@ -142,6 +142,43 @@ def test_cli_export_peft_bad_input_exits_2_before_loading(tmp_path, capsys, ckpt
     assert os.listdir(out_dir) == [] and not os.path.exists(str(tmp_path / "x"))
 
 
+def test_cli_adapters_on_their_own_files_in_one_pass(tmp_path, capsys, ckpts):
+    """--load_adapter A B --adapter_names: each adapter's predictions on its own files equal
+    those of the adapter run alone (one a cls head on SST, one the verbalizer on CFIMDB)."""
+    sst, imdb = data_slice(tmp_path, "sst", n=12), data_slice(tmp_path, "cfimdb", n=10)
+    alone = {}
+    for name, data, mode, head in (("s", sst, "ptuning2", "cls"), ("i", imdb, "prefix", "verbalizer")):
+        argv = course_argv("prefix", ckpts["tiny"], data, "--prefix_mode", mode, "--prefix_head", head,
+                           "--prefix_length", "3" if name == "s" else "5", "--max_sentence_len", "40",
+                           "--lr", "0.05", "--save_adapter", str(tmp_path / name),
+                           "--dev_out", str(tmp_path / f"{name}-dev-alone.txt"),
+                           "--test_out", str(tmp_path / f"{name}-test-alone.txt"))
+        assert main(argv) == 0
+        alone[name] = [read_predictions(tmp_path / f"{name}-{split}-alone.txt") for split in ("dev", "test")]
+    capsys.readouterr()
+    argv = ["--option", "prefix", "--pretrained-model-path", ckpts["tiny"], "--norm", "rmsnorm",
+            "--tokenizer", course_argv("prefix", "", sst)[5], "--load_adapter", str(tmp_path / "s"),
+            str(tmp_path / "i"), "--adapter_names", "s,i", "--dev", f"{sst['dev']},{imdb['dev']}",
+            "--test", f"{sst['test']},{imdb['test']}", "--max_sentence_len", "40", "--batch_size", "5"]
+    cwd = os.getcwd()
+    os.chdir(tmp_path)  # default outputs: <name>-{dev,test}-prefix-output.txt
+    try:
+        assert main(argv) == 0
+    finally:
+        os.chdir(cwd)
+    out = capsys.readouterr().out
+    assert "adapter s (ptuning2" in out and "cls head" in out and "adapter i (prefix" in out and "label names" in out
+    for name in ("s", "i"):
+        mixed = [read_predictions(tmp_path / f"{name}-{split}-prefix-output.txt") for split in ("dev", "test")]
+        assert mixed == alone[name], name
+        assert f"{name}: dev acc ::" in out and f"{name}: test acc ::" in out
+    # one entry per adapter, or one line
+    bad = [a if a != f"{sst['test']},{imdb['test']}" else sst["test"] for a in argv]
+    assert main(bad) == 2
+    err = capsys.readouterr().err
+    assert "--test: give one file per adapter (2, for s,i)" in err and len(err.strip().splitlines()) == 1
+
+
 def test_interpolation_endpoints_select_each_adapter(tmp_path, capsys, ckpts):
     data = data_slice(tmp_path, "sst", n=16)
     paths = {}

@@ -170,9 +170,14 @@ def interpolate(a: AdaptedModel, b: AdaptedModel, alpha: float) -> AdaptedModel:
     return out
 
 
-def check_adapter_sources(paths: Optional[List[str]], alpha: Optional[float]):
-    """--load_adapter A, or A B with --interpolate ALPHA."""
+def check_adapter_sources(paths: Optional[List[str]], alpha: Optional[float], names: Optional[List[str]] = None):
+    """--load_adapter A, or A B with --interpolate ALPHA, or A B ... with --adapter_names a,b,..."""
     n = len(paths or [])
+    if names is not None:
+        if alpha is not None or len(names) != n or len(set(names)) != n or not all(names):
+            raise MinillamaError(f"--adapter_names needs one distinct name per --load_adapter path and no "
+                                 f"--interpolate: got {n} path(s) and names {','.join(names)!r}")
+        return
     if n > 2 or (n == 2) != (alpha is not None) or (n == 0 and alpha is not None):
         raise MinillamaError("--load_adapter takes one adapter, or two with --interpolate ALPHA "
                              f"(got {n} adapter(s){'' if alpha is None else ' and --interpolate'})")
