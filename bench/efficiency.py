@@ -33,7 +33,6 @@ import contextlib
 import io
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
 
 from minillama.adapters import FullConfig, attach, make_config, parameter_counts  # noqa: E402
 from minillama.config import LlamaConfig  # noqa: E402
@@ -54,6 +54,8 @@ from minillama.model import Llama  # noqa: E402
 from minillama.runconfig import RunConfig, seed_everything  # noqa: E402
 from minillama.tokenizer import load_tokenizer  # noqa: E402
 from minillama.train import TrainConfig, count_parameters, make_optimizer, train_step  # noqa: E402
+from accuracy import data_dir, subsample  # noqa: E402  (bench/: fixed random subsets of the course data)
+from train_step import memory_mark, peak_since  # noqa: E402
 
 METHODS = ("finetune", "lora", "prefix", "ptuning2", "prompt", "adapter")
 OPTION = {"finetune": "finetune", "lora": "lora"}  # run_llama.py --option of each method (else prefix)
@@ -61,30 +63,6 @@ TITLES = {"finetune": "Full fine-tuning", "lora": "LoRA (r 4, wq+wv)", "prefix":
           "ptuning2": "P-tuning v2", "prompt": "Prompt tuning", "adapter": "LLaMA-Adapter"}
 COURSE_BATCH = {"sst": 80, "cfimdb": 10}  # the course's batch sizes (finetune SST, LoRA CFIMDB)
 SHAPES = {"stories42M": dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=8, vocab_size=32000, max_seq_len=1024)}
-
-
-def max_rss_bytes() -> int:
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-
-
-def data_dir(flag):
-    for d in ([flag] if flag else []) + [os.path.join(HERE, "..", "data"), os.path.join(HERE, "..", "..", "shared",
-                                                                                          "assets", "coursework")]:
-        if os.path.isfile(os.path.join(d, "sst-dev.txt")):
-            return d
-    sys.exit("no course data: pass --data_dir")
-
-
-def subsample(src: str, dst: str, n: int, seed: int = 0) -> int:
-    """A fixed random n-line subset of src (the same for every method)."""
-    with open(src, encoding="utf-8") as f:
-        lines = [line for line in f if line.strip()]
-    if n and n < len(lines):
-        lines = [lines[i] for i in sorted(random.Random(seed).sample(range(len(lines)), n))]
-    with open(dst, "w", encoding="utf-8") as f:
-        f.writelines(lines)
-    return len(lines)
 
 
 def method_config(method: str, lrs: dict):
@@ -118,12 +96,7 @@ def measure(method: str, args) -> dict:
     batches = list(split.batches(batch, shuffle=True, generator=torch.Generator().manual_seed(0)))
     optimizer = make_optimizer(clf, TrainConfig(lr=lr, batch_size=batch))
     clf.train()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = max_rss_bytes()
+    base = memory_mark(device)
     clock = time.perf_counter if device.type == "cuda" else time.process_time
     seconds, tokens = [], []
     for i in range(args.steps + 1):  # step 0 warms up (optimizer state, gradients)
@@ -135,7 +108,7 @@ def measure(method: str, args) -> dict:
         if i:
             seconds.append(clock() - start)
             tokens.append(int(b.attention_mask.shape[1]))
-    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda" else max_rss_bytes()) - base
+    peak = peak_since(device, base)
     out = dict(method=method, trainable=trainable, adapter_trainable=counts["trainable"], base=counts["base"],
                total=total, step_s=statistics.median(seconds), batch=batch, padded_tokens=statistics.median(tokens),
                peak_mib=peak / 2**20, lr=lr)

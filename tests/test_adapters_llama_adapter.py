@@ -159,17 +159,9 @@ def test_learns_a_task_above_chance():
     (BOS + 4 words from one of two random groups; answer with the group's label token):
     trained on 32 sequences, the adapter must classify 64 unseen ones well above chance."""
     from minillama.formats import load_model
+    from test_adapters_prefix import word_group_task
     base = load_model(asset("llama2c/stories260K.bin"), norm="rmsnorm")
-    g = torch.Generator().manual_seed(0)
-    groups = torch.randperm(500, generator=g)[:16].view(2, 8) + 10  # [2 labels, 8 words]
-
-    def sample(n):
-        labels = torch.randint(0, 2, (n,), generator=g)
-        words = groups[labels][torch.arange(n)[:, None], torch.randint(0, 8, (n, 4), generator=g)]
-        return torch.cat([torch.ones(n, 1, dtype=torch.long), words], dim=1), labels  # [n, 5], [n]
-
-    (x, y), (x_test, y_test) = sample(32), sample(64)
-    label_ids = torch.tensor([300, 301])
+    (x, y), (x_test, y_test), label_ids = word_group_task()
     torch.manual_seed(0)
     model = attach(base, LlamaAdapterConfig(length=8))
     # lr 0.1: under Adam a gate moves about lr per step from 0, and 40 steps must open it

@@ -18,6 +18,7 @@ from minillama.adapters.peft_format import export_peft, flat_to_prefix, prefix_t
 from minillama.config import RopeScaling
 from minillama.errors import MinillamaError
 from minillama.formats.hf import save_hf_dir
+from test_adapters_llama_adapter import padded_batch as left_padded
 
 peft = pytest.importorskip("peft")
 ATOL = 1e-4
@@ -47,15 +48,6 @@ def base_dir(tmp_path_factory):
 
 def hf_base(path):
     return transformers.LlamaForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
-
-
-def left_padded(seed=0, T=10):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, 97, (3, T), generator=g)
-    mask = torch.ones(3, T, dtype=torch.long)
-    mask[1, :3] = 0
-    mask[2, :6] = 0
-    return ids, mask
 
 
 def right_padded(seed=0, T=10):
