@@ -134,6 +134,21 @@ def max_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def memory_mark(device: torch.device) -> int:
+    """Where peak memory is counted from: CUDA's allocated bytes (peak statistics reset), or
+    this process's peak RSS so far."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated()
+    return max_rss_bytes()
+
+
+def peak_since(device: torch.device, mark: int) -> int:
+    """Peak memory growth in bytes since memory_mark returned `mark`."""
+    return (torch.cuda.max_memory_allocated() if device.type == "cuda" else max_rss_bytes()) - mark
+
+
 def build_step(method: str, scenario: str, args):
     """(step, info): one training step of method on scenario's random batch, and its sizes."""
     device = torch.device(args.device)
@@ -170,19 +185,13 @@ def measure(method: str, scenario: str, args) -> dict:
     """Runs in a fresh process: build, warm up, time args.steps steps."""
     device = torch.device(args.device)
     step, info = build_step(method, scenario, args)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = max_rss_bytes()
+    base = memory_mark(device)
     step()  # warm-up: allocates optimizer state and gradients, as every later step reuses
     start = time.perf_counter()
     for _ in range(args.steps):
         step()
     seconds = (time.perf_counter() - start) / args.steps
-    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda" else max_rss_bytes()) - base
-    return dict(info, seconds=seconds, peak_mib=peak / 2**20)
+    return dict(info, seconds=seconds, peak_mib=peak_since(device, base) / 2**20)
 
 
 def measure_pair(num: str, den: str, scenario: str, args) -> dict:

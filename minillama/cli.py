@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from . import distributed
-from .adapters import FullConfig, LoraConfig, PrefixConfig, PrefixTuningConfig, PromptTuningConfig
+from .adapters import FullConfig, LlamaAdapterConfig, LoraConfig, PrefixConfig, PrefixTuningConfig, PromptTuningConfig
 from .errors import MinillamaError
 from .mmlu import MMLUSettings
 from .runconfig import RunConfig, seed_everything
@@ -32,7 +32,12 @@ from .train import TrainConfig
 
 OPTIONS = ("generate", "prompt", "finetune", "lora", "prefix", "mmlu")
 TASKS = ("classify", "mmlu", "e2e")
-PREFIX_MODES = {"prefix": PrefixTuningConfig, "ptuning2": PrefixConfig, "prompt": PromptTuningConfig}
+PREFIX_MODES = {"prefix": PrefixTuningConfig, "ptuning2": PrefixConfig, "prompt": PromptTuningConfig,
+                "adapter": LlamaAdapterConfig}
+# LLaMA-Adapter's own flags, and the prefix family's that it has no use for: given with the
+# other kind of mode they would do nothing, so they are refused
+ADAPTER_ONLY = ("adapter_layers", "adapter_gate")
+NOT_ADAPTER = ("prefix_hidden", "no_reparam", "prefix_init", "prefix_init_text")
 
 
 def default(cls, name: str) -> Any:
@@ -110,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     x = p.add_argument_group("prefix")
     x.add_argument("--prefix_mode", type=str, choices=list(PREFIX_MODES),
                    help="prefix (default): per-layer keys/values via an MLP (Li & Liang); prompt: input "
-                        "embeddings (Lester et al.); ptuning2: per-layer keys/values trained directly")
+                        "embeddings (Lester et al.); ptuning2: per-layer keys/values trained directly; "
+                        "adapter: LLaMA-Adapter, a zero-gated prompt read in a separate softmax (Zhang et al.)")
     x.add_argument("--prefix_length", type=int, help=f"virtual tokens (default {default(PrefixConfig, 'length')})")
     x.add_argument("--prefix_hidden", type=int,
                    help=f"width of the reparameterization MLP (default {default(PrefixTuningConfig, 'hidden')})")
@@ -118,15 +124,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mode prefix: train the keys/values directly (that is P-tuning v2's model)")
     x.add_argument("--prefix_init", type=str, choices=["random", "vocab", "text"])
     x.add_argument("--prefix_init_text", type=str, help="text whose tokens start the prefix")
+    x.add_argument("--adapter_layers", type=int,
+                   help="--prefix_mode adapter: how many top layers get a prompt (default: all but the first two)")
+    x.add_argument("--adapter_gate", type=str, choices=["scalar", "tanh"],
+                   help="--prefix_mode adapter: scalar (default): one gate per layer, as PEFT; "
+                        "tanh: one tanh(gate) per head, as the paper (PEFT cannot load it)")
     x.add_argument("--prefix_head", type=str, choices=["cls", "verbalizer"],
                    help="cls (default): linear head on the last token; verbalizer: LM head scores the label "
                         "names after the course prompt (no new head: the whole task in the prefix)")
     x.add_argument("--save_adapter", type=str,
                    help="write the trained adapter to PATH.safetensors + PATH.json "
                         "(prefix default: <dataset>-prefix-adapter; --task mmlu: mmlu-prefix-adapter)")
+    x.add_argument("--export_peft", type=str, metavar="DIR",
+                   help="also write the adapter (trained, or given by --load_adapter) as a Hugging Face PEFT "
+                        "directory: lora, prefix, ptuning2, prompt, adapter (a classification head stays behind)")
     x.add_argument("--load_adapter", type=str, nargs="+", metavar="PATH",
-                   help="evaluate saved adapter(s) without training; with two, see --interpolate")
+                   help="evaluate saved adapter(s) without training; with two, see --interpolate; a PATH "
+                        "may also be a PEFT adapter directory (adapter_config.json) trained on this base")
     x.add_argument("--interpolate", type=float, metavar="ALPHA", help="with two --load_adapter: alpha*A + (1-alpha)*B")
+    x.add_argument("--adapter_names", type=lambda text: [t.strip() for t in text.split(",")], metavar="a,b,...",
+                   help="with several --load_adapter (deep prefixes): evaluate each on its own files in one pass, "
+                        "batches mixing them; --dev, --test (and --label-names, --dev_out, --test_out) then take "
+                        "one comma-separated entry per adapter")
     # mmlu
     m = p.add_argument_group("mmlu")
     m.add_argument("--task", type=str, choices=TASKS,
@@ -186,9 +205,16 @@ def method_config(option: str, ns: Dict[str, Any]):
     if option != "prefix":
         return None
     mode = ns.get("prefix_mode", "prefix")
+    for flag in ADAPTER_ONLY if mode != "adapter" else NOT_ADAPTER:
+        if flag in ns:
+            raise MinillamaError(f"--{flag} does nothing with --prefix_mode {mode}: drop it"
+                                 + (" (or use --prefix_mode adapter)" if flag in ADAPTER_ONLY else ""))
     if mode == "prefix" and ns.get("no_reparam"):
         mode = "ptuning2"  # the same model: deep keys/values trained directly
         print("--no_reparam: prefix keys/values trained directly, which is --prefix_mode ptuning2")
+    if mode == "adapter":
+        return LlamaAdapterConfig(**given(ns, {"prefix_length": "length", "adapter_layers": "layers",
+                                               "adapter_gate": "gate"}))
     fields = {"prefix_length": "length", "prefix_init": "init", "prefix_init_text": "init_text"}
     if mode == "prefix":
         fields["prefix_hidden"] = "hidden"
@@ -211,6 +237,7 @@ def mmlu_settings(ns: Dict[str, Any]) -> MMLUSettings:
 
 
 ADAPTER_FLAGS = {"load_adapter": "load_adapter", "interpolate": "interpolate"}
+EXPORT_FLAGS = {"export_peft": "export_peft"}
 LOG_FLAGS = {"log_jsonl": "log_jsonl", "wandb": "wandb"}
 
 
@@ -223,6 +250,9 @@ def task_config(ns: Dict[str, Any]) -> Tuple[str, Any]:
     if task == "e2e" and option not in ("finetune", "lora", "prefix"):
         raise MinillamaError(f"--task e2e trains a generator: use --option finetune, lora or prefix, "
                              f"not --option {option}")
+    if "adapter_names" in ns and (task != "classify" or option in ("generate", "mmlu")):
+        raise MinillamaError("--adapter_names evaluates several classification adapters in one pass "
+                             "(--option prefix, --task classify): drop it here")
     if option == "generate":
         return "generate", GenerateConfig(**given(ns, {
             "generated_sentence_low_temp_out": "low_temp_out", "generated_sentence_high_temp_out": "high_temp_out",
@@ -236,6 +266,7 @@ def task_config(ns: Dict[str, Any]) -> Tuple[str, Any]:
         return "mmlu_prefix", MMLUPrefixConfig(settings=mmlu_settings(ns), method=method,
                                                training=training_config(ns),
                                                **given(ns, {"mmlu_holdout": "holdout", "save_adapter": "save_adapter",
+                                                            **EXPORT_FLAGS,
                                                             "mmlu_out": "out", **ADAPTER_FLAGS, **LOG_FLAGS}))
     if task == "e2e":
         return "e2e", E2EConfig(option=option, method=method,
@@ -248,7 +279,8 @@ def task_config(ns: Dict[str, Any]) -> Tuple[str, Any]:
     return "classify", ClassifyConfig(option=option, method=method, training=training_config(ns), **given(ns, {
         "prefix_head": "head", "train": "train", "dev": "dev", "test": "test", "label_names": "label_names",
         "dev_out": "dev_out", "test_out": "test_out", "max_sentence_len": "max_sentence_len",
-        "hidden_dropout_prob": "hidden_dropout_prob", "save_adapter": "save_adapter", **ADAPTER_FLAGS,
+        "hidden_dropout_prob": "hidden_dropout_prob", "save_adapter": "save_adapter", **ADAPTER_FLAGS, **EXPORT_FLAGS,
+        "adapter_names": "adapter_names",
         **LOG_FLAGS}))
 
 

@@ -5,6 +5,8 @@
 - `VerbalizerClassifier`: the LM's own log-likelihood of each label name after the
   text (zero-shot prompting, the prefix family's "verbalizer" head, and MMLU, whose
   answer letters are single-token names).
+- `RowReader`: rows of one batch that each read their answer their own way (one
+  adapter per row, adapters/multi.py): their own cls head, or their own label names.
 
 A backbone is any module with
     forward(input_ids [B, T], attention_mask [B, T], last_only=False)
@@ -15,13 +17,13 @@ reads every row's last real token.
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import Dict, List, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import left_pad
+from .data import left_pad, pad_left
 from .errors import MinillamaError
 
 
@@ -89,3 +91,55 @@ class VerbalizerClassifier(nn.Module):
             logp = F.log_softmax(logits[:, -L:].float(), dim=-1)             # [B, L, vocab]
             scores.append(logp.gather(2, target[..., None]).squeeze(2).sum(dim=1))
         return torch.stack(scores, dim=1)
+
+
+class RowReader(nn.Module):
+    """Scores for rows that each have their own adapter and their own way to answer.
+
+    multi: a backbone taking adapter=[name per row] (adapters/multi.MultiAdapter);
+    readers[name] (name None: rows without an adapter): an nn.Linear head on the last
+    hidden state (as HeadClassifier), or
+    label names' token ids, scored as VerbalizerClassifier scores them.  One last_only
+    pass reads every head and every single-token name; names of several tokens need the
+    text followed by the name, which run as one more mixed batch of (row, name) pairs."""
+
+    def __init__(self, multi: nn.Module, readers: Dict[str, Union[nn.Linear, Sequence[Sequence[int]]]]):
+        super().__init__()
+        self.multi = multi
+        self.heads = nn.ModuleDict({k: v for k, v in readers.items() if isinstance(v, nn.Module)})
+        self.names = {k: [list(ids) for ids in v] for k, v in readers.items() if not isinstance(v, nn.Module)}
+        if any(len(ids) == 0 for v in self.names.values() for ids in v):
+            raise MinillamaError("a label name encodes to no tokens: use non-empty label names")
+
+    def extra_positions(self, name: str) -> int:
+        """Positions adapter `name`'s longest label name adds after the text."""
+        return max(len(ids) for ids in self.names[name]) - 1 if name in self.names else 0
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, adapter: Sequence[str]) -> List[torch.Tensor]:
+        """input_ids, attention_mask: [B, T], right-padded; adapter: a name per row ->
+        per row its scores [K of that row's adapter]."""
+        ids, mask = left_pad(input_ids, attention_mask)
+        logits, hidden = self.multi(ids, mask, adapter=adapter, last_only=True)
+        next_logp = F.log_softmax(logits[:, -1].float(), dim=-1)  # [B, vocab]
+        scores, longer = [], []  # longer: (row, label, name tokens) of names with more than one token
+        for b, name in enumerate(adapter):
+            if name in self.heads:
+                scores.append(self.heads[name](hidden[b, -1]).float())
+                continue
+            row = next_logp.new_zeros(len(self.names[name]))
+            for k, label_ids in enumerate(self.names[name]):
+                if len(label_ids) == 1:
+                    row[k] = next_logp[b, label_ids[0]]
+                else:
+                    longer.append((b, k, label_ids))
+            scores.append(row)
+        for start in range(0, len(longer), len(adapter)):  # batches of B (row, name) pairs
+            chunk = longer[start:start + len(adapter)]
+            texts = [ids[b][mask[b].bool()].tolist() + label_ids[:-1] for b, _, label_ids in chunk]
+            cids, cmask = pad_left(texts, pad_id=0)
+            clogits, _ = self.multi(cids.to(ids.device), cmask.to(ids.device), adapter=[adapter[b] for b, _, _ in chunk])
+            for c, (b, k, label_ids) in enumerate(chunk):
+                L = len(label_ids)  # the last L positions predict the L name tokens
+                logp = F.log_softmax(clogits[c, -L:].float(), dim=-1)
+                scores[b][k] = logp.gather(1, torch.tensor(label_ids, device=logp.device)[:, None]).sum()
+        return scores

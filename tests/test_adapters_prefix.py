@@ -144,12 +144,9 @@ def test_generate_with_cache_equals_without_and_equals_reading_the_text(mode, re
     assert generate(model, prompt, 1000).shape[1] == 24 - len(TEXT)
 
 
-def test_prefix_tuning_learns_a_task_with_a_verbalizer():
-    """A frozen pretrained stories260K reads BOS + 4 words, all from one of two random
-    groups of 8 tokens; it must answer with the group's label token.  Trained on 32
-    sequences, the prefix must classify 64 unseen ones well above chance (0.5)."""
-    from minillama.formats import load_model
-    base = load_model(asset("llama2c/stories260K.bin"), norm="rmsnorm")
+def word_group_task(n_train=32, n_test=64):
+    """BOS + 4 words, all from one of two random groups of 8 tokens; the answer is the
+    group's label token.  ((x [n, 5], y [n]) for train and test, label token ids [2])."""
     g = torch.Generator().manual_seed(0)
     groups = torch.randperm(500, generator=g)[:16].view(2, 8) + 10  # [2 labels, 8 words]
 
@@ -158,8 +155,16 @@ def test_prefix_tuning_learns_a_task_with_a_verbalizer():
         words = groups[labels][torch.arange(n)[:, None], torch.randint(0, 8, (n, 4), generator=g)]
         return torch.cat([torch.ones(n, 1, dtype=torch.long), words], dim=1), labels  # [n, 5], [n]
 
-    (x, y), (x_test, y_test) = sample(32), sample(64)
-    label_ids = torch.tensor([300, 301])  # the verbalizer: label k is answered by token label_ids[k]
+    return sample(n_train), sample(n_test), torch.tensor([300, 301])
+
+
+def test_prefix_tuning_learns_a_task_with_a_verbalizer():
+    """A frozen pretrained stories260K reads word_group_task's sequences and must answer
+    with the group's label token.  Trained on 32 sequences, the prefix must classify 64
+    unseen ones well above chance (0.5)."""
+    from minillama.formats import load_model
+    base = load_model(asset("llama2c/stories260K.bin"), norm="rmsnorm")
+    (x, y), (x_test, y_test), label_ids = word_group_task()  # label k is answered by token label_ids[k]
     torch.manual_seed(0)
     model = PrefixModel(base, "prefix", 8, prefix_hidden=128)
     opt = AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)

@@ -65,6 +65,120 @@ def test_cli_prefix_end_to_end_and_adapter_round_trip(tmp_path, monkeypatch, cap
     assert read_predictions(tmp_path / "dev-mix.txt") == preds["dev"]
 
 
+@pytest.mark.parametrize("head", ["cls", "verbalizer"])
+def test_cli_llama_adapter_end_to_end_and_round_trip(tmp_path, capsys, ckpts, head):
+    """--prefix_mode adapter: trains (count printed), saves, and the saved adapter alone
+    reproduces the predictions."""
+    data = data_slice(tmp_path, "sst", n=24)
+    argv = course_argv("prefix", ckpts["tiny"], data, "--prefix_mode", "adapter", "--prefix_head", head,
+                       "--prefix_length", "3", "--adapter_layers", "2", "--epochs", "2", "--lr", "0.05",
+                       "--save_adapter", str(tmp_path / "a"), "--dev_out", str(tmp_path / "dev.txt"),
+                       "--test_out", str(tmp_path / "test.txt"))
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    head_params = 5 * 64 + 5 if head == "cls" else 0
+    assert (f"LLaMA-Adapter: 3-vector prompts in the top 2 of 2 layers, scalar gates, head {head}: "
+            f"{2 * (3 * 64 + 1) + head_params:,} trainable parameters") in out
+    meta = json.loads((tmp_path / "a.json").read_text())
+    assert meta["method"] == "adapter" and meta["config"] == {"length": 3, "layers": 2, "gate": "scalar"}
+    reload = course_argv("prefix", ckpts["tiny"], data, "--load_adapter", str(tmp_path / "a"),
+                         "--dev_out", str(tmp_path / "dev-re.txt"), "--test_out", str(tmp_path / "test-re.txt"))
+    assert main(reload) == 0
+    assert "load adapter" in capsys.readouterr().out
+    assert read_predictions(tmp_path / "dev-re.txt") == read_predictions(tmp_path / "dev.txt")
+    assert read_predictions(tmp_path / "test-re.txt") == read_predictions(tmp_path / "test.txt")
+
+
+def test_cli_export_peft_and_load_the_peft_directory(tmp_path, capsys):
+    """--export_peft after training: PEFT loads it on the HF base (oracle in
+    test_adapters_peft_format.py); --load_adapter of that directory predicts as the
+    minillama file does.  A cls head is left out, and says so."""
+    from minillama.formats.hf import save_hf_dir
+    data = data_slice(tmp_path, "sst", n=16)
+    hf_dir = str(tmp_path / "base-hf")
+    save_hf_dir(tiny_model(vocab_size=512, max_seq_len=256), hf_dir)
+    outs = lambda name: ["--dev_out", str(tmp_path / f"dev-{name}.txt"), "--test_out", str(tmp_path / f"t-{name}.txt")]  # noqa: E731
+    argv = course_argv("prefix", hf_dir, data, "--prefix_mode", "ptuning2", "--prefix_head", "verbalizer",
+                       "--prefix_length", "3", "--lr", "0.05", "--save_adapter", str(tmp_path / "a"),
+                       "--export_peft", str(tmp_path / "peft"), *outs("train"))
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"exported the ptuning2 adapter as a PEFT adapter to {tmp_path / 'peft'}" in out
+    assert f"its base is the Hugging Face directory {hf_dir}" in out and "left out" not in out
+    cfg = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+    assert cfg["peft_type"] == "PREFIX_TUNING" and cfg["base_model_name_or_path"] == hf_dir
+    for name, source in (("mine", str(tmp_path / "a")), ("peft", str(tmp_path / "peft"))):
+        assert main(course_argv("prefix", hf_dir, data, "--load_adapter", source, *outs(name))) == 0
+    assert read_predictions(tmp_path / "dev-peft.txt") == read_predictions(tmp_path / "dev-mine.txt") == \
+        read_predictions(tmp_path / "dev-train.txt")
+    # LoRA with the cls head: exported without it, with a note; converting a saved adapter needs no training
+    argv = course_argv("lora", hf_dir, data, "--save_adapter", str(tmp_path / "l"), *outs("lora"))
+    assert main(argv) == 0
+    capsys.readouterr()
+    argv = course_argv("lora", hf_dir, data, "--load_adapter", str(tmp_path / "l"), "--export_peft",
+                       str(tmp_path / "peft-lora"), *outs("lora-re"))
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "classification head is left out of the PEFT export" in out and "epoch 0" not in out
+    assert json.loads((tmp_path / "peft-lora" / "adapter_config.json").read_text())["peft_type"] == "LORA"
+
+
+@pytest.mark.parametrize("case,message", [
+    ("finetune", "--export_peft: --option finetune trains no adapter"), ("file", "is a file"),
+    ("no_parent", "does not exist")])
+def test_cli_export_peft_bad_input_exits_2_before_loading(tmp_path, capsys, ckpts, case, message):
+    data = data_slice(tmp_path, "sst", n=8)
+    (tmp_path / "a-file").write_text("")
+    target = {"finetune": str(tmp_path / "x"), "file": str(tmp_path / "a-file"),
+              "no_parent": str(tmp_path / "missing" / "x")}[case]
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    argv = course_argv("finetune" if case == "finetune" else "prefix", ckpts["tiny"], data, "--export_peft", target,
+                       "--dev_out", str(out_dir / "dev.txt"), "--test_out", str(out_dir / "test.txt"),
+                       "--save_adapter", str(out_dir / "a"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert os.listdir(out_dir) == [] and not os.path.exists(str(tmp_path / "x"))
+
+
+def test_cli_adapters_on_their_own_files_in_one_pass(tmp_path, capsys, ckpts):
+    """--load_adapter A B --adapter_names: each adapter's predictions on its own files equal
+    those of the adapter run alone (one a cls head on SST, one the verbalizer on CFIMDB)."""
+    sst, imdb = data_slice(tmp_path, "sst", n=12), data_slice(tmp_path, "cfimdb", n=10)
+    alone = {}
+    for name, data, mode, head in (("s", sst, "ptuning2", "cls"), ("i", imdb, "prefix", "verbalizer")):
+        argv = course_argv("prefix", ckpts["tiny"], data, "--prefix_mode", mode, "--prefix_head", head,
+                           "--prefix_length", "3" if name == "s" else "5", "--max_sentence_len", "40",
+                           "--lr", "0.05", "--save_adapter", str(tmp_path / name),
+                           "--dev_out", str(tmp_path / f"{name}-dev-alone.txt"),
+                           "--test_out", str(tmp_path / f"{name}-test-alone.txt"))
+        assert main(argv) == 0
+        alone[name] = [read_predictions(tmp_path / f"{name}-{split}-alone.txt") for split in ("dev", "test")]
+    capsys.readouterr()
+    argv = ["--option", "prefix", "--pretrained-model-path", ckpts["tiny"], "--norm", "rmsnorm",
+            "--tokenizer", course_argv("prefix", "", sst)[5], "--load_adapter", str(tmp_path / "s"),
+            str(tmp_path / "i"), "--adapter_names", "s,i", "--dev", f"{sst['dev']},{imdb['dev']}",
+            "--test", f"{sst['test']},{imdb['test']}", "--max_sentence_len", "40", "--batch_size", "5"]
+    cwd = os.getcwd()
+    os.chdir(tmp_path)  # default outputs: <name>-{dev,test}-prefix-output.txt
+    try:
+        assert main(argv) == 0
+    finally:
+        os.chdir(cwd)
+    out = capsys.readouterr().out
+    assert "adapter s (ptuning2" in out and "cls head" in out and "adapter i (prefix" in out and "label names" in out
+    for name in ("s", "i"):
+        mixed = [read_predictions(tmp_path / f"{name}-{split}-prefix-output.txt") for split in ("dev", "test")]
+        assert mixed == alone[name], name
+        assert f"{name}: dev acc ::" in out and f"{name}: test acc ::" in out
+    # one entry per adapter, or one line
+    bad = [a if a != f"{sst['test']},{imdb['test']}" else sst["test"] for a in argv]
+    assert main(bad) == 2
+    err = capsys.readouterr().err
+    assert "--test: give one file per adapter (2, for s,i)" in err and len(err.strip().splitlines()) == 1
+
+
 def test_interpolation_endpoints_select_each_adapter(tmp_path, capsys, ckpts):
     data = data_slice(tmp_path, "sst", n=16)
     paths = {}
@@ -86,7 +200,9 @@ def test_interpolation_endpoints_select_each_adapter(tmp_path, capsys, ckpts):
 @pytest.mark.parametrize("case,message", [
     ("other_shape", "adapter made for a model with"), ("missing_adapter", "not found"),
     ("length_0", "--prefix_length must be >= 1"), ("two_without_alpha", "--interpolate"),
-    ("init_text_missing", "--prefix_init_text")])
+    ("init_text_missing", "--prefix_init_text"), ("adapter_layers_3", "--adapter_layers 3 is above the model's 2"),
+    ("adapter_with_hidden", "--prefix_hidden does nothing with --prefix_mode adapter"),
+    ("adapter_layers_for_ptuning2", "--adapter_layers does nothing with --prefix_mode ptuning2")])
 def test_cli_prefix_bad_input_exits_2_without_outputs(tmp_path, capsys, ckpts, case, message):
     data = data_slice(tmp_path, "sst", n=8)
     adapter = str(tmp_path / "adapter")
@@ -96,7 +212,10 @@ def test_cli_prefix_bad_input_exits_2_without_outputs(tmp_path, capsys, ckpts, c
         assert main(argv) == 0
     extra = {"other_shape": ["--load_adapter", adapter], "missing_adapter": ["--load_adapter", adapter],
              "length_0": ["--prefix_length", "0"], "two_without_alpha": ["--load_adapter", adapter, adapter],
-             "init_text_missing": ["--prefix_init", "text"]}[case]
+             "init_text_missing": ["--prefix_init", "text"],
+             "adapter_layers_3": ["--prefix_mode", "adapter", "--adapter_layers", "3"],
+             "adapter_with_hidden": ["--prefix_mode", "adapter", "--prefix_hidden", "8"],
+             "adapter_layers_for_ptuning2": ["--prefix_mode", "ptuning2", "--adapter_layers", "1"]}[case]
     ckpt = ckpts["other" if case == "other_shape" else "tiny"]
     out_dir = tmp_path / "out"
     out_dir.mkdir()

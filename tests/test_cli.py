@@ -52,6 +52,25 @@ def test_flags_reach_their_fields():
     assert m.settings == MMLUSettings(k_shot=2, mode="generate", batch_size=5)
 
 
+def test_prefix_mode_adapter_flags_reach_their_fields():
+    from minillama.adapters import LlamaAdapterConfig
+    _, _, cfg = parse(["--option", "prefix", "--prefix_mode", "adapter", "--prefix_length", "7",
+                       "--adapter_layers", "3", "--adapter_gate", "tanh"])
+    assert cfg.method == LlamaAdapterConfig(length=7, layers=3, gate="tanh") and cfg.training.lr == 1e-2
+    _, _, m = parse(["--option", "prefix", "--task", "mmlu", "--prefix_mode", "adapter"])
+    assert m.method == LlamaAdapterConfig()
+
+
+def test_export_peft_and_adapter_names_reach_their_fields():
+    _, _, cfg = parse(["--option", "lora", "--export_peft", "out/peft"])
+    assert cfg.export_peft == "out/peft"
+    _, _, m = parse(["--option", "prefix", "--task", "mmlu", "--export_peft", "p"])
+    assert m.export_peft == "p"
+    _, _, cfg = parse(["--option", "prefix", "--load_adapter", "A", "B", "--adapter_names", "a, b",
+                       "--dev", "a.txt,b.txt"])
+    assert cfg.adapter_names == ["a", "b"] and cfg.load_adapter == ["A", "B"] and cfg.dev == "a.txt,b.txt"
+
+
 def test_no_reparam_is_ptuning2(capsys):
     _, _, cfg = parse(["--option", "prefix", "--no_reparam", "--prefix_length", "3"])
     assert cfg.method == PrefixConfig(length=3) and cfg.method.method == "ptuning2"
@@ -64,6 +83,12 @@ def test_no_reparam_is_ptuning2(capsys):
     (["--option", "finetune", "--epochs", "0"], "--epochs"),
     (["--option", "mmlu", "--k_shot", "6"], "--k_shot"),
     (["--option", "prefix", "--load_adapter", "a", "b"], "--interpolate"),
+    (["--option", "prefix", "--prefix_mode", "adapter", "--prefix_init", "vocab"], "--prefix_init does nothing"),
+    (["--option", "prefix", "--adapter_gate", "tanh"], "--adapter_gate does nothing with --prefix_mode prefix"),
+    (["--option", "prefix", "--prefix_mode", "adapter", "--adapter_layers", "0"], "--adapter_layers must be"),
+    (["--option", "prefix", "--load_adapter", "A", "B", "--adapter_names", "a"], "--adapter_names needs one distinct"),
+    (["--option", "prefix", "--task", "mmlu", "--adapter_names", "a"], "--adapter_names evaluates several"),
+    (["--option", "prompt", "--export_peft", "d"], "--export_peft: --option prompt trains no adapter"),
 ])
 def test_bad_flag_values_are_one_line(capsys, argv, message):
     assert main(argv) == 2

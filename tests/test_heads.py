@@ -71,3 +71,31 @@ def test_verbalizer_single_token_path_equals_brute_force():
     with torch.no_grad():
         scores = VerbalizerClassifier(model, label_ids)(batch.input_ids, batch.attention_mask)
         assert torch.allclose(scores, brute_force_scores(model, prompts, label_ids), atol=1e-4)
+
+
+def test_row_reader_equals_each_rows_own_classifier():
+    """One mixed batch, rows of two prefix adapters (a cls head; label names of one to three
+    tokens) and of the base alone: each row's scores equal its own classifier's on it alone."""
+    from minillama.adapters import PrefixConfig, attach
+    from minillama.adapters.multi import MultiAdapter
+    from minillama.heads import RowReader
+    torch.manual_seed(0)
+    base = tiny_model()
+    a, b = attach(base, PrefixConfig(length=4)).eval(), attach(base, PrefixConfig(length=2)).eval()
+    with torch.no_grad():
+        a.kv.normal_()
+        b.kv.normal_()
+    head = torch.nn.Linear(64, 3)
+    names_b, names_base = [[5], [6, 7], [8, 9, 10]], [[11], [12, 13]]
+    reader = RowReader(MultiAdapter(base, {"a": a, "b": b}), {"a": head, "b": names_b, None: names_base})
+    own = {"a": HeadClassifier(a, 64, 3), "b": VerbalizerClassifier(b, names_b), None: VerbalizerClassifier(base, names_base)}
+    own["a"].head = head
+    ids = torch.tensor([[1, 20, 21, 22, 0], [1, 30, 31, 0, 0], [1, 40, 41, 42, 43], [1, 50, 0, 0, 0]])
+    mask = (ids != 0).long()
+    rows = ["a", "b", None, "b"]  # None: the base alone
+    with torch.no_grad():
+        scores = reader(ids, mask, rows)
+        for r, name in enumerate(rows):
+            n = int(mask[r].sum())
+            want = own[name](ids[r:r + 1, :n], mask[r:r + 1, :n])[0]
+            torch.testing.assert_close(scores[r], want, atol=1e-5, rtol=0)

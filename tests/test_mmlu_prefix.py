@@ -3,6 +3,7 @@ on val minus a held-out part, baseline vs tuned, the saved adapter, the holdout 
 import json
 
 import pytest
+import torch
 
 from conftest import asset, tiny_model
 from minillama import mmlu, mmlu_data
@@ -26,13 +27,15 @@ def prefix_mmlu_argv(tmp_path, root, ckpt, mode, *extra):
             *extra]
 
 
-@pytest.mark.parametrize("mode", ["prefix", "prompt", "ptuning2"])
+@pytest.mark.parametrize("mode", ["prefix", "prompt", "ptuning2", "adapter"])
 def test_prefix_task_mmlu_end_to_end(tmp_path, mode):
     from minillama.adapters import load_adapter
     root = make_fixture(tmp_path / "mmlu")
     ckpt = str(tmp_path / "tiny.pt")
     save_checkpoint(tiny_model(vocab_size=512, max_seq_len=512), ckpt)
     extra = ["--mmlu_mode", "generate", "--mmlu_new_tokens", "2"] if mode == "prefix" else []
+    if mode == "adapter":  # the trained adapter also as a PEFT directory
+        extra = ["--export_peft", str(tmp_path / "peft")]
     assert main(prefix_mmlu_argv(tmp_path, root, ckpt, mode, *extra)) == 0  # run_llama.py --option prefix --task mmlu
     report = json.load(open(tmp_path / f"report-{mode}.json"))
     assert report["data"]["n_train"] == 2 and report["data"]["n_heldout"] == 3 and report["data"]["n_test"] == 5
@@ -56,6 +59,10 @@ def test_prefix_task_mmlu_end_to_end(tmp_path, mode):
     assert (before - after).abs().max() > 1e-3
     assert report["tuned"]["logits"]["correct"] == sum(
         "ABCD"[i] == q.answer for i, q in zip(after.argmax(-1).tolist(), qs))
+    if mode == "adapter":
+        from_peft = mmlu.score_logits(load_adapter(base, str(tmp_path / "peft")), prompts, ids, tok.pad_id,
+                                      progress=False)
+        assert torch.allclose(from_peft, after, atol=1e-5)
     # --load_adapter: no training, the saved prefix evaluated against the baseline
     assert main(prefix_mmlu_argv(tmp_path, root, ckpt, mode, "--load_adapter", str(tmp_path / mode))) == 0
     again = json.load(open(tmp_path / f"report-{mode}.json"))

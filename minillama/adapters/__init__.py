@@ -12,6 +12,7 @@ from torch import nn
 from .base import AdaptedModel, AdapterConfig
 from .full import FullConfig, FullFinetune
 from .io import interpolate, load_adapter, load_adapters, parameter_counts, save_adapter
+from .llama_adapter import LlamaAdapter, LlamaAdapterConfig
 from .lora import LoraConfig, LoraModel, LoRALinear, inject_lora, merge_lora, unmerge_lora
 from .prefix import PrefixConfig, PrefixTuning, PrefixTuningConfig, PTuningV2
 from .prompt import PromptTuning, PromptTuningConfig
@@ -23,6 +24,7 @@ REGISTRY: Dict[str, tuple] = {
     "prefix": (PrefixTuningConfig, PrefixTuning),
     "ptuning2": (PrefixConfig, PTuningV2),
     "prompt": (PromptTuningConfig, PromptTuning),
+    "adapter": (LlamaAdapterConfig, LlamaAdapter),
 }
 METHODS: Dict[str, Type[AdaptedModel]] = {name: model for name, (_, model) in REGISTRY.items()}
 
@@ -54,7 +56,7 @@ def PrefixModel(base: nn.Module, mode: str = "prefix", length: int = 10, *, repa
     return attach(base, cfg, tokenizer)
 
 
-__all__ = ["AdaptedModel", "AdapterConfig", "LoraConfig", "LoraModel", "LoRALinear", "PrefixConfig",
+__all__ = ["AdaptedModel", "AdapterConfig", "LlamaAdapter", "LlamaAdapterConfig", "LoraConfig", "LoraModel", "LoRALinear", "PrefixConfig",
            "PrefixTuningConfig", "PromptTuningConfig", "PrefixTuning", "PTuningV2", "PromptTuning", "PrefixModel",
            "REGISTRY", "METHODS", "attach", "make_config", "inject_lora", "merge_lora", "unmerge_lora",
            "save_adapter", "load_adapter", "load_adapters", "interpolate", "FullConfig", "FullFinetune", "parameter_counts"]

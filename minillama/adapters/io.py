@@ -81,7 +81,7 @@ def read_adapter_meta(path: str) -> dict:
     for suffix in (".json", ".safetensors"):
         if not os.path.isfile(path + suffix):
             raise MinillamaError(f"adapter file {path + suffix} not found: pass the --save_adapter path of a "
-                                 "trained adapter, without the extension")
+                                 "trained adapter, without the extension, or a PEFT adapter directory")
     try:
         with open(path + ".json", encoding="utf-8") as f:
             meta = json.load(f)
@@ -95,12 +95,13 @@ def read_adapter_meta(path: str) -> dict:
     return meta
 
 
-def check_base(meta: dict, base: nn.Module, path: str):
-    """Refuse another shape; warn for the same shape with other weights."""
+def check_base(meta: dict, base: nn.Module, path: str, where: Optional[str] = None):
+    """Refuse another shape; warn for the same shape with other weights.  `where` names the
+    file in messages (default <path>.json)."""
     want, have = meta["base"], base_identity(base)
-    if any(want[k] != have[k] for k in SHAPE_KEYS):
-        shape = lambda d: ", ".join(f"{k}={d[k]}" for k in SHAPE_KEYS)  # noqa: E731
-        raise MinillamaError(f"{path}.json: adapter made for a model with {shape(want)}, but this model has "
+    if any(want.get(k) != have[k] for k in SHAPE_KEYS):
+        shape = lambda d: ", ".join(f"{k}={d.get(k)}" for k in SHAPE_KEYS)  # noqa: E731
+        raise MinillamaError(f"{where or path + '.json'}: adapter made for a model with {shape(want)}, but this model has "
                              f"{shape(have)}: load it onto the base model it was trained with")
     same = _same_architecture(want.get("config_sha256"), base) and \
         want.get("embedding_fingerprint") == have["embedding_fingerprint"]
@@ -133,8 +134,12 @@ def check_tensors(expected: Dict[str, torch.Tensor], found: Dict[str, torch.Tens
 def load_adapter(base: nn.Module, path: str, tokenizer=None) -> AdaptedModel:
     """The adapter saved at <path>.{safetensors,json}, attached to `base`, frozen and
     finalized (a LoRA adapter is injected into `base` itself).  Also sets `.adapter_meta`
-    (the JSON) and `.head_state` (head tensors, {} if none)."""
+    (the JSON) and `.head_state` (head tensors, {} if none).  A directory holding
+    adapter_config.json is read as a Hugging Face PEFT adapter (adapters/peft_format.py)."""
     from . import METHODS, make_config
+    from .peft_format import is_peft_dir, load_peft
+    if is_peft_dir(path):
+        return load_peft(base, path, tokenizer)
     meta = read_adapter_meta(path)
     check_base(meta, base, path)
     if meta["method"] not in METHODS:
@@ -165,9 +170,14 @@ def interpolate(a: AdaptedModel, b: AdaptedModel, alpha: float) -> AdaptedModel:
     return out
 
 
-def check_adapter_sources(paths: Optional[List[str]], alpha: Optional[float]):
-    """--load_adapter A, or A B with --interpolate ALPHA."""
+def check_adapter_sources(paths: Optional[List[str]], alpha: Optional[float], names: Optional[List[str]] = None):
+    """--load_adapter A, or A B with --interpolate ALPHA, or A B ... with --adapter_names a,b,..."""
     n = len(paths or [])
+    if names is not None:
+        if alpha is not None or len(names) != n or len(set(names)) != n or not all(names):
+            raise MinillamaError(f"--adapter_names needs one distinct name per --load_adapter path and no "
+                                 f"--interpolate: got {n} path(s) and names {','.join(names)!r}")
+        return
     if n > 2 or (n == 2) != (alpha is not None) or (n == 0 and alpha is not None):
         raise MinillamaError("--load_adapter takes one adapter, or two with --interpolate ALPHA "
                              f"(got {n} adapter(s){'' if alpha is None else ' and --interpolate'})")

@@ -8,6 +8,15 @@ minillama/adapters) + an answer reader from minillama/heads.py:
 - lora:     LoRA factors + the head;
 - prefix:   a prefix-family method (--prefix_mode) + the cls head or the verbalizer.
 The training loop (minillama/train.py) and the output writing are shared.
+
+Several saved deep-prefix adapters, each on its own files, in one pass (`run_mixed`):
+    --option prefix --load_adapter A B --adapter_names a,b
+        --dev a-dev.txt,b-dev.txt --test a-test.txt,b-test.txt
+        [--label-names la.json,lb.json] [--dev_out a-out.txt,b-out.txt] [--test_out ...]
+Comma lists give one entry per adapter, in --adapter_names order.  Label names default to
+the ones saved in each adapter file; outputs to <name>-{dev,test}-prefix-output.txt.
+Batches mix the rows of every adapter (adapters/multi.py); each row answers with its
+own adapter's cls head or label names (heads.RowReader).
 """
 from __future__ import annotations
 
@@ -18,13 +27,14 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from ..adapters import AdapterConfig, attach, load_adapters, parameter_counts, save_adapter
+from ..adapters import AdapterConfig, attach, load_adapter, load_adapters, parameter_counts, save_adapter
 from ..adapters.io import check_adapter_sources
 from ..curves import curves_path, plot_curves
-from ..data import load_split, read_examples, read_label_names, write_predictions
+from ..adapters.peft_format import check_export_dir, export_for_task
+from ..data import load_split, pad_batch, read_examples, read_label_names, write_predictions
 from ..errors import MinillamaError
 from ..files import check_all_writable
-from ..heads import HeadClassifier, VerbalizerClassifier, label_token_ids
+from ..heads import HeadClassifier, RowReader, VerbalizerClassifier, label_token_ids
 from ..runconfig import RunConfig
 from ..runlog import RunLog
 from ..train import TrainConfig, accuracy, describe_trainable, fit, predict
@@ -71,6 +81,8 @@ class ClassifyConfig:
     save_adapter: Optional[str] = None       # None: <dataset>-prefix-adapter for --option prefix
     load_adapter: Optional[List[str]] = None  # evaluate saved adapter(s) instead of training
     interpolate: Optional[float] = None      # with two adapters: alpha * A + (1 - alpha) * B
+    export_peft: Optional[str] = None        # also write the adapter as a Hugging Face PEFT directory
+    adapter_names: Optional[List[str]] = None  # several --load_adapter, each on its own files (run_mixed)
     log_jsonl: Optional[str] = None
     wandb: bool = False
 
@@ -87,7 +99,12 @@ class ClassifyConfig:
             raise MinillamaError(f"--hidden_dropout_prob must be in [0, 1), got {self.hidden_dropout_prob}")
         if self.max_sentence_len is not None and self.max_sentence_len <= 0:
             raise MinillamaError(f"--max_sentence_len must be a positive integer, got {self.max_sentence_len}")
-        check_adapter_sources(self.load_adapter, self.interpolate)
+        check_adapter_sources(self.load_adapter, self.interpolate, self.adapter_names)
+        if self.adapter_names and self.export_peft:
+            raise MinillamaError("--export_peft converts one adapter: drop --adapter_names, or --export_peft")
+        if self.export_peft and (self.option in ("prompt", "finetune") and not self.load_adapter):
+            raise MinillamaError(f"--export_peft: --option {self.option} trains no adapter "
+                                 "(use --option lora or prefix, or --load_adapter an adapter to convert)")
         if self.trains and getattr(self.method, "length", 1) <= 0:
             raise MinillamaError(f"--prefix_length must be >= 1 to train a prefix, got {self.method.length} "
                                  "(length 0 is the frozen model alone: --option prompt evaluates it)")
@@ -150,7 +167,10 @@ def describe_method(cfg: ClassifyConfig, classifier: nn.Module) -> str:
     m = cfg.method
     what = {"lora": lambda: f"LoRA: rank {m.rank}, alpha {m.alpha}, targets {','.join(m.targets)} "
                             f"in {backbone.config.n_layers} layers",
-            "finetune": lambda: "full fine-tuning"}.get(m.method, lambda: (
+            "finetune": lambda: "full fine-tuning",
+            "adapter": lambda: f"LLaMA-Adapter: {m.length}-vector prompts in the top {backbone.cfg.layers} of "
+                               f"{backbone.config.n_layers} layers, {m.gate} gates, head {cfg.head}",
+            }.get(m.method, lambda: (
                 f"prefix: mode {m.method}, length {m.length}"
                 + (f", reparameterized by a {m.hidden}-wide MLP" if hasattr(m, "hidden") else "")
                 + f", head {cfg.head}"))()
@@ -159,21 +179,22 @@ def describe_method(cfg: ClassifyConfig, classifier: nn.Module) -> str:
             f"{counts['base']:,}") if m.method != "finetune" else what
 
 
-def finish(cfg: ClassifyConfig, classifier: nn.Module, label_names: List[str]):
-    """After training: finalize the method (LoRA merges, prefix tuning folds) and save the adapter."""
+def finish(cfg: ClassifyConfig, classifier: nn.Module, label_names: List[str], model_path: str):
+    """After training: finalize the method (LoRA merges, prefix tuning folds) and save the
+    adapter; --export_peft also writes it (trained or loaded) as a PEFT directory."""
     backbone = classifier.backbone
-    if not cfg.trains:
-        return
-    backbone.finalize()
-    path = cfg.adapter_path
-    if path is None:
-        return
     head_state = classifier.head.state_dict() if isinstance(classifier, HeadClassifier) else None
-    nbytes = save_adapter(backbone, path, label_names, head_state, extra={"prefix_head": cfg.head})
-    model_bytes = sum(p.numel() * p.element_size() for p in backbone.base.parameters())
-    print(f"finalized {backbone.method}: {parameter_counts(backbone)['trainable']:,} adapter parameters; "
-          f"saved adapter {path}.safetensors/.json: {nbytes:,} bytes vs {model_bytes:,} bytes of model weights "
-          f"({100 * nbytes / model_bytes:.3f}%)")
+    path = cfg.adapter_path
+    if cfg.trains:
+        backbone.finalize()
+    if path is not None:
+        nbytes = save_adapter(backbone, path, label_names, head_state, extra={"prefix_head": cfg.head})
+        model_bytes = sum(p.numel() * p.element_size() for p in backbone.base.parameters())
+        print(f"finalized {backbone.method}: {parameter_counts(backbone)['trainable']:,} adapter parameters; "
+              f"saved adapter {path}.safetensors/.json: {nbytes:,} bytes vs {model_bytes:,} bytes of model weights "
+              f"({100 * nbytes / model_bytes:.3f}%)")
+    if cfg.export_peft:
+        export_for_task(backbone, cfg.export_peft, model_path, head_left_out=head_state is not None)
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -214,6 +235,8 @@ def fingerprint(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict:
 
 
 def run(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, float]:
+    if cfg.adapter_names:
+        return run_mixed(run_cfg, cfg)
     # every input and output check before the model loads
     label_names = read_label_names(cfg.label_names)
     num_labels = len(label_names)
@@ -226,6 +249,7 @@ def run(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, float]:
     check_all_writable({"--dev_out": cfg.outputs["dev"], "--test_out": cfg.outputs["test"],
                         "--save_adapter": adapter and adapter + ".json", "--log_jsonl": cfg.log_jsonl,
                         "curves (beside --dev_out)": curves})
+    check_export_dir(cfg.export_peft)
 
     model, tokenizer = run_cfg.load()
     print(f"load model from {run_cfg.model_path}")
@@ -250,7 +274,7 @@ def run(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, float]:
                           fingerprint=fingerprint(run_cfg, cfg))
             plot_curves(history, curves, f"{cfg.option} on {dataset_name(cfg.train)}", cfg.training.min_delta)
             print(f"wrote training curves to {curves}")
-        finish(cfg, classifier, label_names)
+        finish(cfg, classifier, label_names, run_cfg.model_path)
         results = {}
         for name in ("dev", "test"):
             split = splits[name]
@@ -266,3 +290,93 @@ def run(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, float]:
     if note:
         print(note)
     return {name: acc for name, (_, acc) in results.items()}
+
+
+# -- several adapters, each on its own files, in one pass -----------------------------------
+def per_adapter(value: Optional[str], names: List[str], flag: str) -> List[str]:
+    """A comma list with one entry per adapter."""
+    items = [v.strip() for v in (value or "").split(",")]
+    if len(items) != len(names) or not all(items):
+        raise MinillamaError(f"{flag}: give one file per adapter ({len(names)}, for {','.join(names)}), "
+                             f"comma-separated; got {value!r}")
+    return items
+
+
+def mixed_label_names(cfg: ClassifyConfig, adapters: Dict[str, nn.Module]) -> Dict[str, List[str]]:
+    """--label-names with one file per adapter, else the names each adapter file saved."""
+    names = cfg.adapter_names
+    if len([v for v in cfg.label_names.split(",") if v.strip()]) == len(names):
+        return {n: read_label_names(p) for n, p in zip(names, per_adapter(cfg.label_names, names, "--label-names"))}
+    out = {}
+    for name, path in zip(names, cfg.load_adapter):
+        saved = adapters[name].adapter_meta.get("label_names")
+        if not saved:
+            raise MinillamaError(f"adapter {path} holds no label names: give --label-names with one file per "
+                                 f"adapter ({','.join(names)})")
+        out[name] = saved
+    return out
+
+
+def run_mixed(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, Dict[str, float]]:
+    """Evaluate --load_adapter A B ... (named --adapter_names) on their own dev/test files,
+    in batches whose rows mix every adapter.  Returns {name: {"dev": acc, "test": acc}}."""
+    from ..adapters.multi import MultiAdapter
+    names = cfg.adapter_names
+    files = {"dev": per_adapter(cfg.dev, names, "--dev"), "test": per_adapter(cfg.test, names, "--test")}
+    outs = {split: per_adapter(getattr(cfg, f"{split}_out"), names, f"--{split}_out") if getattr(cfg, f"{split}_out")
+            else [f"{n}-{split}-prefix-output.txt" for n in names] for split in files}
+    for paths in files.values():
+        for path in paths:
+            read_examples(path)  # malformed files fail before the model loads
+    check_all_writable({f"--{split}_out": path for split in outs for path in outs[split]})
+
+    model, tokenizer = run_cfg.load()
+    print(f"load model from {run_cfg.model_path}")
+    adapters = {n: load_adapter(model, p, tokenizer) for n, p in zip(names, cfg.load_adapter)}
+    labels = mixed_label_names(cfg, adapters)
+    multi = MultiAdapter(model, adapters).to(run_cfg.device).eval()
+    readers = {}
+    for name, adapter in adapters.items():
+        if adapter.head_state:
+            if adapter.head_state["weight"].shape[0] != len(labels[name]):
+                raise MinillamaError(f"adapter {name}'s head has {adapter.head_state['weight'].shape[0]} labels but "
+                                     f"its label names are {len(labels[name])}: give that adapter's --label-names")
+            head = nn.Linear(model.config.dim, adapter.head_state["weight"].shape[0])
+            head.load_state_dict(adapter.head_state)
+            readers[name] = head
+        else:
+            readers[name] = label_token_ids(tokenizer, labels[name])
+    reader = RowReader(multi, readers).to(run_cfg.device)
+    room = model.input_room - max(multi.lengths)  # every row gives way to the longest prefix
+    splits = {}  # (name, split) -> Split
+    for i, name in enumerate(names):
+        suffix = None if name in reader.heads else course_prompt(labels[name])
+        extra = 1 + (len(tokenizer.encode(suffix, bos=False)) if suffix else 0) + reader.extra_positions(name)
+        max_len = room - extra if cfg.max_sentence_len is None else min(cfg.max_sentence_len, room - extra)
+        if max_len <= 0:
+            raise MinillamaError(f"the model's context ({room} tokens beside the prefixes) is too short for the prompt")
+        for split in files:
+            splits[name, split] = load_split(files[split][i], tokenizer, len(labels[name]), max_len, suffix)
+        print(f"adapter {name} ({adapters[name].method}, {cfg.load_adapter[i]}): "
+              f"{'cls head' if name in reader.heads else 'label names'}, dev {files['dev'][i]} "
+              f"({len(splits[name, 'dev'])}), test {files['test'][i]} ({len(splits[name, 'test'])})")
+    # one stream of (adapter, split, example), adapters taking turns, so every batch mixes them
+    streams = [[(key, j) for key in splits if key[0] == name for j in range(len(splits[key]))] for name in names]
+    order = [s[turn] for turn in range(max(map(len, streams))) for s in streams if turn < len(s)]
+    preds = {key: torch.empty(len(split), dtype=torch.long) for key, split in splits.items()}
+    with torch.no_grad():
+        for start in range(0, len(order), cfg.training.batch_size):
+            chunk = order[start:start + cfg.training.batch_size]
+            ids, mask = pad_batch([splits[key].token_ids[j] for key, j in chunk], tokenizer.pad_id)
+            scores = reader(ids.to(run_cfg.device), mask.to(run_cfg.device), [key[0] for key, _ in chunk])
+            for (key, j), row in zip(chunk, scores):
+                preds[key][j] = int(row.argmax())
+    results = {}
+    for i, name in enumerate(names):
+        results[name] = {}
+        for split in files:
+            key = (name, split)
+            write_predictions(outs[split][i], preds[key].tolist(), splits[key].sentences)
+            results[name][split] = accuracy(preds[key], splits[key].labels)
+            print(f"{name}: {split} acc :: {results[name][split]:.3f}")
+    return results

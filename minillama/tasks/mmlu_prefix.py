@@ -19,6 +19,7 @@ from .. import mmlu_data
 from ..adapters import AdapterConfig, PrefixTuningConfig, attach, load_adapters, parameter_counts, save_adapter
 from ..adapters.io import check_adapter_sources
 from ..curves import curves_path, plot_curves
+from ..adapters.peft_format import check_export_dir, export_for_task
 from ..data import Split
 from ..errors import MinillamaError
 from ..files import check_all_writable
@@ -40,6 +41,7 @@ class MMLUPrefixConfig:
     save_adapter: str = "mmlu-prefix-adapter"  # + .safetensors / .json
     load_adapter: Optional[List[str]] = None   # evaluate saved adapter(s) against the baseline, no training
     interpolate: Optional[float] = None
+    export_peft: Optional[str] = None          # also write the adapter as a Hugging Face PEFT directory
     out: Optional[str] = None                  # report: .json, or .jsonl with one line per question
     log_jsonl: Optional[str] = None
     wandb: bool = False
@@ -89,6 +91,7 @@ def run(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
     check_all_writable({"--mmlu_out": cfg.out, "--log_jsonl": cfg.log_jsonl,
                         "--save_adapter": cfg.save_adapter + ".json" if trains else None,
                         "curves (beside --save_adapter)": curves})
+    check_export_dir(cfg.export_peft)
     s = cfg.settings
     train_q, held_q = split_holdout(load_questions(s, "val"), cfg.holdout, run_cfg.seed)
     test_q = mmlu_data.flatten(load_questions(s, "test"))
@@ -109,8 +112,9 @@ def run(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
     else:
         backbone = load_adapters(model, cfg.load_adapter, cfg.interpolate, tokenizer)[0]
     counts = parameter_counts(backbone)
-    print(f"prefix {backbone.method}, length {backbone.length}: {counts['trainable']:,} trainable parameters "
-          f"({100 * counts['share']:.4f}% of the model)")
+    length = getattr(backbone, "length", None)  # (a loaded LoRA adapter has none)
+    print(f"prefix {backbone.method}" + (f", length {length}" if length is not None else "")
+          + f": {counts['trainable']:,} trainable parameters ({100 * counts['share']:.4f}% of the model)")
     with RunLog(cfg.log_jsonl, cfg.wandb, job="mmlu-prefix") as log:
         history = []
         if trains:
@@ -136,7 +140,7 @@ def run(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
             for mode in modes:
                 summary = {k: v for k, v in results[which][mode].items() if k != "subjects"}
                 log.log("test", **{**summary, "model": which, "mode": mode})
-    report = {"model": run_cfg.model_path, "prefix_mode": backbone.method, "prefix_length": backbone.length,
+    report = {"model": run_cfg.model_path, "prefix_mode": backbone.method, "prefix_length": length,
               "trainable_parameters": counts["trainable"],
               "data": {"train": "val minus held-out", "n_train": len(train_q), "n_heldout": len(held_q),
                        "n_test": len(test_q), "holdout": cfg.holdout},
@@ -149,4 +153,6 @@ def run(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
     if trains:
         size = save_adapter(backbone, cfg.save_adapter, extra={"task": "mmlu", "chat": s.chat, "k_shot": s.k_shot})
         print(f"saved adapter to {cfg.save_adapter}.safetensors/.json ({size:,} bytes)")
+    if cfg.export_peft:
+        export_for_task(backbone, cfg.export_peft, run_cfg.model_path)
     return report
