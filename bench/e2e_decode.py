@@ -25,7 +25,6 @@ work wall time swings, so CPU time (all threads) and the median of the per-batch
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import sys
@@ -41,6 +40,7 @@ from minillama.config import LlamaConfig  # noqa: E402
 from minillama.formats.hf import save_hf_dir  # noqa: E402
 from minillama.loading import load_model  # noqa: E402
 from minillama.model import Llama  # noqa: E402
+from minillama.pairs_data import group_references, read_pairs  # noqa: E402
 from minillama.tokenizer import load_tokenizer  # noqa: E402
 
 ASSETS = os.environ.get("MINILLAMA_ASSETS") or os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -51,8 +51,7 @@ STORIES42M_SHAPE = dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=8, vocab_size
 
 def unique_mrs(path: str):
     """The test set's meaning representations, each once, in order of first appearance."""
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(dict.fromkeys(row["mr"] for row in csv.DictReader(f)))
+    return [mr for mr, _ in group_references(read_pairs(path))]
 
 
 def build(name: str):

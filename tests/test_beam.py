@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from conftest import tiny_model
+from minillama.adapters import PrefixModel
 from minillama.attention import KVCache
 from minillama.beam import beam_search
 from minillama.errors import MinillamaError
 from minillama.formats.hf import save_hf_dir
-from minillama.adapters import PrefixModel
 from minillama.sampling import generate
 
 transformers = pytest.importorskip("transformers")
