@@ -118,7 +118,9 @@ def configs(job: dict):
     from minillama.tasks.e2e import E2EConfig
     from minillama.train import TrainConfig
     option, settings = SETTINGS[method_of(job["name"])]
-    tag = f"{job['name']}-lr{job['lr']:g}" if job["lr"] is not None else job["name"]
+    settings = {**settings, **job.get("settings", {})}
+    tag = job["name"] + "".join(f"-{k}{v}" for k, v in job.get("settings", {}).items()) + \
+        (f"-lr{job['lr']:g}" if job["lr"] is not None else "")
     out = os.path.join(job["tmp"], tag)
     run = RunConfig(model_path=job["checkpoint"], tokenizer_path=job["tokenizer"], norm=job["norm"],
                     use_sdpa=job["use_sdpa"], device=job["device"], seed=job["seed"], progress=False)
@@ -141,7 +143,8 @@ def one_row(job: dict) -> dict:
     start = time.perf_counter()
     with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         result = (peft_row if job["name"] in PEFT else minillama_row)(job, run, cfg)
-    result.update(name=job["name"], lr=cfg.training.lr, seconds=time.perf_counter() - start)
+    result.update(name=job["name"], lr=cfg.training.lr, settings=job.get("settings", {}),
+                  seconds=time.perf_counter() - start)
     with open(os.path.join(job["tmp"], f"{tag}.log"), "w") as f:
         f.write(f"{run}\n{cfg}\n" + log.getvalue())
     return result
@@ -315,6 +318,70 @@ def peft_row(job: dict, run, cfg) -> dict:
     return result
 
 
+# -- shared with bench/e2e_prefix_length.py ------------------------------------------------------
+def add_common_flags(p: argparse.ArgumentParser, max_train_rows: int):
+    """The flags of the model, the data slices, training, decoding and the processes."""
+    p.add_argument("--checkpoint", default="stories42M.pt")
+    p.add_argument("--tokenizer", default=None, help="default: the model's own (RunConfig's default)")
+    p.add_argument("--norm", default="rmsnorm", choices=["layernorm", "rmsnorm"],
+                   help="rmsnorm (default): what llama2.c trained and transformers' Llama computes")
+    p.add_argument("--data_dir", default=None, help="trainset.csv, devset.csv, testset_w_refs.csv "
+                                                    "(default data/e2e, else ../shared/assets/e2e)")
+    p.add_argument("--max_train_rows", type=int, default=max_train_rows, help="the first N training rows (0: all)")
+    p.add_argument("--max_dev_mrs", type=int, default=0, help="the dev loss on the rows of the first N dev MRs (0: all)")
+    p.add_argument("--max_eval_mrs", type=int, default=0, help="decode and score the first N MRs only (0: all)")
+    p.add_argument("--eval_split", default="test", choices=["test", "dev"],
+                   help="decode and score test (default) or dev (for choosing settings)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch_size", type=int, default=10)
+    p.add_argument("--beam_size", type=int, default=5)
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--use_sdpa", action="store_true", help="torch's fused attention (on both sides)")
+    p.add_argument("--use_gpu", action="store_true")
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (separate processes)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per run (default 1: on a busy shared CPU more threads than free cores "
+                        "make each step many times slower)")
+    p.add_argument("--keep", default=None, help="keep outputs, adapters and logs in this directory")
+
+
+def common_job(args) -> tuple:
+    """(the job fields every run shares, the number of MRs scored): the dev and evaluation
+    slices written into the output directory."""
+    from minillama.cli import choose_device
+    d = data_dir(args.data_dir)
+    tmp = args.keep or tempfile.mkdtemp(prefix="minillama-e2e-")
+    os.makedirs(tmp, exist_ok=True)
+    dev = os.path.join(tmp, "dev.csv")
+    first_mrs(os.path.join(d, "devset.csv"), dev, args.max_dev_mrs)
+    evaluated = os.path.join(tmp, f"eval-{args.eval_split}.csv")
+    mrs = first_mrs(os.path.join(d, "testset_w_refs.csv" if args.eval_split == "test" else "devset.csv"),
+                    evaluated, args.max_eval_mrs)
+    common = dict(checkpoint=args.checkpoint, tokenizer=args.tokenizer, norm=args.norm, tmp=tmp,
+                  train=os.path.join(d, "trainset.csv"), dev=dev, test=evaluated,
+                  max_train_rows=args.max_train_rows or None, epochs=args.epochs, batch_size=args.batch_size,
+                  beam_size=args.beam_size, seed=args.seed, use_sdpa=args.use_sdpa,
+                  device=choose_device(args.use_gpu), threads=args.threads, check_mrs=getattr(args, "check_mrs", 0))
+    print(f"{os.path.basename(args.checkpoint)} on E2E: first {args.max_train_rows or 'all'} training rows, "
+          f"{args.epochs} epoch(s), batch {args.batch_size}, linear lr decay, beam {args.beam_size}, "
+          f"{args.eval_split} {mrs} MRs; {args.jobs} run(s) at a time, {args.threads} thread(s) each; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; outputs in {tmp}", flush=True)
+    return common, mrs
+
+
+def run_jobs(jobs: List[dict], n_jobs: int) -> List[dict]:
+    """one_row of every job, n_jobs at a time, in order; a line per finished run."""
+    def report(r):
+        print(f"  {r['name']:14s} {r.get('settings') or ''} lr {r['lr']:g}  BLEU {r['scores']['BLEU']:.4f}  "
+              f"{r['seconds']:7.1f} s", flush=True)
+        return r
+    if n_jobs <= 1:
+        return [report(one_row(job)) for job in jobs]
+    import multiprocessing as mp
+    with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context("spawn")) as pool:
+        return [report(r) for r in pool.map(one_row, jobs)]
+
+
 # -- the table -----------------------------------------------------------------------------------
 def parse_lrs(items: List[str]) -> Dict[str, List[float]]:
     """['finetune=1e-3,3e-3', ...] -> {'finetune': [1e-3, 3e-3]}."""
@@ -359,79 +426,29 @@ def print_best(results: List[dict]):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", default="stories42M.pt")
-    p.add_argument("--tokenizer", default=None, help="default: the model's own (RunConfig's default)")
-    p.add_argument("--norm", default="rmsnorm", choices=["layernorm", "rmsnorm"],
-                   help="rmsnorm (default): what llama2.c trained and transformers' Llama computes")
-    p.add_argument("--data_dir", default=None, help="trainset.csv, devset.csv, testset_w_refs.csv "
-                                                    "(default data/e2e, else ../shared/assets/e2e)")
-    p.add_argument("--max_train_rows", type=int, default=20000, help="the first N training rows (0: all)")
-    p.add_argument("--max_dev_mrs", type=int, default=0, help="the dev loss on the rows of the first N dev MRs (0: all)")
-    p.add_argument("--max_eval_mrs", type=int, default=0, help="decode and score the first N MRs only (0: all)")
-    p.add_argument("--eval_split", default="test", choices=["test", "dev"],
-                   help="decode and score test (default) or dev (for choosing settings)")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch_size", type=int, default=10)
-    p.add_argument("--beam_size", type=int, default=5)
+    add_common_flags(p, max_train_rows=20000)
     p.add_argument("--methods", default=",".join(MINILLAMA + PEFT), help="comma-separated, from: "
                                                                           + ", ".join(MINILLAMA + PEFT))
     p.add_argument("--lr", action="append", default=[], metavar="NAME=LR[,LR...]",
                    help="the lr(s) of a row (several: one run each); default E2E_LR of its method")
     p.add_argument("--check_mrs", type=int, default=20,
                    help="MRs of the prefix checks (generate with the trained prefix vs the base; 0: none)")
-    p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--use_sdpa", action="store_true", help="torch's fused attention on both sides")
-    p.add_argument("--use_gpu", action="store_true")
-    p.add_argument("--jobs", type=int, default=1, help="rows in parallel (separate processes)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads per run (default 1: on a busy shared CPU more threads than free cores "
-                        "make each step many times slower)")
     p.add_argument("--json", default=None, help="write every row's result here")
-    p.add_argument("--keep", default=None, help="keep outputs, adapters and logs in this directory")
     args = p.parse_args()
     names = args.methods.split(",")
     for n in names:
         if n not in MINILLAMA + PEFT:
             sys.exit(f"unknown method {n!r}; choose from {', '.join(MINILLAMA + PEFT)}")
     lrs = parse_lrs(args.lr)
-    from minillama.cli import choose_device
     from minillama.tasks.e2e import E2E_LR
-    d = data_dir(args.data_dir)
-    tmp = args.keep or tempfile.mkdtemp(prefix="minillama-e2e-")
-    os.makedirs(tmp, exist_ok=True)
-    dev = os.path.join(tmp, "dev.csv")
-    first_mrs(os.path.join(d, "devset.csv"), dev, args.max_dev_mrs)
-    evaluated = os.path.join(tmp, f"eval-{args.eval_split}.csv")
-    mrs = first_mrs(os.path.join(d, "testset_w_refs.csv" if args.eval_split == "test" else "devset.csv"),
-                    evaluated, args.max_eval_mrs)
-    threads = args.threads
-    common = dict(checkpoint=args.checkpoint, tokenizer=args.tokenizer, norm=args.norm, tmp=tmp,
-                  train=os.path.join(d, "trainset.csv"), dev=dev, test=evaluated,
-                  max_train_rows=args.max_train_rows or None, epochs=args.epochs, batch_size=args.batch_size,
-                  beam_size=args.beam_size, seed=args.seed, use_sdpa=args.use_sdpa,
-                  device=choose_device(args.use_gpu), threads=threads, check_mrs=args.check_mrs)
+    common, mrs = common_job(args)
     jobs = [dict(common, name=n, lr=lr) for n in names
             for lr in lrs.get(n, [E2E_LR[method_of(n)]] if n in PEFT else [None])]
-    print(f"{os.path.basename(args.checkpoint)} on E2E: first {args.max_train_rows or 'all'} training rows, "
-          f"{args.epochs} epoch(s), batch {args.batch_size}, linear lr decay, beam {args.beam_size}, "
-          f"{args.eval_split} {mrs} MRs; {len(jobs)} runs, {args.jobs} at a time, {threads} thread(s) each; "
-          f"outputs in {tmp}", flush=True)
+    print(f"{len(jobs)} runs", flush=True)
     if any(n == "peft_prefix" for n in names):
         print(f"note: {PEFT_NOTE}", flush=True)
     start = time.perf_counter()
-    results = []
-    report = lambda r: print(f"  {r['name']:14s} lr {r['lr']:g}  BLEU {r['scores']['BLEU']:.4f}  "  # noqa: E731
-                             f"{r['seconds']:7.1f} s", flush=True)
-    if args.jobs > 1:
-        import multiprocessing as mp
-        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
-            for r in pool.map(one_row, jobs):
-                results.append(r)
-                report(r)
-    else:
-        for job in jobs:
-            results.append(one_row(job))
-            report(results[-1])
+    results = run_jobs(jobs, args.jobs)
     wall = time.perf_counter() - start
     for r in results:
         r["mrs"] = mrs
@@ -445,7 +462,7 @@ def main():
     if any(r["name"] == "peft_prefix" for r in results):
         print(f"note: {PEFT_NOTE}")
     print(f"wall time {wall:.0f} s for {len(results)} runs; train s/ep: the training steps of one epoch "
-          f"({args.jobs} run(s) at a time on {os.cpu_count()} cores)")
+          f"({args.jobs} run(s) at a time on {os.cpu_count()} cores, load average now {os.getloadavg()[0]:.1f})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"settings": vars(args), "eval_mrs": mrs, "wall_s": wall, "runs": results}, f, indent=1)
