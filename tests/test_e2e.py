@@ -44,7 +44,8 @@ def e2e_argv(option, ckpt, data, out_dir, *extra):
 
 
 @pytest.mark.parametrize("option,extra", [("finetune", []), ("prefix", ["--prefix_length", "4"]),
-                                          ("lora", ["--no_java"])])
+                                          ("lora", ["--no_java"]),
+                                          ("prefix", ["--prefix_mode", "adapter", "--prefix_length", "4"])])
 def test_cli_e2e_end_to_end(tmp_path, capsys, ckpt, option, extra):
     data = e2e_slice(tmp_path)
     out = str(tmp_path / "out")
