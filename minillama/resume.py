@@ -91,10 +91,19 @@ def save(directory: str, state: LoopState, trainable: Dict[str, torch.Tensor], o
     atomic_write(checkpoint_path(directory), lambda tmp: torch.save(payload, tmp))
 
 
-def first_difference(saved: Dict[str, Any], current: Dict[str, Any]) -> Optional[str]:
-    for key in sorted(set(saved) | set(current)):
-        if saved.get(key) != current.get(key):
-            return f"{key} was {saved.get(key)!r}, now {current.get(key)!r}"
+def first_difference(saved: Dict[str, Any], current: Dict[str, Any], prefix: str = "") -> Optional[str]:
+    """'name was X, now Y' for the first setting that differs (None: none does): plain
+    settings before nested ones, a nested one named down to its key ('method.length')
+    when both sides have the same keys (another kind of method is shown whole)."""
+    keys = sorted(set(saved) | set(current), key=str)
+    nested = [k for k in keys if isinstance(saved.get(k), dict) and isinstance(current.get(k), dict)]
+    for key in [k for k in keys if k not in nested] + nested:
+        was, now = saved.get(key), current.get(key)
+        if was == now:
+            continue
+        if key in nested and set(was) == set(now):
+            return first_difference(was, now, f"{prefix}{key}.")
+        return f"{prefix}{key} was {was!r}, now {now!r}"
     return None
 
 

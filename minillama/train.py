@@ -282,6 +282,9 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> AdamW:
     if cfg.lr is None:
         raise ValueError("TrainConfig.lr is None: resolve it with cfg.with_lr(method default) first")
     head = [p for n, p in params.items() if n.startswith("head.")] if cfg.head_lr is not None else []
+    if cfg.head_lr is not None and not head:
+        raise MinillamaError("--head_lr is the learning rate of a new classification head, and this model trains "
+                             "none (the verbalizer and --task e2e have no head): drop --head_lr")
     rest = [p for n, p in params.items() if not (head and n.startswith("head."))]
     groups = [{"params": rest, "lr": cfg.lr, "base_lr": cfg.lr}] if rest else []
     if head:
@@ -303,8 +306,8 @@ def lr_factor(step: int, total: int, schedule: Optional[str], warmup: int) -> fl
 def run_fingerprint(model: nn.Module, cfg: TrainConfig, run: RunConfig, extra: Optional[Dict] = None) -> Dict:
     """The settings a resumed run must share with the one that wrote the checkpoint."""
     fp = {f"training.{k}": v for k, v in asdict(cfg).items() if k not in ("checkpoint_dir", "save_every", "resume")}
-    fp.update({"run.seed": run.seed, "run.bf16": run.bf16,
-               "trainable": {n: list(p.shape) for n, p in trainable_parameters(model).items()}})
+    fp.update({"run.seed": run.seed, "run.bf16": run.bf16, "run.dtype": run.dtype,
+               "run.tokenizer": run.tokenizer_path, "trainable": {n: list(p.shape) for n, p in trainable_parameters(model).items()}})
     fp.update(extra or {})
     return fp
 

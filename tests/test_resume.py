@@ -109,7 +109,7 @@ def acc_lines(stdout):
 
 def assert_resumed_exactly(reference, resumed, out_ref, out_res, epoch, step, per_epoch, checkpoint_dir):
     files = outputs(out_ref)
-    assert any(f.endswith("-curves.png") for f in files) and any(f.endswith(".safetensors") for f in files)
+    assert {"dev.txt", "test.txt", "dev-curves.png", "adapter.safetensors", "adapter.json", "log.jsonl"} <= set(files)
     assert outputs(out_res) == files  # predictions, adapter, curves: byte for byte
     path = os.path.join(checkpoint_dir, "checkpoint.pt")
     assert f"resumed from {path}: epoch {epoch}, step {step} of {per_epoch}" in resumed
@@ -120,6 +120,7 @@ def assert_resumed_exactly(reference, resumed, out_ref, out_res, epoch, step, pe
 
 def course_run(option, ckpt, data, out, *extra):
     return course_argv(option, ckpt, data, "--dev_out", os.path.join(out, "dev.txt"),
+                       "--log_jsonl", os.path.join(out, "log.jsonl"),
                        "--test_out", os.path.join(out, "test.txt"), "--save_adapter", os.path.join(out, "adapter"),
                        "--max_sentence_len", "32", "--batch_size", "8", "--epochs", "2", *extra)
 
@@ -174,7 +175,7 @@ def test_lora_killed_after_training_resumes_to_the_same_outputs(tmp_path, ckpts)
     ck = str(tmp_path / "ck")
     argv = course_run("lora", ckpts["tiny"], data, str(res), "--patience", "1", "--checkpoint_dir", ck)
     killed_after_save(argv, tmp_path, 2)
-    assert os.listdir(res) == []
+    assert os.listdir(res) == ["log.jsonl"]  # its epochs logged so far; no prediction, adapter or curves yet
     resumed = cli(argv + ["--resume"], tmp_path)
     assert "train-" not in resumed
     assert_resumed_exactly(reference, resumed, ref, res, 2, 0, 2, ck)
@@ -230,13 +231,16 @@ def refused(argv, out_dir, capsys):
 
 @pytest.mark.parametrize("change,message", [
     (("--lr", "2e-3"), "training.lr was 0.001, now 0.002"),
-    (("--prefix_length", "3"), "'length': 2"),
+    (("--prefix_length", "3"), "method.length was 2, now 3"),
+    (("--prefix_hidden", "16"), "method.hidden was 8, now 16"),
+    (("--dev", "other"), "dev was"),
+    (("--dtype", "bfloat16"), "run.dtype was None, now 'bfloat16'"),
     (("--model", "other"), "model was"),
     (("--seed", "7"), "run.seed was 1337, now 7"),
     (("--hidden_dropout_prob", "0.1"), "hidden_dropout_prob was 0.3, now 0.1"),
     (("--grad_accum", "2"), "training.grad_accum was 1, now 2"),
     (("--epochs", "3"), "training.epochs was 1, now 3"),
-    (("--option", "lora"), "method was {'length': 2"),  # the first setting that differs
+    (("--option", "lora"), "option was 'prefix', now 'lora'"),
 ])
 def test_a_checkpoint_of_another_run_is_refused_naming_the_setting(tmp_path, capsys, ckpts, saved_run, change,
                                                                    message):
@@ -252,6 +256,8 @@ def test_a_checkpoint_of_another_run_is_refused_naming_the_setting(tmp_path, cap
         argv[argv.index("--pretrained-model-path") + 1] = ckpts["other"]
     elif flag == "--option":
         argv[argv.index("--option") + 1] = "lora"
+    elif flag == "--dev":
+        argv += [flag, saved_run["data"]["test"]]
     else:
         argv += [flag, value]  # the last of a repeated flag counts
     err = refused(argv, out, capsys)
@@ -284,6 +290,7 @@ def test_the_same_settings_resume_a_finished_run(tmp_path, capsys, saved_run):
     ("head_lr_negative", "--head_lr must be a finite number > 0, got -1.0"),
     ("warmup_negative", "--warmup_steps must be an integer >= 0, got -1"),
     ("checkpoint_dir_is_a_file", "--checkpoint_dir"),
+    ("head_lr_without_a_head", "--head_lr"),
 ])
 def test_bad_resume_input_is_one_line_and_loses_nothing(tmp_path, capsys, ckpts, saved_run, case, message):
     ck = tmp_path / "ck"
@@ -303,6 +310,8 @@ def test_bad_resume_input_is_one_line_and_loses_nothing(tmp_path, capsys, ckpts,
         torch.save({"something": torch.zeros(2)}, str(path))
     elif case in ("resume_without_dir", "save_every_without_dir"):
         extra = ["--resume"] if case == "resume_without_dir" else ["--save_every", "2"]
+    elif case == "head_lr_without_a_head":  # the verbalizer trains no head
+        extra = ["--prefix_head", "verbalizer", "--head_lr", "1e-3"]
     elif case == "checkpoint_dir_is_a_file":
         (tmp_path / "afile").write_text("mine")
         extra = ["--checkpoint_dir", str(tmp_path / "afile")]

@@ -1,11 +1,20 @@
-"""The shared training loop: best-dev restore, early stopping, repeatability, bf16 autocast."""
+"""The shared training loop: best-dev restore, early stopping, repeatability, bf16 autocast;
+grad accumulation, clipping, the head's lr and the lr schedule."""
+import copy
+import math
+
+import pytest
 import torch
 
 from conftest import tiny_model
 from minillama.data import Example, Split
+from minillama import train as train_mod
 from minillama.heads import HeadClassifier
+from minillama.lm_data import LMSplit
 from minillama.runconfig import RunConfig
-from minillama.train import TrainConfig, accuracy, count_parameters, describe_trainable, fit, predict
+from minillama.train import (IGNORE, CausalLM, Classification, TrainConfig, accuracy, clip_grad_norm,
+                             count_parameters, describe_trainable, fit, lr_factor, make_optimizer, micro_batches,
+                             predict, train_step)
 
 
 def split(n, seed):
@@ -79,15 +88,6 @@ def test_parameter_counts_and_description():
 
 
 # -- grad accumulation, clipping, head lr, lr schedule (minillama/train.py) ---------------------
-import copy
-import math
-
-import pytest
-
-from minillama.lm_data import LMSplit
-from minillama import train as train_mod
-from minillama.train import (CausalLM, Classification, IGNORE, clip_grad_norm, lr_factor, make_optimizer,
-                             micro_batches, train_step)
 
 
 def lm_split(n=7, seed=0):

@@ -230,7 +230,8 @@ def note_cut_sentences(splits, tokenizer, max_len: int, asked: Optional[int]):
 def fingerprint(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict:
     """What a resumed run must share with the interrupted one, beside the training settings."""
     return {"model": run_cfg.model_path, "norm": run_cfg.norm, "option": cfg.option, "head": cfg.head,
-            "method": cfg.method.to_dict(), "train": cfg.train, "max_sentence_len": cfg.max_sentence_len,
+            "method": cfg.method.to_dict(), "train": cfg.train, "dev": cfg.dev, "label_names": cfg.label_names,
+            "max_sentence_len": cfg.max_sentence_len,
             "hidden_dropout_prob": cfg.hidden_dropout_prob}
 
 

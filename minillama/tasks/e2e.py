@@ -202,7 +202,7 @@ def run(run_cfg: RunConfig, cfg: E2EConfig) -> Dict:
                           on_epoch=lambda r: log.log("epoch", epoch=r.epoch, train_loss=r.train_loss,
                                                      dev_loss=r.dev_loss, seconds=r.seconds),
                           fingerprint={"model": run_cfg.model_path, "norm": run_cfg.norm, "option": cfg.option,
-                                       "method": cfg.method.to_dict(), "train": cfg.train,
+                                       "method": cfg.method.to_dict(), "train": cfg.train, "dev": cfg.dev,
                                        "max_train_rows": cfg.max_train_rows, "columns": [cfg.source_column,
                                                                                         cfg.target_column]})
             plot_curves(history, curves, f"{cfg.option} on {cfg.train}", cfg.training.min_delta)
