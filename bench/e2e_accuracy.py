@@ -14,8 +14,8 @@ the linear decay of the lr to 0 (the paper's), the same batch order (minillama's
 `fit` with the same seed drives the transformers models too, so only the model and its
 adaptation differ), the dev loss picking the best epoch, beam search (--beam_size, the paper's
 5, length penalty 1) from `[bos] MR [bos]`, and the five official metrics on the unique MRs of
-the test set (630 MRs).  Method settings: LoRA rank 4, alpha 1 on wq,wv (peft: r=4, lora_alpha=1,
-q_proj,v_proj); prefix 10 tokens through a 512-wide MLP (peft: num_virtual_tokens=10,
+the test set (630 MRs).  Method settings: LoRA rank 4, alpha 1 on every projection, minillama's default
+(peft: r=4, lora_alpha=1, q/k/v/o_proj and mlp gate/up/down_proj); prefix 10 tokens through a 512-wide MLP (peft: num_virtual_tokens=10,
 prefix_projection=True, encoder_hidden_size=512); ptuning2 and prompt 10 tokens.  The lr of a
 row is minillama.tasks.e2e.E2E_LR's for its method (a peft row takes its minillama
 counterpart's) unless --lr says otherwise.
@@ -71,7 +71,7 @@ MINILLAMA = ("finetune", "lora", "prefix", "ptuning2", "prompt")
 PEFT = ("peft_finetune", "peft_lora", "peft_prefix")
 PREFIX_FAMILY = ("prefix", "ptuning2", "prompt")
 # minillama method -> (E2EConfig option, adapter settings)
-SETTINGS = {"finetune": ("finetune", {}), "lora": ("lora", {"rank": 4, "alpha": 1.0, "targets": ("wq", "wv")}),
+SETTINGS = {"finetune": ("finetune", {}), "lora": ("lora", {"rank": 4, "alpha": 1.0}),
             "prefix": ("prefix", {"length": 10, "hidden": 512}), "ptuning2": ("prefix", {"length": 10}),
             "prompt": ("prefix", {"length": 10})}
 PEFT_NOTE = ("peft_prefix is decoded through peft's plain forward with no cache (minillama's beam search, "
@@ -276,11 +276,15 @@ def hf_model(run, tmp: str, tag: str, model, tokenizer):
 def peft_adapted(name: str, hf):
     """The peft row's trainable model: the full transformers model, or peft's LoRA / prefix."""
     from peft import LoraConfig, PrefixTuningConfig, TaskType, get_peft_model
+    from minillama.adapters.lora import TARGET_PARENTS
     if name == "peft_finetune":
         return hf.requires_grad_(True)
     if name == "peft_lora":
+        from minillama.adapters.lora import LoraConfig as OurLora
+        from minillama.adapters.peft_format import HF_MODULES
+        modules = [HF_MODULES[f"{TARGET_PARENTS[t]}.{t}"].split(".")[1] for t in OurLora().targets]  # q_proj, ...
         return get_peft_model(hf, LoraConfig(task_type=TaskType.CAUSAL_LM, r=4, lora_alpha=1, lora_dropout=0.0,
-                                             target_modules=["q_proj", "v_proj"]))
+                                             target_modules=modules))
     return get_peft_model(hf, PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=10,
                                                  prefix_projection=True, encoder_hidden_size=512))
 

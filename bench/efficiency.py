@@ -59,7 +59,7 @@ from train_step import memory_mark, peak_since  # noqa: E402
 
 METHODS = ("finetune", "lora", "prefix", "ptuning2", "prompt", "adapter")
 OPTION = {"finetune": "finetune", "lora": "lora"}  # run_llama.py --option of each method (else prefix)
-TITLES = {"finetune": "Full fine-tuning", "lora": "LoRA (r 4, wq+wv)", "prefix": "Prefix tuning (MLP, folded)",
+TITLES = {"finetune": "Full fine-tuning", "lora": "LoRA (r 4, all projections)", "prefix": "Prefix tuning (MLP, folded)",
           "ptuning2": "P-tuning v2", "prompt": "Prompt tuning", "adapter": "LLaMA-Adapter"}
 COURSE_BATCH = {"sst": 80, "cfimdb": 10}  # the course's batch sizes (finetune SST, LoRA CFIMDB)
 SHAPES = {"stories42M": dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=8, vocab_size=32000, max_seq_len=1024)}

@@ -39,7 +39,10 @@ class LoraConfig(AdapterConfig):
     rank: int = 4
     alpha: float = 1.0
     dropout: float = 0.0
-    targets: Tuple[str, ...] = ("wq", "wv")
+    # Every projection of a block (attention and feed-forward), not only the LoRA paper's
+    # wq, wv: at rank 4 the updates of wq, wv alone barely move a tiny model in the course's
+    # 5 epochs (stories260K SST dev 0.286 at --lr 1e-3, all seven 0.327; README "SST defaults").
+    targets: Tuple[str, ...] = tuple(TARGET_PARENTS)
 
     def __post_init__(self):
         if not isinstance(self.rank, int) or self.rank <= 0:
