@@ -129,9 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--adapter_gate", type=str, choices=["scalar", "tanh"],
                    help="--prefix_mode adapter: scalar (default): one gate per layer, as PEFT; "
                         "tanh: one tanh(gate) per head, as the paper (PEFT cannot load it)")
-    x.add_argument("--prefix_head", type=str, choices=["cls", "verbalizer"],
-                   help="cls (default): linear head on the last token; verbalizer: LM head scores the label "
-                        "names after the course prompt (no new head: the whole task in the prefix)")
+    x.add_argument("--prefix_head", type=str, choices=["cls", "mean", "verbalizer"],
+                   help="cls: linear head on the last token; mean: linear head on the mean of all tokens' "
+                        "final hidden states; verbalizer: LM head scores the label names after the course "
+                        "prompt (no new head: the whole task in the prefix)")
     x.add_argument("--save_adapter", type=str,
                    help="write the trained adapter to PATH.safetensors + PATH.json "
                         "(prefix default: <dataset>-prefix-adapter; --task mmlu: mmlu-prefix-adapter)")

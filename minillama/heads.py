@@ -1,7 +1,8 @@
 """Answer readers on top of a backbone: they turn a text into one score per label.
 
 - `HeadClassifier`: a linear head on the final hidden state of the last real token
-  (finetune, lora, the prefix family's default "cls" head).
+  (finetune, lora, the prefix family's "cls" head), or on the mean of the final hidden
+  states of all real tokens ("mean": every position carries the prefix's gradient).
 - `VerbalizerClassifier`: the LM's own log-likelihood of each label name after the
   text (zero-shot prompting, the prefix family's "verbalizer" head, and MMLU, whose
   answer letters are single-token names).
@@ -17,7 +18,7 @@ reads every row's last real token.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -32,22 +33,42 @@ def label_token_ids(tokenizer, label_names: Sequence[str]) -> List[List[int]]:
     return [tokenizer.encode(name, bos=False) for name in label_names]
 
 
-class HeadClassifier(nn.Module):
-    """logits [B, K] = W dropout(h_last) + b, h_last the last real token's final hidden state."""
+POOLS = ("last", "mean")
 
-    def __init__(self, backbone: nn.Module, dim: int, num_labels: int, dropout: float = 0.0):
+
+def mean_over_tokens(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """hidden [B, T, dim], mask [B, T] (1: a real token) -> [B, dim], the mean of the real tokens."""
+    weights = mask.to(hidden.dtype)[..., None]
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+class HeadClassifier(nn.Module):
+    """logits [B, K] = W dropout(h) + b, h the last real token's final hidden state
+    (pool "last"), or the mean of every real token's (pool "mean")."""
+
+    def __init__(self, backbone: nn.Module, dim: int, num_labels: int, dropout: float = 0.0,
+                 pool: str = "last"):
         super().__init__()
-        self.backbone = backbone
+        if pool not in POOLS:
+            raise MinillamaError(f"head pooling must be one of {', '.join(POOLS)}, got {pool!r}")
+        self.backbone, self.pool = backbone, pool
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(dim, num_labels)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """input_ids, attention_mask: [B, T], right-padded -> logits [B, K]"""
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """input_ids, attention_mask: [B, T], right-padded -> what the head reads [B, dim]"""
         # Left-padded, every row's last real token is the last position, and last_only
         # spares the last block's queries, feed-forward and head for all other positions.
         ids, mask = left_pad(input_ids, attention_mask)
+        if self.pool == "mean":
+            _, hidden = self.backbone(ids, mask)  # [B, T, dim]
+            return mean_over_tokens(hidden, mask)
         _, hidden = self.backbone(ids, mask, last_only=True)  # [B, 1, dim]
-        return self.head(self.dropout(hidden[:, -1]))
+        return hidden[:, -1]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """input_ids, attention_mask: [B, T], right-padded -> logits [B, K]"""
+        return self.head(self.dropout(self.features(input_ids, attention_mask)))
 
 
 class VerbalizerClassifier(nn.Module):
@@ -98,15 +119,18 @@ class RowReader(nn.Module):
 
     multi: a backbone taking adapter=[name per row] (adapters/multi.MultiAdapter);
     readers[name] (name None: rows without an adapter): an nn.Linear head on the last
-    hidden state (as HeadClassifier), or
-    label names' token ids, scored as VerbalizerClassifier scores them.  One last_only
-    pass reads every head and every single-token name; names of several tokens need the
-    text followed by the name, which run as one more mixed batch of (row, name) pairs."""
+    hidden state, or on the mean of all real tokens' when pools[name] is "mean" (as
+    HeadClassifier), or label names' token ids, scored as VerbalizerClassifier scores them.
+    One pass reads every head and every single-token name (last_only unless a mean head
+    needs every position); names of several tokens need the text followed by the name,
+    which run as one more mixed batch of (row, name) pairs."""
 
-    def __init__(self, multi: nn.Module, readers: Dict[str, Union[nn.Linear, Sequence[Sequence[int]]]]):
+    def __init__(self, multi: nn.Module, readers: Dict[str, Union[nn.Linear, Sequence[Sequence[int]]]],
+                 pools: Optional[Dict[str, str]] = None):
         super().__init__()
         self.multi = multi
         self.heads = nn.ModuleDict({k: v for k, v in readers.items() if isinstance(v, nn.Module)})
+        self.mean_heads = {k for k, pool in (pools or {}).items() if pool == "mean" and k in self.heads}
         self.names = {k: [list(ids) for ids in v] for k, v in readers.items() if not isinstance(v, nn.Module)}
         if any(len(ids) == 0 for v in self.names.values() for ids in v):
             raise MinillamaError("a label name encodes to no tokens: use non-empty label names")
@@ -119,12 +143,14 @@ class RowReader(nn.Module):
         """input_ids, attention_mask: [B, T], right-padded; adapter: a name per row ->
         per row its scores [K of that row's adapter]."""
         ids, mask = left_pad(input_ids, attention_mask)
-        logits, hidden = self.multi(ids, mask, adapter=adapter, last_only=True)
+        pooled = bool(self.mean_heads.intersection(adapter))
+        logits, hidden = self.multi(ids, mask, adapter=adapter, last_only=not pooled)
+        means = mean_over_tokens(hidden, mask) if pooled else None  # [B, dim]
         next_logp = F.log_softmax(logits[:, -1].float(), dim=-1)  # [B, vocab]
         scores, longer = [], []  # longer: (row, label, name tokens) of names with more than one token
         for b, name in enumerate(adapter):
             if name in self.heads:
-                scores.append(self.heads[name](hidden[b, -1]).float())
+                scores.append(self.heads[name](means[b] if name in self.mean_heads else hidden[b, -1]).float())
                 continue
             row = next_logp.new_zeros(len(self.names[name]))
             for k, label_ids in enumerate(self.names[name]):

@@ -28,7 +28,7 @@ def gold(path):
 
 
 @pytest.mark.parametrize("mode,head", [("prefix", "verbalizer"), ("prompt", "cls"), ("ptuning2", "verbalizer"),
-                                       ("prefix", "cls")])
+                                       ("prefix", "cls"), ("ptuning2", "mean")])
 def test_cli_prefix_end_to_end_and_adapter_round_trip(tmp_path, monkeypatch, capsys, ckpts, mode, head):
     data = data_slice(tmp_path, "sst")
     monkeypatch.chdir(tmp_path)  # default output and adapter names land here
@@ -144,10 +144,10 @@ def test_cli_export_peft_bad_input_exits_2_before_loading(tmp_path, capsys, ckpt
 
 def test_cli_adapters_on_their_own_files_in_one_pass(tmp_path, capsys, ckpts):
     """--load_adapter A B --adapter_names: each adapter's predictions on its own files equal
-    those of the adapter run alone (one a cls head on SST, one the verbalizer on CFIMDB)."""
+    those of the adapter run alone (one a mean head on SST, one the verbalizer on CFIMDB)."""
     sst, imdb = data_slice(tmp_path, "sst", n=12), data_slice(tmp_path, "cfimdb", n=10)
     alone = {}
-    for name, data, mode, head in (("s", sst, "ptuning2", "cls"), ("i", imdb, "prefix", "verbalizer")):
+    for name, data, mode, head in (("s", sst, "ptuning2", "mean"), ("i", imdb, "prefix", "verbalizer")):
         argv = course_argv("prefix", ckpts["tiny"], data, "--prefix_mode", mode, "--prefix_head", head,
                            "--prefix_length", "3" if name == "s" else "5", "--max_sentence_len", "40",
                            "--lr", "0.05", "--save_adapter", str(tmp_path / name),

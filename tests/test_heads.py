@@ -99,3 +99,53 @@ def test_row_reader_equals_each_rows_own_classifier():
             n = int(mask[r].sum())
             want = own[name](ids[r:r + 1, :n], mask[r:r + 1, :n])[0]
             torch.testing.assert_close(scores[r], want, atol=1e-5, rtol=0)
+
+
+def test_mean_head_reads_the_mean_of_the_real_tokens():
+    """pool "mean": the head on the average final hidden state of each row's real tokens,
+    right padding ignored (each row equals itself unpadded), values and gradients."""
+    torch.manual_seed(0)
+    model = tiny_model()
+    clf = HeadClassifier(model, 64, 3, pool="mean")
+    ids = torch.tensor([[5, 6, 7, 0, 0], [1, 2, 3, 4, 5], [9, 8, 0, 0, 0]])
+    mask = (ids != 0).long()
+    out = clf(ids, mask)
+    out.square().sum().backward()
+    grads = {n: p.grad.clone() for n, p in clf.named_parameters()}
+    clf.zero_grad()
+    expected = []
+    for r in range(3):
+        n = int(mask[r].sum())
+        _, hidden = model(ids[r:r + 1, :n])  # the row alone, no padding
+        expected.append(clf.head(hidden[0].mean(dim=0)))
+    expected = torch.stack(expected)
+    expected.square().sum().backward()
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    for n, p in clf.named_parameters():
+        torch.testing.assert_close(grads[n], p.grad, atol=1e-5, rtol=1e-4, msg=n)
+    last = clf.head(model(ids, mask)[1][torch.arange(3), mask.sum(1) - 1])
+    assert not torch.allclose(out, last, atol=1e-3)  # a different reading from the last token's
+
+
+def test_row_reader_mean_head_equals_the_rows_own_classifier():
+    from minillama.adapters import PrefixConfig, attach
+    from minillama.adapters.multi import MultiAdapter
+    from minillama.heads import RowReader
+    torch.manual_seed(1)
+    base = tiny_model()
+    a, b = attach(base, PrefixConfig(length=3)).eval(), attach(base, PrefixConfig(length=5)).eval()
+    with torch.no_grad():
+        a.kv.normal_()
+        b.kv.normal_()
+    head_a, head_b = torch.nn.Linear(64, 2), torch.nn.Linear(64, 4)
+    reader = RowReader(MultiAdapter(base, {"a": a, "b": b}), {"a": head_a, "b": head_b}, {"a": "mean", "b": "last"})
+    own = {"a": HeadClassifier(a, 64, 2, pool="mean"), "b": HeadClassifier(b, 64, 4)}
+    own["a"].head, own["b"].head = head_a, head_b
+    ids = torch.tensor([[1, 20, 21, 22, 0], [1, 30, 31, 0, 0], [1, 40, 41, 42, 43]])
+    mask = (ids != 0).long()
+    rows = ["a", "b", "a"]
+    with torch.no_grad():
+        scores = reader(ids, mask, rows)
+        for r, name in enumerate(rows):
+            n = int(mask[r].sum())
+            torch.testing.assert_close(scores[r], own[name](ids[r:r + 1, :n], mask[r:r + 1, :n])[0], atol=1e-5, rtol=0)

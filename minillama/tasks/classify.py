@@ -41,7 +41,8 @@ from ..train import TrainConfig, accuracy, describe_trainable, fit, predict
 
 COURSE_PROMPT = "Is this movie {names}? This movie is "
 OUTPUT_WORDS = {"prompt": "prompting", "finetune": "finetuning", "lora": "lora", "prefix": "prefix"}
-HEADS = ("cls", "verbalizer")
+HEADS = ("cls", "mean", "verbalizer")
+POOL_OF_HEAD = {"cls": "last", "mean": "mean"}  # HeadClassifier's pooling of each linear head
 
 
 def label_phrase(names: Sequence[str]) -> str:
@@ -65,8 +66,9 @@ def dataset_name(train_path: str) -> str:
 class ClassifyConfig:
     option: str = "prompt"                   # names the default output files (OUTPUT_WORDS)
     method: Optional[AdapterConfig] = None   # None: the frozen model (zero-shot prompting)
-    # cls: linear head on the last token; verbalizer: the LM scores the label names after the
-    # course prompt.  None: verbalizer for the frozen model, else cls (bench/accuracy.py on
+    # cls: linear head on the last token; mean: linear head on the mean of all real tokens;
+    # verbalizer: the LM scores the label names after the course prompt.
+    # None: verbalizer for the frozen model, else cls (bench/accuracy.py on
     # stories260K: as accurate as the verbalizer there and 6-9x faster to train).
     head: Optional[str] = None
     train: str = "data/cfimdb-train.txt"
@@ -110,6 +112,8 @@ class ClassifyConfig:
                                  "(length 0 is the frozen model alone: --option prompt evaluates it)")
         if self.method is not None:
             self.training = self.training.with_lr(self.method.default_lr)
+            if self.head != "verbalizer" and self.trains:  # the verbalizer adds no head
+                self.training = self.training.with_head_lr(self.method.default_head_lr)
 
     @property
     def trains(self) -> bool:
@@ -138,19 +142,29 @@ def build_backbone(cfg: ClassifyConfig, model: nn.Module, tokenizer):
     if cfg.load_adapter:
         backbone, head_state = load_adapters(model, cfg.load_adapter, cfg.interpolate, tokenizer)
         print(f"load adapter {', '.join(cfg.load_adapter)}: {backbone.method}, "
-              f"head {'cls' if head_state else 'verbalizer'}")
+              f"head {saved_head(backbone, head_state)}")
         return backbone, head_state
     if cfg.method is None:
         return model.requires_grad_(False), None
     return attach(model, cfg.method, tokenizer), None
 
 
+def saved_head(adapter: nn.Module, head_state: Optional[Dict[str, torch.Tensor]]) -> str:
+    """The head a loaded adapter was trained with: verbalizer (no head tensors), else the
+    `prefix_head` its file records (files from before the mean head: cls)."""
+    if not head_state:
+        return "verbalizer"
+    recorded = getattr(adapter, "adapter_meta", {}).get("prefix_head")
+    return recorded if recorded in POOL_OF_HEAD else "cls"
+
+
 def build_classifier(cfg: ClassifyConfig, backbone: nn.Module, tokenizer, label_names: List[str],
                      head_state: Optional[Dict[str, torch.Tensor]]) -> nn.Module:
-    head = ("cls" if head_state else "verbalizer") if cfg.load_adapter else cfg.head
+    head = saved_head(backbone, head_state) if cfg.load_adapter else cfg.head
     if head == "verbalizer":
         return VerbalizerClassifier(backbone, label_token_ids(tokenizer, label_names))
-    classifier = HeadClassifier(backbone, backbone.config.dim, len(label_names), cfg.hidden_dropout_prob)
+    classifier = HeadClassifier(backbone, backbone.config.dim, len(label_names), cfg.hidden_dropout_prob,
+                                pool=POOL_OF_HEAD[head])
     if head_state:
         if head_state["weight"].shape[0] != len(label_names):
             raise MinillamaError(f"the adapter's head has {head_state['weight'].shape[0]} labels but "
@@ -347,7 +361,8 @@ def run_mixed(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, Dict[str, fl
             readers[name] = head
         else:
             readers[name] = label_token_ids(tokenizer, labels[name])
-    reader = RowReader(multi, readers).to(run_cfg.device)
+    pools = {name: POOL_OF_HEAD.get(saved_head(a, a.head_state)) for name, a in adapters.items()}
+    reader = RowReader(multi, readers, pools).to(run_cfg.device)
     room = model.input_room - max(multi.lengths)  # every row gives way to the longest prefix
     splits = {}  # (name, split) -> Split
     for i, name in enumerate(names):
