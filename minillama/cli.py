@@ -23,7 +23,7 @@ from .adapters import FullConfig, LlamaAdapterConfig, LoraConfig, PrefixConfig, 
 from .errors import MinillamaError
 from .mmlu import MMLUSettings
 from .runconfig import RunConfig, seed_everything
-from .tasks.classify import ClassifyConfig
+from .tasks.classify import PREFIX_RECIPE, ClassifyConfig
 from .tasks.e2e import E2EConfig
 from .tasks.generate import GenerateConfig
 from .tasks.mmlu_eval import MMLUEvalConfig
@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     # prefix family
     x = p.add_argument_group("prefix")
     x.add_argument("--prefix_mode", type=str, choices=list(PREFIX_MODES),
-                   help="prefix (default): per-layer keys/values via an MLP (Li & Liang); prompt: input "
+                   help="prefix (default; classification: " + PREFIX_RECIPE["mode"] + "): per-layer "
+                        "keys/values via an MLP (Li & Liang); prompt: input "
                         "embeddings (Lester et al.); ptuning2: per-layer keys/values trained directly; "
                         "adapter: LLaMA-Adapter, a zero-gated prompt read in a separate softmax (Zhang et al.)")
     x.add_argument("--prefix_length", type=int, help=f"virtual tokens (default {default(PrefixConfig, 'length')})")
@@ -130,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--prefix_mode adapter: scalar (default): one gate per layer, as PEFT; "
                         "tanh: one tanh(gate) per head, as the paper (PEFT cannot load it)")
     x.add_argument("--prefix_head", type=str, choices=["cls", "mean", "verbalizer"],
-                   help="cls: linear head on the last token; mean: linear head on the mean of all tokens' "
-                        "final hidden states; verbalizer: LM head scores the label names after the course "
+                   help="cls: linear head on the last token; mean (default): linear head on the mean of all "
+                        "tokens' final hidden states; verbalizer: LM head scores the label names after the course "
                         "prompt (no new head: the whole task in the prefix)")
     x.add_argument("--save_adapter", type=str,
                    help="write the trained adapter to PATH.safetensors + PATH.json "
@@ -196,8 +197,10 @@ def run_config(ns: Dict[str, Any]) -> RunConfig:
         "use_sdpa": "use_sdpa", "bf16": "bf16", "seed": "seed"}))
 
 
-def method_config(option: str, ns: Dict[str, Any]):
-    """The adaptation method of a training option, from its flags (None: --option prompt)."""
+def method_config(option: str, ns: Dict[str, Any], recipe: Optional[Dict[str, Any]] = None):
+    """The adaptation method of a training option, from its flags (None: --option prompt).
+    recipe: a task's prefix defaults ({"mode": ..., and that mode's config fields}), used
+    when --prefix_mode is not given; the flags given still win field by field."""
     if option == "finetune":
         return FullConfig()
     if option == "lora":
@@ -205,7 +208,8 @@ def method_config(option: str, ns: Dict[str, Any]):
                                        "lora_targets": "targets"}))
     if option != "prefix":
         return None
-    mode = ns.get("prefix_mode", "prefix")
+    recipe = dict(recipe or {}) if "prefix_mode" not in ns else {}
+    mode = recipe.pop("mode", None) or ns.get("prefix_mode", "prefix")
     for flag in ADAPTER_ONLY if mode != "adapter" else NOT_ADAPTER:
         if flag in ns:
             raise MinillamaError(f"--{flag} does nothing with --prefix_mode {mode}: drop it"
@@ -214,12 +218,12 @@ def method_config(option: str, ns: Dict[str, Any]):
         mode = "ptuning2"  # the same model: deep keys/values trained directly
         print("--no_reparam: prefix keys/values trained directly, which is --prefix_mode ptuning2")
     if mode == "adapter":
-        return LlamaAdapterConfig(**given(ns, {"prefix_length": "length", "adapter_layers": "layers",
-                                               "adapter_gate": "gate"}))
+        return LlamaAdapterConfig(**{**recipe, **given(ns, {"prefix_length": "length", "adapter_layers": "layers",
+                                                            "adapter_gate": "gate"})})
     fields = {"prefix_length": "length", "prefix_init": "init", "prefix_init_text": "init_text"}
     if mode == "prefix":
         fields["prefix_hidden"] = "hidden"
-    return PREFIX_MODES[mode](**given(ns, fields))
+    return PREFIX_MODES[mode](**{**recipe, **given(ns, fields)})
 
 
 def training_config(ns: Dict[str, Any], base: Optional[TrainConfig] = None) -> TrainConfig:
@@ -262,7 +266,8 @@ def task_config(ns: Dict[str, Any]) -> Tuple[str, Any]:
     if option == "mmlu":
         return "mmlu_eval", MMLUEvalConfig(settings=mmlu_settings(ns), **given(ns, {
             "mmlu_split": "split", "mmlu_out": "out", **ADAPTER_FLAGS, **LOG_FLAGS}))
-    method = method_config(option, ns)  # with --load_adapter, the adapter's own method is read from its file
+    # with --load_adapter, the adapter's own method is read from its file
+    method = method_config(option, ns, PREFIX_RECIPE if task == "classify" else None)
     if task == "mmlu":
         return "mmlu_prefix", MMLUPrefixConfig(settings=mmlu_settings(ns), method=method,
                                                training=training_config(ns),

@@ -3,10 +3,10 @@ config field's (argparse states none), and each (option, --task) reaches its tas
 import pytest
 
 from minillama.adapters import FullConfig, LoraConfig, PrefixConfig, PrefixTuningConfig, PromptTuningConfig
-from minillama.cli import build_parser, main, parse
+from minillama.cli import PREFIX_MODES, build_parser, main, parse
 from minillama.mmlu import MMLUSettings
 from minillama.runconfig import RunConfig
-from minillama.tasks.classify import ClassifyConfig
+from minillama.tasks.classify import PREFIX_HEAD, PREFIX_RECIPE, ClassifyConfig
 from minillama.tasks.generate import GenerateConfig
 from minillama.tasks.mmlu_eval import MMLUEvalConfig
 from minillama.tasks.mmlu_prefix import MMLUPrefixConfig
@@ -22,10 +22,12 @@ def test_argparse_states_no_default(option):
 def test_no_flags_give_the_config_defaults():
     assert parse(["--option", "generate"]) == ("generate", RunConfig(), GenerateConfig())
     assert parse(["--option", "prompt"]) == ("classify", RunConfig(), ClassifyConfig(option="prompt"))
-    for option, method in (("finetune", FullConfig()), ("lora", LoraConfig()), ("prefix", PrefixTuningConfig())):
+    recipe = {k: v for k, v in PREFIX_RECIPE.items() if k != "mode"}
+    for option, method, head in (("finetune", FullConfig(), "cls"), ("lora", LoraConfig(), "cls"),
+                                 ("prefix", PREFIX_MODES[PREFIX_RECIPE["mode"]](**recipe), PREFIX_HEAD)):
         name, run, cfg = parse(["--option", option])
         assert (name, run, cfg) == ("classify", RunConfig(), ClassifyConfig(option=option, method=method))
-        assert cfg.training.lr == method.default_lr and cfg.head == "cls"
+        assert cfg.training.lr == method.default_lr and cfg.head == head
     assert parse(["--option", "mmlu"]) == ("mmlu_eval", RunConfig(), MMLUEvalConfig())
     assert parse(["--option", "prefix", "--task", "mmlu"]) == ("mmlu_prefix", RunConfig(), MMLUPrefixConfig())
     assert ClassifyConfig(option="prefix", method=PrefixConfig()).training.lr == 1e-2
@@ -72,7 +74,7 @@ def test_export_peft_and_adapter_names_reach_their_fields():
 
 
 def test_no_reparam_is_ptuning2(capsys):
-    _, _, cfg = parse(["--option", "prefix", "--no_reparam", "--prefix_length", "3"])
+    _, _, cfg = parse(["--option", "prefix", "--prefix_mode", "prefix", "--no_reparam", "--prefix_length", "3"])
     assert cfg.method == PrefixConfig(length=3) and cfg.method.method == "ptuning2"
     assert "ptuning2" in capsys.readouterr().out
 
@@ -84,7 +86,8 @@ def test_no_reparam_is_ptuning2(capsys):
     (["--option", "mmlu", "--k_shot", "6"], "--k_shot"),
     (["--option", "prefix", "--load_adapter", "a", "b"], "--interpolate"),
     (["--option", "prefix", "--prefix_mode", "adapter", "--prefix_init", "vocab"], "--prefix_init does nothing"),
-    (["--option", "prefix", "--adapter_gate", "tanh"], "--adapter_gate does nothing with --prefix_mode prefix"),
+    (["--option", "prefix", "--prefix_mode", "prefix", "--adapter_gate", "tanh"],
+     "--adapter_gate does nothing with --prefix_mode prefix"),
     (["--option", "prefix", "--prefix_mode", "adapter", "--adapter_layers", "0"], "--adapter_layers must be"),
     (["--option", "prefix", "--load_adapter", "A", "B", "--adapter_names", "a"], "--adapter_names needs one distinct"),
     (["--option", "prefix", "--task", "mmlu", "--adapter_names", "a"], "--adapter_names evaluates several"),
@@ -105,3 +108,16 @@ def test_nothing_outside_cli_reads_the_namespace():
                  for n, line in enumerate(p.read_text().splitlines(), 1)
                  if re.search(r"getattr\(args|\bargs\.[a-z_]+", line)]
     assert offenders == []
+
+
+def test_the_classification_prefix_recipe_yields_to_the_flags_given():
+    """No --prefix_mode: classification trains PREFIX_RECIPE, each flag given overriding its
+    field; a --prefix_mode given (or another task) keeps that mode's own config defaults."""
+    _, _, cfg = parse(["--option", "prefix", "--prefix_length", "7"])
+    assert type(cfg.method) is PREFIX_MODES[PREFIX_RECIPE["mode"]] and cfg.method.length == 7
+    assert all(getattr(cfg.method, k) == v for k, v in PREFIX_RECIPE.items() if k not in ("mode", "length"))
+    _, _, cfg = parse(["--option", "prefix", "--prefix_mode", "prefix"])
+    assert cfg.method == PrefixTuningConfig() and cfg.head == PREFIX_HEAD
+    _, _, cfg = parse(["--option", "prefix", "--prefix_head", "cls"])
+    assert cfg.head == "cls"
+    assert parse(["--option", "prefix", "--task", "e2e"])[2].method == PrefixTuningConfig()
