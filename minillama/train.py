@@ -50,8 +50,7 @@ class TrainConfig:
     warmup_steps: int = 0           # steps of linear warm-up from 0 to lr
     grad_accum: int = 1             # micro-batches per step: the same step as one batch of batch_size, in pieces
     max_grad_norm: Optional[float] = None  # clip the trainable parameters' global gradient norm; None: off
-    head_lr: Optional[float] = None  # lr of a newly created head ("head.*" parameters); None: the
-                                     # method's default_head_lr (classification), else lr
+    head_lr: Optional[float] = None  # lr of a newly created head ("head.*" parameters); None: lr
     checkpoint_dir: Optional[str] = None  # write a resumable checkpoint there after every epoch
     save_every: Optional[int] = None  # ... and every N optimisation steps
     resume: bool = False            # continue from checkpoint_dir's last whole checkpoint
@@ -89,11 +88,6 @@ class TrainConfig:
     def with_lr(self, default_lr: float) -> "TrainConfig":
         """This config with lr filled in from the method's default when none was given."""
         return self if self.lr is not None else replace(self, lr=default_lr)
-
-    def with_head_lr(self, default_head_lr: Optional[float]) -> "TrainConfig":
-        """This config with head_lr filled in from the method's default when none was given
-        (a default of None keeps the head at lr)."""
-        return self if self.head_lr is not None or default_head_lr is None else replace(self, head_lr=default_head_lr)
 
     def with_schedule(self, default: str) -> "TrainConfig":
         """This config with the task's schedule when none was given."""

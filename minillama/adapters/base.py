@@ -21,7 +21,7 @@ plus `config` (the base's architecture), `input_room` (positions left for input)
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import ClassVar, Dict, Optional
+from typing import ClassVar, Dict
 
 import torch
 from torch import nn
@@ -32,13 +32,10 @@ from ..attention import KVCache
 @dataclass
 class AdapterConfig:
     """Base of every method's config.  `method` is the registry name; `default_lr` the
-    learning rate a run uses when none is given (few free parameters take larger steps);
-    `default_head_lr` that of a new classification head when --head_lr is not given
-    (None: the run's lr, as the course trains finetune and lora)."""
+    learning rate a run uses when none is given (few free parameters take larger steps)."""
 
     method: ClassVar[str] = ""
     default_lr: ClassVar[float] = 2e-5
-    default_head_lr: ClassVar[Optional[float]] = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -120,8 +120,6 @@ class ClassifyConfig:
                                  "(length 0 is the frozen model alone: --option prompt evaluates it)")
         if self.method is not None:
             self.training = self.training.with_lr(self.method.default_lr)
-            if self.head != "verbalizer" and self.trains:  # the verbalizer adds no head
-                self.training = self.training.with_head_lr(self.method.default_head_lr)
 
     @property
     def trains(self) -> bool:
