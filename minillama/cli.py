@@ -200,7 +200,8 @@ def run_config(ns: Dict[str, Any]) -> RunConfig:
 def method_config(option: str, ns: Dict[str, Any], recipe: Optional[Dict[str, Any]] = None):
     """The adaptation method of a training option, from its flags (None: --option prompt).
     recipe: a task's prefix defaults ({"mode": ..., and that mode's config fields}), used
-    when --prefix_mode is not given; the flags given still win field by field."""
+    when neither --prefix_mode nor --prefix_hidden is given; the flags given still win field
+    by field."""
     if option == "finetune":
         return FullConfig()
     if option == "lora":
@@ -208,7 +209,8 @@ def method_config(option: str, ns: Dict[str, Any], recipe: Optional[Dict[str, An
                                        "lora_targets": "targets"}))
     if option != "prefix":
         return None
-    recipe = dict(recipe or {}) if "prefix_mode" not in ns else {}
+    # --prefix_hidden names prefix tuning's MLP: a run that gives it trains that, as before the recipe
+    recipe = dict(recipe or {}) if not {"prefix_mode", "prefix_hidden"} & set(ns) else {}
     mode = recipe.pop("mode", None) or ns.get("prefix_mode", "prefix")
     for flag in ADAPTER_ONLY if mode != "adapter" else NOT_ADAPTER:
         if flag in ns:

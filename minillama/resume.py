@@ -92,10 +92,11 @@ def save(directory: str, state: LoopState, trainable: Dict[str, torch.Tensor], o
 
 
 def first_difference(saved: Dict[str, Any], current: Dict[str, Any], prefix: str = "") -> Optional[str]:
-    """'name was X, now Y' for the first setting that differs (None: none does): plain
-    settings before nested ones, a nested one named down to its key ('method.length')
+    """'name was X, now Y' for the first setting that differs (None: none does): option and
+    model first, plain settings before nested ones, a nested one named down to its key ('method.length')
     when both sides have the same keys (another kind of method is shown whole)."""
-    keys = sorted(set(saved) | set(current), key=str)
+    # what the run is (its option, its model) before what follows from it (e.g. the head)
+    keys = sorted(set(saved) | set(current), key=lambda k: (k not in ("option", "model"), str(k)))
     nested = [k for k in keys if isinstance(saved.get(k), dict) and isinstance(current.get(k), dict)]
     for key in [k for k in keys if k not in nested] + nested:
         was, now = saved.get(key), current.get(key)

@@ -112,12 +112,15 @@ def test_nothing_outside_cli_reads_the_namespace():
 
 def test_the_classification_prefix_recipe_yields_to_the_flags_given():
     """No --prefix_mode: classification trains PREFIX_RECIPE, each flag given overriding its
-    field; a --prefix_mode given (or another task) keeps that mode's own config defaults."""
+    field; a --prefix_mode or --prefix_hidden given (or another task) keeps that mode's own
+    config defaults."""
     _, _, cfg = parse(["--option", "prefix", "--prefix_length", "7"])
     assert type(cfg.method) is PREFIX_MODES[PREFIX_RECIPE["mode"]] and cfg.method.length == 7
     assert all(getattr(cfg.method, k) == v for k, v in PREFIX_RECIPE.items() if k not in ("mode", "length"))
     _, _, cfg = parse(["--option", "prefix", "--prefix_mode", "prefix"])
     assert cfg.method == PrefixTuningConfig() and cfg.head == PREFIX_HEAD
+    _, _, cfg = parse(["--option", "prefix", "--prefix_hidden", "64"])  # the MLP's width: prefix tuning
+    assert cfg.method == PrefixTuningConfig(hidden=64)
     _, _, cfg = parse(["--option", "prefix", "--prefix_head", "cls"])
     assert cfg.head == "cls"
     assert parse(["--option", "prefix", "--task", "e2e"])[2].method == PrefixTuningConfig()

@@ -47,7 +47,7 @@ OUTPUT_WORDS = {"prompt": "prompting", "finetune": "finetuning", "lora": "lora",
 # the model's own scale; random ones at std 0.02 barely draw attention and stayed there) and read
 # through the mean of all tokens, not the last one (every position passes on the prefix's
 # gradient: a steadier signal than one token's).
-PREFIX_RECIPE = {"mode": "ptuning2", "init": "vocab", "length": 20}
+PREFIX_RECIPE = {"mode": "ptuning2", "init": "vocab", "length": 40}
 PREFIX_HEAD = "mean"
 HEADS = ("cls", "mean", "verbalizer")
 POOL_OF_HEAD = {"cls": "last", "mean": "mean"}  # HeadClassifier's pooling of each linear head
