@@ -6,7 +6,9 @@ import torch.nn.functional as F
 
 from conftest import asset, tiny_model
 from minillama.data import Example, Split
-from minillama.heads import HeadClassifier, VerbalizerClassifier
+from minillama.adapters import PrefixConfig, attach
+from minillama.adapters.multi import MultiAdapter
+from minillama.heads import HeadClassifier, RowReader, VerbalizerClassifier
 from minillama.tasks.classify import course_prompt
 from minillama.tokenizer import load_tokenizer
 from minillama.train import predict
@@ -73,18 +75,21 @@ def test_verbalizer_single_token_path_equals_brute_force():
         assert torch.allclose(scores, brute_force_scores(model, prompts, label_ids), atol=1e-4)
 
 
-def test_row_reader_equals_each_rows_own_classifier():
-    """One mixed batch, rows of two prefix adapters (a cls head; label names of one to three
-    tokens) and of the base alone: each row's scores equal its own classifier's on it alone."""
-    from minillama.adapters import PrefixConfig, attach
-    from minillama.adapters.multi import MultiAdapter
-    from minillama.heads import RowReader
-    torch.manual_seed(0)
+def base_and_two_prefixes(seed: int, length_a: int, length_b: int):
+    """A tiny base and two deep prefixes on it, at random values (not zero: rows must differ)."""
+    torch.manual_seed(seed)
     base = tiny_model()
-    a, b = attach(base, PrefixConfig(length=4)).eval(), attach(base, PrefixConfig(length=2)).eval()
+    a, b = attach(base, PrefixConfig(length=length_a)).eval(), attach(base, PrefixConfig(length=length_b)).eval()
     with torch.no_grad():
         a.kv.normal_()
         b.kv.normal_()
+    return base, a, b
+
+
+def test_row_reader_equals_each_rows_own_classifier():
+    """One mixed batch, rows of two prefix adapters (a cls head; label names of one to three
+    tokens) and of the base alone: each row's scores equal its own classifier's on it alone."""
+    base, a, b = base_and_two_prefixes(0, 4, 2)
     head = torch.nn.Linear(64, 3)
     names_b, names_base = [[5], [6, 7], [8, 9, 10]], [[11], [12, 13]]
     reader = RowReader(MultiAdapter(base, {"a": a, "b": b}), {"a": head, "b": names_b, None: names_base})
@@ -128,15 +133,7 @@ def test_mean_head_reads_the_mean_of_the_real_tokens():
 
 
 def test_row_reader_mean_head_equals_the_rows_own_classifier():
-    from minillama.adapters import PrefixConfig, attach
-    from minillama.adapters.multi import MultiAdapter
-    from minillama.heads import RowReader
-    torch.manual_seed(1)
-    base = tiny_model()
-    a, b = attach(base, PrefixConfig(length=3)).eval(), attach(base, PrefixConfig(length=5)).eval()
-    with torch.no_grad():
-        a.kv.normal_()
-        b.kv.normal_()
+    base, a, b = base_and_two_prefixes(1, 3, 5)
     head_a, head_b = torch.nn.Linear(64, 2), torch.nn.Linear(64, 4)
     reader = RowReader(MultiAdapter(base, {"a": a, "b": b}), {"a": head_a, "b": head_b}, {"a": "mean", "b": "last"})
     own = {"a": HeadClassifier(a, 64, 2, pool="mean"), "b": HeadClassifier(b, 64, 4)}
