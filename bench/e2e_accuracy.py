@@ -276,15 +276,13 @@ def hf_model(run, tmp: str, tag: str, model, tokenizer):
 def peft_adapted(name: str, hf):
     """The peft row's trainable model: the full transformers model, or peft's LoRA / prefix."""
     from peft import LoraConfig, PrefixTuningConfig, TaskType, get_peft_model
-    from minillama.adapters.lora import TARGET_PARENTS
     if name == "peft_finetune":
         return hf.requires_grad_(True)
     if name == "peft_lora":
         from minillama.adapters.lora import LoraConfig as OurLora
-        from minillama.adapters.peft_format import HF_MODULES
-        modules = [HF_MODULES[f"{TARGET_PARENTS[t]}.{t}"].split(".")[1] for t in OurLora().targets]  # q_proj, ...
+        from minillama.adapters.peft_format import peft_target_modules
         return get_peft_model(hf, LoraConfig(task_type=TaskType.CAUSAL_LM, r=4, lora_alpha=1, lora_dropout=0.0,
-                                             target_modules=modules))
+                                             target_modules=peft_target_modules(OurLora().targets)))
     return get_peft_model(hf, PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=10,
                                                  prefix_projection=True, encoder_hidden_size=512))
 

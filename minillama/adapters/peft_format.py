@@ -40,7 +40,7 @@ import math
 import os
 import re
 import warnings
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -95,6 +95,11 @@ def flat_to_prefix(flat: torch.Tensor, config) -> torch.Tensor:
 
 
 # -- per method: minillama -> PEFT ------------------------------------------------------------
+def peft_target_modules(targets) -> List[str]:
+    """minillama's LoRA targets as PEFT's target_modules: ('wq', 'w1') -> ['q_proj', 'gate_proj']."""
+    return [HF_MODULES[f"{TARGET_PARENTS[t]}.{t}"].split(".")[1] for t in targets]
+
+
 def lora_to_peft(adapter: AdaptedModel) -> Tuple[dict, Dict[str, torch.Tensor]]:
     c, cfg = adapter.config, adapter.cfg
     tensors = {}
@@ -103,7 +108,7 @@ def lora_to_peft(adapter: AdaptedModel) -> Tuple[dict, Dict[str, torch.Tensor]]:
         if part == "lora_B" and qk_rows(proj, c):
             t = meta_to_hf_qk(t, qk_rows(proj, c))
         tensors[f"{PEFT_PREFIX}model.layers.{layer}.{HF_MODULES[parent + '.' + proj]}.{part}.weight"] = t
-    targets = [HF_MODULES[f"{TARGET_PARENTS[t]}.{t}"].split(".")[1] for t in cfg.targets]
+    targets = peft_target_modules(cfg.targets)
     return {"peft_type": "LORA", "r": cfg.rank, "lora_alpha": cfg.alpha, "lora_dropout": cfg.dropout,
             "target_modules": targets, "bias": "none", "fan_in_fan_out": False, "use_rslora": False,
             "use_dora": False}, tensors

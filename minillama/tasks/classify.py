@@ -41,8 +41,8 @@ from ..train import TrainConfig, accuracy, describe_trainable, fit, predict
 
 COURSE_PROMPT = "Is this movie {names}? This movie is "
 OUTPUT_WORDS = {"prompt": "prompting", "finetune": "finetuning", "lora": "lora", "prefix": "prefix"}
-# What --option prefix trains for classification when no --prefix_mode is given (the flags
-# given still win one by one), and its head: bench runs on the real SST-5 with stories260K
+# What --option prefix trains for classification when neither --prefix_mode nor --prefix_hidden
+# is given (the flags given still win one by one), and its head: bench runs on the real SST-5 with stories260K
 # (README "SST defaults"): a prefix started at the keys/values of random vocabulary tokens (at
 # the model's own scale; random ones at std 0.02 barely draw attention and stayed there) and read
 # through the mean of all tokens, not the last one (every position passes on the prefix's
