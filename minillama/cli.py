@@ -118,12 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "keys/values via an MLP (Li & Liang); prompt: input "
                         "embeddings (Lester et al.); ptuning2: per-layer keys/values trained directly; "
                         "adapter: LLaMA-Adapter, a zero-gated prompt read in a separate softmax (Zhang et al.)")
-    x.add_argument("--prefix_length", type=int, help=f"virtual tokens (default {default(PrefixConfig, 'length')})")
+    x.add_argument("--prefix_length", type=int, help=f"virtual tokens (default {default(PrefixConfig, 'length')}; "
+                                                      f"classification: {PREFIX_RECIPE['length']})")
     x.add_argument("--prefix_hidden", type=int,
                    help=f"width of the reparameterization MLP (default {default(PrefixTuningConfig, 'hidden')})")
     x.add_argument("--no_reparam", action="store_true",
                    help="mode prefix: train the keys/values directly (that is P-tuning v2's model)")
-    x.add_argument("--prefix_init", type=str, choices=["random", "vocab", "text"])
+    x.add_argument("--prefix_init", type=str, choices=["random", "vocab", "text"],
+                   help=f"where the prefix starts (default {default(PrefixConfig, 'init')}; "
+                        f"classification: {PREFIX_RECIPE['init']})")
     x.add_argument("--prefix_init_text", type=str, help="text whose tokens start the prefix")
     x.add_argument("--adapter_layers", type=int,
                    help="--prefix_mode adapter: how many top layers get a prompt (default: all but the first two)")

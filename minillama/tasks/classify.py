@@ -46,8 +46,9 @@ OUTPUT_WORDS = {"prompt": "prompting", "finetune": "finetuning", "lora": "lora",
 # (README "SST defaults"): a prefix started at the keys/values of random vocabulary tokens (at
 # the model's own scale; random ones at std 0.02 barely draw attention and stayed there) and read
 # through the mean of all tokens, not the last one (every position passes on the prefix's
-# gradient: a steadier signal than one token's).
-PREFIX_RECIPE = {"mode": "ptuning2", "init": "vocab", "length": 40}
+# gradient: a steadier signal than one token's), 60 virtual tokens (SST dev 0.324 / 0.324 / 0.314
+# at seeds 0 / 1 / 2, against 0.314 at 40 and 0.317 at 30 for seed 0).
+PREFIX_RECIPE = {"mode": "ptuning2", "init": "vocab", "length": 60}
 PREFIX_HEAD = "mean"
 HEADS = ("cls", "mean", "verbalizer")
 POOL_OF_HEAD = {"cls": "last", "mean": "mean"}  # HeadClassifier's pooling of each linear head
