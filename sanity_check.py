@@ -26,14 +26,14 @@ REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, REPO_ROOT)
 
 from minillama import load_model, load_tokenizer  # noqa: E402
-from minillama.attention import Attention, attention_bias  # noqa: E402
+from minillama.core.attention import Attention, attention_bias  # noqa: E402
 from minillama.formats import save_checkpoint  # noqa: E402
-from minillama.config import LlamaConfig, Runtime  # noqa: E402
-from minillama.model import FeedForward, Llama  # noqa: E402
-from minillama.norms import LayerNorm, RMSNorm  # noqa: E402
-from minillama.optimizer import AdamW  # noqa: E402
-from minillama.rope import apply_rotary_emb, precompute_rope_table  # noqa: E402
-from minillama.sampling import sample_next_token  # noqa: E402
+from minillama.core.config import LlamaConfig, Runtime  # noqa: E402
+from minillama.core.model import FeedForward, Llama  # noqa: E402
+from minillama.core.norms import LayerNorm, RMSNorm  # noqa: E402
+from minillama.core.optimizer import AdamW  # noqa: E402
+from minillama.core.rope import apply_rotary_emb, precompute_rope_table  # noqa: E402
+from minillama.core.sampling import sample_next_token  # noqa: E402
 
 # The course's sanity_check.data was computed on these ids (reference-facts.md).
 COURSE_IDS = [[101, 7592, 2088, 102, 0, 0, 0, 0], [101, 7592, 15756, 2897, 2005, 17953, 2361, 102]]

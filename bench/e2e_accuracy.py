@@ -245,7 +245,7 @@ class NoCacheDecoder(torch.nn.Module):
     @torch.no_grad()
     def generate(self, input_ids, max_new_tokens, eos_id=None, attention_mask=None, beam_size=1,
                  length_penalty=1.0):
-        from minillama.beam import beam_search
+        from minillama.core.beam import beam_search
         lengths = attention_mask.sum(dim=1)
         T = input_ids.shape[1]
         pieces = {}

@@ -36,10 +36,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from minillama.config import LlamaConfig  # noqa: E402
+from minillama.core.config import LlamaConfig  # noqa: E402
 from minillama.formats.hf import save_hf_dir  # noqa: E402
 from minillama.loading import load_model  # noqa: E402
-from minillama.model import Llama  # noqa: E402
+from minillama.core.model import Llama  # noqa: E402
 from minillama.pairs_data import group_references, read_pairs  # noqa: E402
 from minillama.tokenizer import load_tokenizer  # noqa: E402
 

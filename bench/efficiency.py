@@ -46,11 +46,11 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 from minillama.adapters import FullConfig, attach, make_config, parameter_counts  # noqa: E402
-from minillama.config import LlamaConfig  # noqa: E402
+from minillama.core.config import LlamaConfig  # noqa: E402
 from minillama.data import load_split, read_label_names  # noqa: E402
 from minillama.formats import save_checkpoint  # noqa: E402
 from minillama.heads import HeadClassifier  # noqa: E402
-from minillama.model import Llama  # noqa: E402
+from minillama.core.model import Llama  # noqa: E402
 from minillama.runconfig import RunConfig, seed_everything  # noqa: E402
 from minillama.tokenizer import load_tokenizer  # noqa: E402
 from minillama.train import TrainConfig, count_parameters, make_optimizer, train_step  # noqa: E402

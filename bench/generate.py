@@ -29,11 +29,11 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from minillama.config import LlamaConfig, Runtime  # noqa: E402
+from minillama.core.config import LlamaConfig, Runtime  # noqa: E402
 from minillama.formats import resolve_dtype  # noqa: E402
 from minillama.formats.hf import hf_tensors  # noqa: E402
-from minillama.layout import fused_weight  # noqa: E402
-from minillama.model import Llama  # noqa: E402
+from minillama.fast.layout import fused_weight  # noqa: E402
+from minillama.core.model import Llama  # noqa: E402
 
 SHAPES = {
     "stories42M": dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=8, vocab_size=32000, max_seq_len=1024,

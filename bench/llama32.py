@@ -33,7 +33,7 @@ sys.path.insert(0, REPO)
 
 from minillama import LlamaConfig, RopeScaling, load_model  # noqa: E402
 from minillama.formats.hf import save_hf_dir  # noqa: E402
-from minillama.model import Llama  # noqa: E402
+from minillama.core.model import Llama  # noqa: E402
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
 

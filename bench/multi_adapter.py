@@ -26,8 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from minillama.adapters import PrefixConfig, attach  # noqa: E402
 from minillama.adapters.multi import MultiAdapter  # noqa: E402
-from minillama.config import LlamaConfig  # noqa: E402
-from minillama.model import Llama  # noqa: E402
+from minillama.core.config import LlamaConfig  # noqa: E402
+from minillama.core.model import Llama  # noqa: E402
 
 SHAPES = {"stories42M": dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=8, vocab_size=32000, max_seq_len=1024),
           "stories260K": dict(dim=64, n_layers=5, n_heads=8, n_kv_heads=4, vocab_size=512, max_seq_len=512,

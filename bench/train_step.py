@@ -52,9 +52,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from minillama.config import LlamaConfig, Runtime  # noqa: E402
+from minillama.core.config import LlamaConfig, Runtime  # noqa: E402
 from minillama.adapters import inject_lora  # noqa: E402
-from minillama.model import Llama  # noqa: E402
+from minillama.core.model import Llama  # noqa: E402
 from minillama.heads import HeadClassifier  # noqa: E402
 from minillama.train import count_parameters, make_optimizer, TrainConfig  # noqa: E402
 

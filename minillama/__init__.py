@@ -9,10 +9,10 @@ Public API:
     PrefixModel(base, mode, length, ...), save_adapter, load_adapter, interpolate  (minillama.adapters)
 """
 from .adapters import PrefixModel, interpolate, load_adapter, save_adapter
-from .config import LlamaConfig, RopeScaling, Runtime
+from .core.config import LlamaConfig, RopeScaling, Runtime
 from .errors import MinillamaError
 from .formats import load_model, save_checkpoint
-from .model import Llama
+from .core.model import Llama
 from .tokenizer import load_tokenizer
 
 __all__ = ["LlamaConfig", "RopeScaling", "Runtime", "Llama", "MinillamaError", "load_model", "load_tokenizer",

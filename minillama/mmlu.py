@@ -34,7 +34,7 @@ from .errors import MinillamaError
 from .files import atomic_write_text
 from .heads import VerbalizerClassifier
 from .mmlu_data import LETTERS, Question
-from .sampling import generate, strip_after_stop
+from .core.sampling import generate, strip_after_stop
 from .train import TrainConfig, autocast
 
 MODES = ("logits", "generate")

@@ -8,7 +8,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .config import NORMS
+from .core.config import NORMS
 from .errors import MinillamaError
 from .formats import DTYPES
 from .loading import load_model_and_tokenizer

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from .data import Split
 from .errors import MinillamaError
 from . import distributed, resume
-from .optimizer import AdamW
+from .core.optimizer import AdamW
 from .resume import LoopState
 from .runconfig import RunConfig
 

@@ -12,8 +12,8 @@ import torch
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
-from minillama.config import LlamaConfig, Runtime  # noqa: E402
-from minillama.model import Llama  # noqa: E402
+from minillama.core.config import LlamaConfig, Runtime  # noqa: E402
+from minillama.core.model import Llama  # noqa: E402
 
 ASSETS = os.environ.get("MINILLAMA_ASSETS") or os.path.join(REPO_ROOT, "..", "shared", "assets")
 

@@ -9,10 +9,10 @@ import torch
 
 from conftest import asset, tiny_model
 from minillama.adapters import LlamaAdapter, LlamaAdapterConfig, attach, interpolate, load_adapter, save_adapter
-from minillama.attention import Attention
+from minillama.core.attention import Attention
 from minillama.errors import MinillamaError
-from minillama.optimizer import AdamW
-from minillama.rope import apply_rope
+from minillama.core.optimizer import AdamW
+from minillama.core.rope import apply_rope
 
 
 def padded_batch(seed=0, T=9):
@@ -87,7 +87,7 @@ def oracle_prompt_term(attn, x, positions, gate_kind):
 
 
 def a_table(n, hd):
-    from minillama.rope import precompute_rope_table
+    from minillama.core.rope import precompute_rope_table
     return precompute_rope_table(hd, n)
 
 

@@ -8,7 +8,7 @@ from conftest import tiny_model
 from minillama.errors import MinillamaError
 from minillama.adapters.lora import (LoRALinear, inject_lora, lora_modules, lora_parameter_count, merge_lora,
                             unmerge_lora)
-from minillama.optimizer import AdamW
+from minillama.core.optimizer import AdamW
 from minillama.heads import HeadClassifier
 
 

@@ -15,7 +15,7 @@ from hf_oracle import LLAMA3_SCALING, transformers
 from minillama.adapters import (LlamaAdapterConfig, LoraConfig, PrefixConfig, PrefixTuningConfig,
                                 PromptTuningConfig, attach, load_adapter)
 from minillama.adapters.peft_format import export_peft, flat_to_prefix, prefix_to_flat
-from minillama.config import RopeScaling
+from minillama.core.config import RopeScaling
 from minillama.errors import MinillamaError
 from minillama.formats.hf import save_hf_dir
 from test_adapters_llama_adapter import padded_batch as left_padded

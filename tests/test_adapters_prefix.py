@@ -7,9 +7,9 @@ import torch
 
 from conftest import asset, tiny_model
 from minillama.errors import MinillamaError
-from minillama.optimizer import AdamW
+from minillama.core.optimizer import AdamW
 from minillama.adapters import PrefixModel, parameter_counts
-from minillama.sampling import generate
+from minillama.core.sampling import generate
 
 DEEP = [("prefix", False), ("prefix", True), ("ptuning2", None)]
 ALL = DEEP + [("prompt", None)]

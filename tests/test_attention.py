@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import split_runtime, tiny_config
-from minillama.attention import Attention, KVCache, attention_bias
-from minillama.rope import precompute_rope_table
+from minillama.core.attention import Attention, KVCache, attention_bias
+from minillama.core.rope import precompute_rope_table
 
 B, H, KV, T, HD = 2, 4, 2, 7, 16
 

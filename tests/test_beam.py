@@ -14,11 +14,11 @@ import torch
 
 from conftest import tiny_model
 from minillama.adapters import PrefixModel
-from minillama.attention import KVCache
-from minillama.beam import beam_search
+from minillama.core.attention import KVCache
+from minillama.core.beam import beam_search
 from minillama.errors import MinillamaError
 from minillama.formats.hf import save_hf_dir
-from minillama.sampling import generate
+from minillama.core.sampling import generate
 
 transformers = pytest.importorskip("transformers")
 
@@ -208,7 +208,7 @@ def test_cache_reorder_in_place_equals_indexing(index):
 
 
 def test_settle_keeps_first_children_in_their_parents_rows():
-    from minillama.beam import _settle
+    from minillama.core.beam import _settle
     parent = torch.randint(0, 5, (200, 5), generator=torch.Generator().manual_seed(0))
     order = _settle(parent)
     assert torch.equal(order.sort(dim=1).values, torch.arange(5).expand(200, 5))  # a permutation per prompt

@@ -25,8 +25,8 @@ def test_format_detected_from_content_not_name(tmp_path, real, name):
 def test_bin_whose_header_starts_like_a_pickle_opcode_is_still_a_bin(tmp_path):
     """dim 640 is 0x280: the file begins with bytes 80 02, as a protocol-2 pickle does."""
     torch.manual_seed(0)
-    from minillama.config import LlamaConfig
-    from minillama.model import Llama
+    from minillama.core.config import LlamaConfig
+    from minillama.core.model import Llama
     model = Llama(LlamaConfig(dim=640, n_layers=1, n_heads=10, vocab_size=16, hidden_dim=8, max_seq_len=4)).eval()
     path = str(tmp_path / "wide.bin")
     save_checkpoint(model, path)

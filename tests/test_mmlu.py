@@ -12,9 +12,9 @@ from conftest import asset, tiny_model
 from minillama import mmlu_data
 from minillama.errors import MinillamaError
 from minillama.mmlu_data import Question
-from minillama.sampling import generate
+from minillama.core.sampling import generate
 from minillama import mmlu
-from minillama.sampling import strip_after_stop as strip_stop
+from minillama.core.sampling import strip_after_stop as strip_stop
 from minillama.tokenizer import load_tokenizer
 
 # tok512 splits " A" into "▁" + "A": the approximation warning is expected here

@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import tiny_config, tiny_model
-from minillama.config import LlamaConfig, ffn_hidden_dim
+from minillama.core.config import LlamaConfig, ffn_hidden_dim
 from minillama.errors import MinillamaError
-from minillama.model import FeedForward
+from minillama.core.model import FeedForward
 
 ATOL = 1e-4  # logits of the 10x-scaled models are O(10)
 
@@ -135,7 +135,7 @@ def test_padded_batch_equals_unpadded_singles(side, use_sdpa):
 def test_causal_query_blocks_leave_logits_and_gradients_unchanged(monkeypatch, use_sdpa):
     """Attention in blocks of 3 queries (Attention._attend_in_blocks) = one block,
     for a left-padded batch of 10 tokens after a 4-token cache: logits and every gradient."""
-    from minillama.attention import Attention
+    from minillama.core.attention import Attention
     model = _lively_model(use_sdpa=use_sdpa).train()
     g = torch.Generator().manual_seed(8)
     ids = torch.randint(3, 97, (3, 14), generator=g)

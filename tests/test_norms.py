@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minillama.norms import LayerNorm, RMSNorm, make_norm
+from minillama.core.norms import LayerNorm, RMSNorm, make_norm
 
 
 def _random_gain(dim, seed=1):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from minillama.optimizer import AdamW
+from minillama.core.optimizer import AdamW
 
 STEPS = 200
 

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from minillama.config import RopeScaling
-from minillama.rope import (apply_rope, apply_rotary_emb, llama3_scaled_frequencies, precompute_rope_table,
+from minillama.core.config import RopeScaling
+from minillama.core.rope import (apply_rope, apply_rotary_emb, llama3_scaled_frequencies, precompute_rope_table,
                             rope_frequencies)
 
 

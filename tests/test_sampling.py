@@ -4,7 +4,7 @@ import torch
 
 from conftest import tiny_model
 from minillama.errors import MinillamaError
-from minillama.sampling import check_sampling_args, sample_next_token
+from minillama.core.sampling import check_sampling_args, sample_next_token
 
 N_DRAWS = 2000
 

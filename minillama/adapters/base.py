@@ -26,7 +26,7 @@ from typing import ClassVar, Dict
 import torch
 from torch import nn
 
-from ..attention import KVCache
+from ..core.attention import KVCache
 
 
 @dataclass
@@ -72,7 +72,7 @@ class AdaptedModel(nn.Module):
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
         """As Llama.generate, through this backbone."""
-        from ..sampling import generate
+        from ..core.sampling import generate
         return generate(self, input_ids, max_new_tokens, **kwargs)
 
     # -- training and files ----------------------------------------------------------------

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ..errors import MinillamaError
-from ..rope import apply_rope
+from ..core.rope import apply_rope
 from .base import AdaptedModel, AdapterConfig
 
 GATES = ("scalar", "tanh")  # scalar: PEFT's one gate per layer, as is; tanh: the paper's tanh(g) per head

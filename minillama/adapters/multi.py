@@ -23,7 +23,7 @@ from typing import Dict, Optional, Sequence
 import torch
 from torch import nn
 
-from ..attention import KVCache
+from ..core.attention import KVCache
 from ..errors import MinillamaError
 from .base import AdaptedModel
 

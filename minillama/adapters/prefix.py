@@ -18,7 +18,7 @@ from typing import ClassVar, Dict, Optional, Sequence
 import torch
 from torch import nn
 
-from ..attention import KVCache
+from ..core.attention import KVCache
 from ..errors import MinillamaError
 from .base import AdaptedModel, AdapterConfig
 

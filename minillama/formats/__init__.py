@@ -18,10 +18,10 @@ from typing import Dict, Optional, Tuple, Union
 
 import torch
 
-from ..config import NORMS, LlamaConfig, Runtime
+from ..core.config import NORMS, LlamaConfig, Runtime
 from ..errors import MinillamaError
 from ..files import not_found
-from ..model import Llama
+from ..core.model import Llama
 from . import hf, llama2c, meta
 
 CHECKPOINT_HINT = ("./setup.sh downloads stories42M.pt into the repository root; or fetch "

@@ -16,7 +16,7 @@ from typing import Dict, Optional
 
 import torch
 
-from ..config import LlamaConfig
+from ..core.config import LlamaConfig
 from ..errors import MinillamaError
 from ..files import atomic_write
 

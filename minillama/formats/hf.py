@@ -27,7 +27,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 
-from ..config import LlamaConfig, RopeScaling
+from ..core.config import LlamaConfig, RopeScaling
 from ..errors import MinillamaError
 from ..files import atomic_write
 from .common import FIX, cast, check_weights, make_config, number, read_json, tie_output, write_json

@@ -20,7 +20,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from ..config import LlamaConfig
+from ..core.config import LlamaConfig
 from ..errors import MinillamaError
 from ..files import atomic_write
 from .common import REQUIRED, cast, check_weights, load_torch_file, looks_tied, make_config, number, tie_output

@@ -15,7 +15,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from ..config import LlamaConfig, RopeScaling, ffn_hidden_dim
+from ..core.config import LlamaConfig, RopeScaling, ffn_hidden_dim
 from ..errors import MinillamaError
 from ..files import atomic_write
 from .common import cast, check_weights, load_torch_file, looks_tied, make_config, number, read_json, \

@@ -33,7 +33,7 @@ from ..metrics import e2e_scores, format_scores, require_java
 from ..pairs_data import DEFAULT_SOURCE_COLUMN, DEFAULT_TARGET_COLUMN, group_references, read_pairs
 from ..runconfig import RunConfig
 from ..runlog import RunLog
-from ..sampling import strip_after_stop
+from ..core.sampling import strip_after_stop
 from ..train import CausalLM, TrainConfig, autocast, describe_trainable, fit
 from .classify import OUTPUT_WORDS
 

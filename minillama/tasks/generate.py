@@ -23,7 +23,7 @@ import torch
 from ..errors import MinillamaError
 from ..files import atomic_write_text, check_all_writable
 from ..runconfig import RunConfig
-from ..sampling import check_sampling_args, strip_after_stop
+from ..core.sampling import check_sampling_args, strip_after_stop
 
 COURSE_PROMPT = ("Victor Frankenstein, a young scientist obsessed with uncovering the secrets of life, "
                  "succeeds in animating a creature assembled from")

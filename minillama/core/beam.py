@@ -30,8 +30,8 @@ from typing import Optional
 
 import torch
 
-from .errors import MinillamaError
-from .layout import use_decode_layout
+from ..errors import MinillamaError
+from ..fast.layout import use_decode_layout
 from .sampling import as_id_set, fit_new_tokens
 
 NO_BEAM = -1e9  # the score of beams 1..k-1 before the first step: a prompt starts as one beam

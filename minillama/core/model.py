@@ -16,8 +16,8 @@ from torch import nn
 
 from .attention import Attention, KVCache, attention_bias
 from .config import LlamaConfig, Runtime
-from .errors import MinillamaError
-from .layout import fused_weight
+from ..errors import MinillamaError
+from ..fast.layout import fused_weight
 from .norms import make_norm
 from .rope import precompute_rope_table
 

@@ -12,8 +12,8 @@ from typing import Iterable, Optional, Union
 
 import torch
 
-from .errors import MinillamaError
-from .layout import use_decode_layout
+from ..errors import MinillamaError
+from ..fast.layout import use_decode_layout
 
 
 def check_sampling_args(temperature: float, epsilon: Optional[float]):

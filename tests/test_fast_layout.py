@@ -9,7 +9,7 @@ import pytest
 
 from minillama import load_model
 from minillama.formats import save_checkpoint
-from minillama.layout import fused_weight, use_decode_layout
+from minillama.fast.layout import fused_weight, use_decode_layout
 from minillama.adapters import inject_lora
 
 

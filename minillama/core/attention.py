@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import LlamaConfig, Runtime
-from .layout import fused_weight
+from ..fast.layout import fused_weight
 from .rope import apply_rope
 
 
