@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("generate")
     g.add_argument("--generated_sentence_low_temp_out", type=str, help=f"default {default(GenerateConfig, 'low_temp_out')}")
     g.add_argument("--generated_sentence_high_temp_out", type=str,
-                   help=f"default {default(GenerateConfig, 'high_temp_out')}")
+                   help="default generated-sentence-temp-<T>.txt, T the sampling temperature "
+                        "(1 for the course's pair)")
     g.add_argument("--prompt_text", type=str, help="text to continue (default: the course's)")
     g.add_argument("--temperature", type=float, help="one temperature (>= 0) instead of the course's 0.0 and 1.0")
     g.add_argument("--epsilon", type=float, help="epsilon sampling threshold in [0, 1)")

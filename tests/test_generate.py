@@ -102,6 +102,18 @@ def test_same_seed_same_text(ckpt, tok512, tmp_path):
     assert texts["a"] != texts["c"]
 
 
+def test_sampled_file_is_named_after_its_temperature(ckpt, tok512, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = ["--option", "generate", "--pretrained-model-path", str(ckpt), "--tokenizer", str(tok512),
+            "--norm", "rmsnorm", "--max_new_tokens", "3"]
+    assert main(argv + ["--temperature", "0.7"]) == 0
+    assert os.listdir(tmp_path) == ["generated-sentence-temp-0.7.txt"]
+    assert "Wrote generated sentence to generated-sentence-temp-0.7.txt." in capsys.readouterr().out
+    os.remove("generated-sentence-temp-0.7.txt")
+    assert main(argv) == 0  # the course's pair keeps the course's names
+    assert sorted(os.listdir(tmp_path)) == ["generated-sentence-temp-0.txt", "generated-sentence-temp-1.txt"]
+
+
 def test_epsilon_and_prompt_text(ckpt, tok512, tmp_path):
     assert main(generate_argv(ckpt, tok512, str(tmp_path), "--prompt_text", "Once upon a time",
                               "--epsilon", "0.05")) == 0

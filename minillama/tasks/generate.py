@@ -2,7 +2,8 @@
 
 Continues a prompt (the course's Frankenstein sentence, or --prompt_text) at
 temperature 0.0 and 1.0 (or only --temperature) and writes each result to
---generated_sentence_low_temp_out / --generated_sentence_high_temp_out.
+--generated_sentence_low_temp_out / --generated_sentence_high_temp_out (by default
+generated-sentence-temp-0.txt and generated-sentence-temp-<T>.txt, T the sampling temperature).
 
 File format (the course's `generate_sentence`): the decoded prompt followed by
 its continuation, no trailing newline.  With --chat (Llama 3 Instruct) the
@@ -33,7 +34,7 @@ COURSE_TEMPERATURES = (0.0, 1.0)
 @dataclass
 class GenerateConfig:
     low_temp_out: str = "generated-sentence-temp-0.txt"
-    high_temp_out: str = "generated-sentence-temp-1.txt"
+    high_temp_out: Optional[str] = None    # None: generated-sentence-temp-<T>.txt, T the temperature used
     prompt_text: Optional[str] = None      # None: the course's Frankenstein sentence
     temperature: Optional[float] = None    # None: the course's pair 0.0 and 1.0
     epsilon: Optional[float] = None        # epsilon sampling threshold in [0, 1)
@@ -52,8 +53,11 @@ class GenerateConfig:
         return list(COURSE_TEMPERATURES) if self.temperature is None else [self.temperature]
 
     def output_path(self, temperature: float) -> str:
-        """Greedy output goes to the low-temperature file, any sampling to the high one."""
-        return self.low_temp_out if temperature == 0.0 else self.high_temp_out
+        """Greedy output goes to the low-temperature file, any sampling to the high one;
+        unnamed, that file is named after the temperature used (1 for the course's pair)."""
+        if temperature == 0.0:
+            return self.low_temp_out
+        return self.high_temp_out or f"generated-sentence-temp-{temperature:g}.txt"
 
 
 def encode_prompt(tokenizer, prompt: str, chat: bool) -> List[int]:
