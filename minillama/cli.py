@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import importlib
 import os
+import shlex
 import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -21,6 +22,7 @@ import torch
 from . import distributed
 from .adapters import FullConfig, LlamaAdapterConfig, LoraConfig, PrefixConfig, PrefixTuningConfig, PromptTuningConfig
 from .errors import MinillamaError
+from .files import resolve_repo_path
 from .mmlu import MMLUSettings
 from .runconfig import RunConfig, seed_everything
 from .tasks.classify import PREFIX_RECIPE, ClassifyConfig
@@ -307,6 +309,25 @@ def parse(argv: Optional[List[str]] = None, device: Optional[str] = None) -> Tup
     return name, run, cfg
 
 
+BUNDLED_MODEL = {"--pretrained-model-path": "assets/stories260K/stories260K.bin",
+                 "--tokenizer": "assets/stories260K/tok512.model", "--norm": "rmsnorm"}
+
+
+def check_default_model(run_cfg: RunConfig, argv: List[str]):
+    """With no --pretrained-model-path and no stories42M.pt (offline, before setup.sh could
+    download it), say how to get it and give the exact command for the same job on the
+    bundled stories260K (with its tokenizer and norm: the flags not already given)."""
+    if any(a.split("=")[0] == "--pretrained-model-path" for a in argv):
+        return
+    if os.path.exists(resolve_repo_path(run_cfg.model_path)):
+        return
+    given_flags = {a.split("=")[0] for a in argv}
+    extra = [x for flag, value in BUNDLED_MODEL.items() if flag not in given_flags for x in (flag, value)]
+    command = shlex.join([".venv/bin/python", "run_llama.py", *argv, *extra])
+    raise MinillamaError(f"{run_cfg.model_path} (the default --pretrained-model-path) not found: `bash setup.sh` "
+                         f"downloads it; the same job on the bundled model, offline: {command}")
+
+
 def use_gpu_asked(argv: Optional[List[str]]) -> bool:
     return "--use_gpu" in (sys.argv[1:] if argv is None else argv)
 
@@ -319,6 +340,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not distributed.is_main():
             sys.stdout = open(os.devnull, "w")  # rank 0 alone prints
         name, run_cfg, cfg = parse(argv, device)
+        check_default_model(run_cfg, sys.argv[1:] if argv is None else list(argv))
         seed_everything(run_cfg.seed)
         importlib.import_module(f"minillama.tasks.{name}").run(run_cfg, cfg)
     except MinillamaError as e:

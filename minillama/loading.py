@@ -12,7 +12,7 @@ from typing import Optional
 
 from .errors import MinillamaError
 from .files import not_found, resolve_repo_path
-from .formats import CHECKPOINT_HINT, load_model
+from .formats import checkpoint_hint, load_model
 from .formats.hf import LLAMA3_VOCAB_SIZE
 from .tokenizer import TOKENIZER_HINT, load_tokenizer
 
@@ -53,7 +53,7 @@ def load_model_and_tokenizer(model_path: str, tokenizer_path: Optional[str] = No
     first: it is cheap, and a wrong one then fails before a big model load."""
     model_path = resolve_repo_path(model_path)
     if not os.path.exists(model_path):
-        raise not_found("checkpoint", model_path, CHECKPOINT_HINT, repo_too=True)
+        raise not_found("checkpoint", model_path, checkpoint_hint(model_path), repo_too=True)
     tokenizer_path = resolve_repo_path(default_tokenizer_path(model_path, tokenizer_path))
     if not os.path.exists(tokenizer_path):
         raise not_found("tokenizer", tokenizer_path, TOKENIZER_HINT, repo_too=True)

@@ -1,5 +1,7 @@
 """The command line (minillama/cli.py): flags become typed configs, every default is the
 config field's (argparse states none), and each (option, --task) reaches its task."""
+import os
+
 import pytest
 
 from minillama.adapters import FullConfig, LoraConfig, PrefixConfig, PrefixTuningConfig, PromptTuningConfig
@@ -124,3 +126,18 @@ def test_the_classification_prefix_recipe_yields_to_the_flags_given():
     _, _, cfg = parse(["--option", "prefix", "--prefix_head", "cls"])
     assert cfg.head == "cls"
     assert parse(["--option", "prefix", "--task", "e2e"])[2].method == PrefixTuningConfig()
+
+
+def test_absent_default_model_gives_the_bundled_command(tmp_path, monkeypatch, capsys):
+    """No --pretrained-model-path and no stories42M.pt: one line with the exact command that runs
+    the same job on the bundled stories260K (only the flags not already given are added)."""
+    monkeypatch.setattr("minillama.cli.resolve_repo_path", lambda path: path)  # as if setup.sh never ran
+    monkeypatch.chdir(tmp_path)
+    assert main(["--option", "generate", "--max_new_tokens", "4", "--norm", "rmsnorm"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "(the default --pretrained-model-path) not found: `bash setup.sh` downloads it" in err[0]
+    assert err[0].startswith("error: stories42M.pt (the default")
+    assert err[0].endswith("offline: .venv/bin/python run_llama.py --option generate --max_new_tokens 4 --norm rmsnorm "
+                           "--pretrained-model-path assets/stories260K/stories260K.bin "
+                           "--tokenizer assets/stories260K/tok512.model")
+    assert os.listdir(tmp_path) == []

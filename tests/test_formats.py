@@ -100,8 +100,20 @@ def test_unknown_save_format_is_one_clear_error(tmp_path):
 
 
 def test_missing_checkpoint_is_not_found(tmp_path):
-    with pytest.raises(MinillamaError, match="checkpoint not found.*setup.sh"):
+    with pytest.raises(MinillamaError, match="checkpoint not found.*check the path given to --pretrained-model-path"):
         detect_format(str(tmp_path / "absent.pt"))
+
+
+def test_missing_checkpoint_hint_names_what_was_asked_for(tmp_path):
+    """The hint is about the checkpoint asked for: a Llama 3.2 directory is not told about stories42M."""
+    with pytest.raises(MinillamaError) as e:
+        detect_format(str(tmp_path / "Llama-3.2-1B-Instruct"))
+    assert "MINILLAMA_LLAMA32=1 bash setup.sh` downloads Llama-3.2-1B-Instruct" in str(e.value)
+    assert "stories42M" not in str(e.value)
+    with pytest.raises(MinillamaError) as e:
+        detect_format(str(tmp_path / "stories42M.pt"))
+    assert "--pretrained-model-path assets/stories260K/stories260K.bin --tokenizer " \
+           "assets/stories260K/tok512.model --norm rmsnorm" in str(e.value)
 
 
 def test_unusable_device_is_one_clear_error(tmp_path):

@@ -24,8 +24,20 @@ from ..files import not_found
 from ..core.model import Llama
 from . import hf, llama2c, meta
 
-CHECKPOINT_HINT = ("./setup.sh downloads stories42M.pt into the repository root; or fetch "
-                   "https://www.cs.cmu.edu/~vijayv/stories42M.pt, or pass --pretrained-model-path")
+def checkpoint_hint(path: str) -> str:
+    """How to get the checkpoint that was asked for (named after it, not after the default)."""
+    name = os.path.basename(os.path.normpath(path))
+    if name == "stories42M.pt":
+        return ("`bash setup.sh` downloads stories42M.pt into the repository root (or fetch "
+                "https://www.cs.cmu.edu/~vijayv/stories42M.pt); the bundled model runs offline: "
+                "--pretrained-model-path assets/stories260K/stories260K.bin --tokenizer "
+                "assets/stories260K/tok512.model --norm rmsnorm")
+    if "llama-3.2" in name.lower():
+        return (f"`MINILLAMA_LLAMA32=1 bash setup.sh` downloads {name} (gated: accept Meta's license and run "
+                f"`.venv/bin/hf auth login` first), or pass the directory where you keep it")
+    return "check the path given to --pretrained-model-path (a llama2.c .pt/.bin file, or a HF or Meta directory)"
+
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 COURSE_DEFAULT_NORM = "layernorm"  # the course's spec; stories checkpoints were trained with rmsnorm
 READERS = {"llama2c_pt": llama2c.read_pt, "llama2c_bin": llama2c.read_bin,
@@ -36,7 +48,7 @@ SAVERS = {"pt": llama2c.save_pt, "bin": llama2c.save_bin, "hf": hf.save_hf_dir, 
 def detect_format(path: str) -> str:
     """'llama2c_pt', 'llama2c_bin', 'hf_dir' or 'meta_dir', from content, not name."""
     if not os.path.exists(path):
-        raise not_found("checkpoint", path, CHECKPOINT_HINT)
+        raise not_found("checkpoint", path, checkpoint_hint(path))
     if not os.path.isdir(path):
         return llama2c.detect_file(path)
     if os.path.isfile(os.path.join(path, hf.HF_CONFIG)):
