@@ -33,8 +33,10 @@ def test_save_load_round_trip(tmp_path, mode, reparam):
     assert loaded.adapter_meta["label_names"][0] == "a" and torch.equal(loaded.head_state["bias"], head["bias"])
     with pytest.raises(MinillamaError, match="n_layers=2.*n_layers=3"):
         load_adapter(tiny_model(n_layers=3), path)
-    with pytest.warns(UserWarning, match="different base model"):
+    with pytest.warns(UserWarning, match=r"different base model of the same shape \(other weights: the embeddings differ\)"):
         load_adapter(tiny_model(seed=1), path)  # same shape, other weights: allowed, but flagged
+    with pytest.warns(UserWarning, match="settings differ: norm 'rmsnorm' there, 'layernorm' here"):
+        load_adapter(tiny_model(norm="layernorm"), path)  # same weights, the other norm: named
     with pytest.raises(MinillamaError, match="not found"):
         load_adapter(base, path + "-missing")
 

@@ -41,7 +41,8 @@ def base_identity(base: nn.Module) -> Dict[str, object]:
     w = base.tok_embeddings.weight.detach()
     rows = w[:: max(1, w.shape[0] // 256)].to("cpu", torch.bfloat16).view(torch.int16)
     return {**{k: getattr(c, k) for k in SHAPE_KEYS}, "config_sha256": _sha16(_architecture(base)),
-            "embedding_fingerprint": hashlib.sha256(rows.numpy().tobytes()).hexdigest()[:16]}
+            "embedding_fingerprint": hashlib.sha256(rows.numpy().tobytes()).hexdigest()[:16],
+            "architecture": _architecture(base)}  # kept in full so a mismatch can name the setting
 
 
 def _same_architecture(want_sha: str, base: nn.Module) -> bool:
@@ -106,7 +107,20 @@ def check_base(meta: dict, base: nn.Module, path: str, where: Optional[str] = No
     same = _same_architecture(want.get("config_sha256"), base) and \
         want.get("embedding_fingerprint") == have["embedding_fingerprint"]
     if not same:
-        warnings.warn(f"{path}: adapter was trained on a different base model of the same shape")
+        warnings.warn(f"{path}: adapter was trained on a different base model of the same shape "
+                      f"({base_difference(want, have)})")
+
+
+def base_difference(want: dict, have: dict) -> str:
+    """What differs between the saved base identity and this model's, in words."""
+    saved = want.get("architecture")
+    if saved is None:  # files of earlier releases keep only the hash
+        return "other settings or weights; this file records no settings to compare"
+    differ = [f"{k} {saved.get(k)!r} there, {have['architecture'].get(k)!r} here"
+              for k in sorted(set(saved) | set(have["architecture"])) if saved.get(k) != have["architecture"].get(k)]
+    if differ:
+        return "settings differ: " + "; ".join(differ)
+    return "other weights: the embeddings differ"
 
 
 def read_tensors(path: str) -> Dict[str, torch.Tensor]:
