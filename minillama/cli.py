@@ -22,7 +22,6 @@ import torch
 from . import distributed
 from .adapters import FullConfig, LlamaAdapterConfig, LoraConfig, PrefixConfig, PrefixTuningConfig, PromptTuningConfig
 from .errors import MinillamaError
-from .files import resolve_repo_path
 from .mmlu import MMLUSettings
 from .runconfig import RunConfig, seed_everything
 from .tasks.classify import PREFIX_RECIPE, ClassifyConfig
@@ -313,19 +312,15 @@ BUNDLED_MODEL = {"--pretrained-model-path": "assets/stories260K/stories260K.bin"
                  "--tokenizer": "assets/stories260K/tok512.model", "--norm": "rmsnorm"}
 
 
-def check_default_model(run_cfg: RunConfig, argv: List[str]):
-    """With no --pretrained-model-path and no stories42M.pt (offline, before setup.sh could
-    download it), say how to get it and give the exact command for the same job on the
-    bundled stories260K (with its tokenizer and norm: the flags not already given)."""
-    if any(a.split("=")[0] == "--pretrained-model-path" for a in argv):
-        return
-    if os.path.exists(resolve_repo_path(run_cfg.model_path)):
-        return
+def bundled_model_command(argv: List[str]) -> Optional[str]:
+    """With no --pretrained-model-path: the exact command that runs the same job on the
+    bundled stories260K (its tokenizer and norm added unless given), for the error a
+    missing stories42M.pt gives (offline, before setup.sh could download it)."""
     given_flags = {a.split("=")[0] for a in argv}
+    if "--pretrained-model-path" in given_flags:
+        return None
     extra = [x for flag, value in BUNDLED_MODEL.items() if flag not in given_flags for x in (flag, value)]
-    command = shlex.join([".venv/bin/python", "run_llama.py", *argv, *extra])
-    raise MinillamaError(f"{run_cfg.model_path} (the default --pretrained-model-path) not found: `bash setup.sh` "
-                         f"downloads it; the same job on the bundled model, offline: {command}")
+    return shlex.join([".venv/bin/python", "run_llama.py", *argv, *extra])
 
 
 def use_gpu_asked(argv: Optional[List[str]]) -> bool:
@@ -340,7 +335,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not distributed.is_main():
             sys.stdout = open(os.devnull, "w")  # rank 0 alone prints
         name, run_cfg, cfg = parse(argv, device)
-        check_default_model(run_cfg, sys.argv[1:] if argv is None else list(argv))
+        run_cfg = dataclasses.replace(run_cfg, bundled_command=bundled_model_command(
+            sys.argv[1:] if argv is None else list(argv)))
         seed_everything(run_cfg.seed)
         importlib.import_module(f"minillama.tasks.{name}").run(run_cfg, cfg)
     except MinillamaError as e:

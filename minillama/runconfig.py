@@ -1,6 +1,7 @@
 """What every command shares: which model, on which device, in which precision, seed."""
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass
 from typing import Optional
@@ -10,6 +11,7 @@ import torch
 
 from .core.config import NORMS
 from .errors import MinillamaError
+from .files import resolve_repo_path
 from .formats import DTYPES
 from .loading import load_model_and_tokenizer
 
@@ -25,6 +27,7 @@ class RunConfig:
     bf16: bool = False  # bf16 autocast for training and evaluation
     seed: int = 1337
     progress: bool = True  # tqdm bars
+    bundled_command: Optional[str] = None  # the same job on assets/stories260K, for a missing default model
 
     def __post_init__(self):
         if self.norm is not None and self.norm not in NORMS:
@@ -34,6 +37,9 @@ class RunConfig:
 
     def load(self, chat: bool = False):
         """(model, tokenizer), checked against each other; the tokenizer first (cheap)."""
+        if self.bundled_command and not os.path.exists(resolve_repo_path(self.model_path)):
+            raise MinillamaError(f"{self.model_path} (the default --pretrained-model-path) not found: `bash setup.sh` "
+                                 f"downloads it; the same job on the bundled model, offline: {self.bundled_command}")
         return load_model_and_tokenizer(self.model_path, self.tokenizer_path, norm=self.norm, device=self.device,
                                         dtype=self.dtype, use_sdpa=self.use_sdpa, chat=chat)
 

@@ -123,8 +123,11 @@ def count_parameters(model: nn.Module) -> Tuple[int, int]:
 
 
 def describe_trainable(model: nn.Module) -> str:
+    """The one trainable share every run prints: trainable / all parameters of what runs
+    (frozen base + what the method adds + any head; tied weights once)."""
     trainable, total = count_parameters(model)
-    return f"trainable parameters: {trainable:,} of {total:,} ({100.0 * trainable / total:.4f}% of the model)"
+    return (f"trainable parameters: {trainable:,} of {total:,} "
+            f"({100.0 * trainable / total:.4f}% of all parameters: base, adapter and head)")
 
 
 @torch.no_grad()

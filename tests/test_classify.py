@@ -99,6 +99,8 @@ def test_cli_end_to_end_writes_one_prediction_per_line(tmp_path, monkeypatch, ca
         assert f"{split} acc :: {acc:.3f}" in out
     if option != "prompt":
         assert "trainable parameters:" in out and "epoch 0: train loss ::" in out
+        shares = [line for line in out.splitlines() if "%" in line and "parameters" in line]
+        assert len(shares) == 1 and "% of all parameters: base, adapter and head)" in shares[0]  # one figure
 
 
 def test_cli_cfimdb_placeholder_note_and_seed_repeats(tmp_path, capsys, tiny_ckpt):

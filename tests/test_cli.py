@@ -131,7 +131,7 @@ def test_the_classification_prefix_recipe_yields_to_the_flags_given():
 def test_absent_default_model_gives_the_bundled_command(tmp_path, monkeypatch, capsys):
     """No --pretrained-model-path and no stories42M.pt: one line with the exact command that runs
     the same job on the bundled stories260K (only the flags not already given are added)."""
-    monkeypatch.setattr("minillama.cli.resolve_repo_path", lambda path: path)  # as if setup.sh never ran
+    monkeypatch.setattr("minillama.runconfig.resolve_repo_path", lambda path: path)  # as if setup.sh never ran
     monkeypatch.chdir(tmp_path)
     assert main(["--option", "generate", "--max_new_tokens", "4", "--norm", "rmsnorm"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -162,7 +162,7 @@ def bad_inputs(tmp_path, ckpt, tok512):
     out = str(tmp_path / "out")
     os.makedirs(out, exist_ok=True)
     return out, [
-        ("missing checkpoint", generate_argv(tmp_path / "nope.pt", tok512, out), "setup.sh"),
+        ("missing checkpoint", generate_argv(tmp_path / "nope.pt", tok512, out), "check the path given to --pretrained-model-path"),
         ("missing tokenizer", generate_argv(ckpt, tmp_path / "nope.model", out), "setup.sh"),
         ("truncated checkpoint", generate_argv(truncated, tok512, out), "truncated"),
         ("wrong format", generate_argv(text_file, tok512, out), "not a llama2.c"),

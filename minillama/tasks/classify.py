@@ -195,9 +195,8 @@ def describe_method(cfg: ClassifyConfig, classifier: nn.Module) -> str:
                 f"prefix: mode {m.method}, length {m.length}"
                 + (f", reparameterized by a {m.hidden}-wide MLP" if hasattr(m, "hidden") else "")
                 + f", head {cfg.head}"))()
-    return (f"{what}: {counts['trainable'] + head:,} trainable parameters ({counts['trainable']:,} adapter + "
-            f"{head:,} head) = {100 * (counts['trainable'] + head) / counts['base']:.4f}% of the model's "
-            f"{counts['base']:,}") if m.method != "finetune" else what
+    # the share is printed once, by describe_trainable
+    return f"{what}: {counts['trainable']:,} adapter + {head:,} head parameters" if m.method != "finetune" else what
 
 
 def finish(cfg: ClassifyConfig, classifier: nn.Module, label_names: List[str], model_path: str):

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ..adapters import AdapterConfig, FullConfig, attach, load_adapters, parameter_counts, save_adapter
+from ..adapters import AdapterConfig, FullConfig, attach, load_adapters, save_adapter
 from ..adapters.io import check_adapter_sources
 from ..curves import curves_path, plot_curves
 from ..data import pad_left
@@ -197,10 +197,7 @@ def run(run_cfg: RunConfig, cfg: E2EConfig) -> Dict:
 
     with RunLog(cfg.log_jsonl, cfg.wandb, job=f"e2e-{cfg.option}") as log:
         if cfg.trains:
-            counts = parameter_counts(backbone)
-            print(f"{cfg.method.method}: {counts['trainable']:,} trainable parameters "
-                  f"({100 * counts['share']:.4f}% of the model's {counts['base']:,})")
-            print(describe_trainable(backbone))
+            print(f"{cfg.method.method}: {describe_trainable(backbone)}")
             history = fit(backbone, splits["train"], splits["dev"], cfg.training, run_cfg, objective=CausalLM(),
                           on_epoch=lambda r: log.log("epoch", epoch=r.epoch, train_loss=r.train_loss,
                                                      dev_loss=r.dev_loss, seconds=r.seconds),

@@ -29,7 +29,7 @@ from ..mmlu import (MMLUSettings, encode_questions, evaluate_with, letter_token_
 from ..mmlu_data import Question
 from ..runconfig import RunConfig
 from ..runlog import RunLog
-from ..train import TrainConfig, fit
+from ..train import TrainConfig, describe_trainable, fit
 
 
 @dataclass
@@ -111,10 +111,9 @@ def run(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
         backbone = attach(model, cfg.method, tokenizer).to(run_cfg.device)
     else:
         backbone = load_adapters(model, cfg.load_adapter, cfg.interpolate, tokenizer)[0]
-    counts = parameter_counts(backbone)
     length = getattr(backbone, "length", None)  # (a loaded LoRA adapter has none)
     print(f"prefix {backbone.method}" + (f", length {length}" if length is not None else "")
-          + f": {counts['trainable']:,} trainable parameters ({100 * counts['share']:.4f}% of the model)")
+          + f": {describe_trainable(backbone)}")
     with RunLog(cfg.log_jsonl, cfg.wandb, job="mmlu-prefix") as log:
         history = []
         if trains:
@@ -141,7 +140,7 @@ def run(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
                 summary = {k: v for k, v in results[which][mode].items() if k != "subjects"}
                 log.log("test", **{**summary, "model": which, "mode": mode})
     report = {"model": run_cfg.model_path, "prefix_mode": backbone.method, "prefix_length": length,
-              "trainable_parameters": counts["trainable"],
+              "trainable_parameters": parameter_counts(backbone)["trainable"],
               "data": {"train": "val minus held-out", "n_train": len(train_q), "n_heldout": len(held_q),
                        "n_test": len(test_q), "holdout": cfg.holdout},
               "history": [{"epoch": h.epoch, "train_loss": h.train_loss, "train_acc": h.train_acc,
