@@ -83,6 +83,18 @@ setup_venv() {
     printf '%s\n' "$want" > "$stamp"
 }
 
+# The package itself, editable (pyproject.toml): `import minillama` and `python -m minillama.metrics`
+# then work from any directory with .venv's python.
+install_package() {
+    if "$VENV/bin/python" -c 'import importlib.metadata as m, sys; d = m.distribution("minillama"); sys.exit(0 if d.read_text("direct_url.json") and "'"$REPO"'" in d.read_text("direct_url.json") else 1)' 2>/dev/null; then
+        say "ok       minillama installed editable from $REPO"
+        return 0
+    fi
+    "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$REPO" \
+        || die "pip install -e . failed (see above): setuptools >= 61 is needed in .venv (.venv/bin/pip install setuptools)"
+    say "installed minillama editable from $REPO (import minillama works from any directory)"
+}
+
 # ---------------------------------------------------------------- 3. assets
 # download URL DEST: curl (fallback wget); file:// URLs are copied, even offline.
 download() {
@@ -226,6 +238,7 @@ main() {
     else say "assets: downloading from their public origins"; fi
     mkdir -p "$STAGE"
     setup_venv
+    install_package
     fetch_all
     fetch_llama32
     check_java

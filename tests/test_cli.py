@@ -141,3 +141,18 @@ def test_absent_default_model_gives_the_bundled_command(tmp_path, monkeypatch, c
                            "--pretrained-model-path assets/stories260K/stories260K.bin "
                            "--tokenizer assets/stories260K/tok512.model")
     assert os.listdir(tmp_path) == []
+
+
+def test_package_imports_from_any_directory(tmp_path):
+    """setup.sh installs minillama editable: the public API and `python -m minillama.metrics`
+    work outside the repository root."""
+    import subprocess
+    import sys
+    from conftest import REPO_ROOT
+    found = subprocess.run([sys.executable, "-c", "import minillama; print(minillama.__file__)"], cwd=tmp_path,
+                           capture_output=True, text=True)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip() == os.path.join(REPO_ROOT, "minillama", "__init__.py")
+    usage = subprocess.run([sys.executable, "-m", "minillama.metrics", "--help"], cwd=tmp_path,
+                           capture_output=True, text=True)
+    assert usage.returncode == 0 and usage.stdout.startswith("usage: python -m minillama.metrics")
