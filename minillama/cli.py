@@ -47,9 +47,16 @@ def default(cls, name: str) -> Any:
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A flag mistake is one line and the --help hint, not the whole usage (exit code 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} ({self.prog} --help lists every flag)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run_llama.py", description="minillama coursework tasks",
-                                argument_default=argparse.SUPPRESS)
+    p = OneLineParser(prog="run_llama.py", description="minillama coursework tasks",
+                      argument_default=argparse.SUPPRESS)
     p.add_argument("--option", type=str, required=True, choices=OPTIONS,
                    help="generate: continue a prompt; prompt: zero-shot; finetune: full model; "
                         "lora: LoRA adapters; prefix: prefix/prompt tuning, P-tuning v2; mmlu: evaluate on MMLU")

@@ -156,3 +156,11 @@ def test_package_imports_from_any_directory(tmp_path):
     usage = subprocess.run([sys.executable, "-m", "minillama.metrics", "--help"], cwd=tmp_path,
                            capture_output=True, text=True)
     assert usage.returncode == 0 and usage.stdout.startswith("usage: python -m minillama.metrics")
+
+
+def test_flag_mistake_is_one_line_with_the_help_hint(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--option", "generate", "--no_such_flag"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == ("error: unrecognized arguments: --no_such_flag "
+                                       "(run_llama.py --help lists every flag)\n")
