@@ -112,3 +112,28 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, ckpt, monkey
     err = capsys.readouterr().err
     assert "need Java" in err and "--no_java" in err and len(err.strip().splitlines()) == 1
     assert os.listdir(out) == []
+
+
+def test_load_two_adapters_with_interpolate(tmp_path, capsys, ckpt):
+    """--task e2e --load_adapter A B --interpolate ALPHA decodes with alpha*A + (1-alpha)*B;
+    alpha 1 writes what A alone writes."""
+    data = e2e_slice(tmp_path, rows=(16, 8, 6))
+    out = str(tmp_path / "out")
+    os.mkdir(out)
+    for name, seed in (("a", "1"), ("b", "2")):
+        assert main(e2e_argv("prefix", ckpt, data, out, "--prefix_mode", "ptuning2", "--prefix_length", "3",
+                             "--lr", "0.3", "--epochs", "1", "--no_java", "--seed", seed,
+                             "--save_adapter", os.path.join(out, name), "--test_out", os.path.join(out, f"{name}.txt"))) == 0
+    adapters = [os.path.join(out, "a"), os.path.join(out, "b")]
+
+    def decode(alpha, name):
+        argv = e2e_argv("prefix", ckpt, data, out, "--no_java", "--load_adapter", *adapters, "--interpolate", alpha,
+                        "--test_out", os.path.join(out, name))
+        capsys.readouterr()
+        assert main(argv) == 0
+        return capsys.readouterr().out, open(os.path.join(out, name), encoding="utf-8").read()
+
+    printed, _ = decode("0.5", "half.txt")
+    assert "interpolated 0.5 : 0.5" in printed
+    _, alone_a = decode("1.0", "one.txt")
+    assert alone_a == open(os.path.join(out, "a.txt"), encoding="utf-8").read()

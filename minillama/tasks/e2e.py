@@ -66,6 +66,7 @@ class E2EConfig:
     no_java: bool = False                    # BLEU and NIST only (METEOR, ROUGE_L, CIDEr need Java)
     save_adapter: Optional[str] = None       # None: e2e-<method>-adapter for the adapter methods
     load_adapter: Optional[List[str]] = None  # decode with a saved adapter, no training
+    interpolate: Optional[float] = None      # with two adapters: alpha * A + (1 - alpha) * B
     log_jsonl: Optional[str] = None
     wandb: bool = False
 
@@ -79,7 +80,7 @@ class E2EConfig:
         for flag, value in (("--max_new_tokens", self.max_new_tokens), ("--max_train_rows", self.max_train_rows)):
             if value is not None and value <= 0:
                 raise MinillamaError(f"{flag} must be a positive integer, got {value}")
-        check_adapter_sources(self.load_adapter, None)
+        check_adapter_sources(self.load_adapter, self.interpolate)
         if self.trains and getattr(self.method, "length", 1) <= 0:
             raise MinillamaError(f"--prefix_length must be >= 1 to train a prefix, got {self.method.length}")
         self.training = self.training.with_lr(E2E_LR.get(self.method.method, self.method.default_lr))
@@ -163,8 +164,9 @@ def score(references: List[List[str]], outputs: List[str], cfg: E2EConfig) -> Di
 # -- run --------------------------------------------------------------------------------------
 def build_backbone(cfg: E2EConfig, model, tokenizer):
     if cfg.load_adapter:
-        backbone, _ = load_adapters(model, cfg.load_adapter, None, tokenizer)
-        print(f"load adapter {cfg.load_adapter[0]}: {backbone.method}")
+        backbone, _ = load_adapters(model, cfg.load_adapter, cfg.interpolate, tokenizer)
+        print(f"load adapter {' and '.join(cfg.load_adapter)}: {backbone.method}"
+              + (f", interpolated {cfg.interpolate} : {1 - cfg.interpolate:g}" if cfg.interpolate is not None else ""))
         return backbone
     return attach(model, cfg.method, tokenizer)
 
