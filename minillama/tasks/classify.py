@@ -380,7 +380,7 @@ def run_mixed(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, Dict[str, fl
         for split in files:
             splits[name, split] = load_split(files[split][i], tokenizer, len(labels[name]), max_len, suffix)
         print(f"adapter {name} ({adapters[name].method}, {cfg.load_adapter[i]}): "
-              f"{'cls head' if name in reader.heads else 'label names'}, dev {files['dev'][i]} "
+              f"{reader_kind(reader, name)}, dev {files['dev'][i]} "
               f"({len(splits[name, 'dev'])}), test {files['test'][i]} ({len(splits[name, 'test'])})")
     # one stream of (adapter, split, example), adapters taking turns, so every batch mixes them
     streams = [[(key, j) for key in splits if key[0] == name for j in range(len(splits[key]))] for name in names]
@@ -401,4 +401,14 @@ def run_mixed(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, Dict[str, fl
             write_predictions(outs[split][i], preds[key].tolist(), splits[key].sentences)
             results[name][split] = accuracy(preds[key], splits[key].labels)
             print(f"{name}: {split} acc :: {results[name][split]:.3f}")
+            note = placeholder_note(files[split][i], splits[key].labels) if split == "test" else None
+            if note:
+                print(f"{name}: {note}")
     return results
+
+
+def reader_kind(reader: RowReader, name: str) -> str:
+    """How one adapter of a mixed run reads its answer, in the words of --prefix_head."""
+    if name not in reader.heads:
+        return "label names (verbalizer)"
+    return "mean head" if name in reader.mean_heads else "cls head"
