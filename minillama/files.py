@@ -102,3 +102,30 @@ def resolve_repo_path(path: str) -> str:
         return path
     in_repo = os.path.join(REPO_ROOT, path)
     return in_repo if os.path.exists(in_repo) else path
+
+
+def adapter_files(path: Optional[str]) -> Dict[str, Optional[str]]:
+    """What save_adapter(PATH) writes: PATH.safetensors and PATH.json (adapters/io.py)."""
+    return {".safetensors": path and path + ".safetensors", ".json": path and path + ".json"}
+
+
+def check_distinct_paths(paths: Dict[str, Optional[str]]):
+    """Refuse, before anything loads or is written, two {flag: path} entries that name
+    the same file (compared resolved: realpath, and samefile where both exist).
+    None / empty paths are files not asked for."""
+    seen = []
+    for flag, path in paths.items():
+        if not path:
+            continue
+        real = os.path.realpath(path)
+        for other_flag, other_path, other_real in seen:
+            same = real == other_real
+            if not same and os.path.exists(path) and os.path.exists(other_path):
+                try:
+                    same = os.path.samefile(path, other_path)
+                except OSError:
+                    same = False
+            if same:
+                raise MinillamaError(f"{other_flag} and {flag} name the same file ({path}): "
+                                     f"choose different paths")
+        seen.append((flag, path, real))

@@ -74,3 +74,19 @@ def test_resolve_repo_path_falls_back_to_the_repository_root(tmp_path, monkeypat
     assert resolve_repo_path("no_such_file.pt") == "no_such_file.pt"
     absolute = str(tmp_path / "absent.pt")
     assert resolve_repo_path(absolute) == absolute
+
+
+def test_check_distinct_paths_refuses_same_file(tmp_path):
+    import pytest as _pytest
+    from minillama.errors import MinillamaError
+    from minillama.files import check_distinct_paths
+    dev = tmp_path / "mydev.txt"
+    dev.write_text("0 ||| a\n")
+    before = dev.read_bytes()
+    with _pytest.raises(MinillamaError, match=r"--dev and --dev_out name the same file"):
+        check_distinct_paths({"--dev": str(dev), "--dev_out": str(tmp_path / "sub" / ".." / "mydev.txt")})
+    assert dev.read_bytes() == before
+    with _pytest.raises(MinillamaError, match=r"--mmlu_out and --save_adapter \(.json\)"):
+        check_distinct_paths({"--mmlu_out": str(tmp_path / "m.json"),
+                              "--save_adapter (.json)": str(tmp_path / "m") + ".json"})
+    check_distinct_paths({"--dev": str(dev), "--dev_out": str(tmp_path / "out.txt"), "--log_jsonl": None})

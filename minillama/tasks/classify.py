@@ -33,7 +33,7 @@ from ..curves import curves_path, plot_curves
 from ..adapters.peft_format import check_export_dir, export_for_task
 from ..data import load_split, pad_batch, read_examples, read_label_names, write_predictions
 from ..errors import MinillamaError
-from ..files import check_all_writable
+from ..files import check_all_writable, check_distinct_paths
 from ..heads import HeadClassifier, RowReader, VerbalizerClassifier, label_token_ids
 from ..runconfig import RunConfig
 from ..runlog import RunLog
@@ -267,6 +267,10 @@ def run(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, float]:
         read_examples(path, num_labels)
     adapter = cfg.adapter_path
     curves = curves_path(cfg.outputs["dev"]) if cfg.trains else None
+    check_distinct_paths({**{f"--{k}": v for k, v in paths.items()}, "--dev_out": cfg.outputs["dev"],
+                          "--test_out": cfg.outputs["test"], "--save_adapter (.json)": adapter and adapter + ".json",
+                          "--save_adapter (.safetensors)": adapter and adapter + ".safetensors",
+                          "--log_jsonl": cfg.log_jsonl, "curves (beside --dev_out)": curves})
     check_all_writable({"--dev_out": cfg.outputs["dev"], "--test_out": cfg.outputs["test"],
                         "--save_adapter": adapter and adapter + ".json", "--log_jsonl": cfg.log_jsonl,
                         "curves (beside --dev_out)": curves})

@@ -27,7 +27,7 @@ from ..adapters.io import check_adapter_sources
 from ..curves import curves_path, plot_curves
 from ..data import pad_left
 from ..errors import MinillamaError
-from ..files import atomic_write_text, check_all_writable, resolve_repo_path
+from ..files import atomic_write_text, check_all_writable, check_distinct_paths, resolve_repo_path
 from ..lm_data import LMSplit, prompt_ids
 from ..metrics import e2e_scores, format_scores, require_java
 from ..pairs_data import DEFAULT_SOURCE_COLUMN, DEFAULT_TARGET_COLUMN, group_references, read_pairs
@@ -177,6 +177,11 @@ def run(run_cfg: RunConfig, cfg: E2EConfig) -> Dict:
         require_java()
     outs, adapter = cfg.outputs, cfg.adapter_path
     curves = curves_path(outs["test"]) if cfg.trains else None
+    check_distinct_paths({"--train": cfg.train if cfg.trains else None, "--dev": cfg.dev, "--test": cfg.test,
+                          "--test_out": outs["test"], "--dev_out": outs["dev"], "--scores_out": outs["scores"],
+                          "--save_adapter (.json)": adapter and adapter + ".json",
+                          "--save_adapter (.safetensors)": adapter and adapter + ".safetensors",
+                          "--log_jsonl": cfg.log_jsonl, "curves (beside --test_out)": curves})
     check_all_writable({"--test_out": outs["test"], "--dev_out": outs["dev"], "--scores_out": outs["scores"],
                         "--save_adapter": adapter and adapter + ".json", "--log_jsonl": cfg.log_jsonl,
                         "curves (beside --test_out)": curves})

@@ -9,7 +9,7 @@ from .. import mmlu_data
 from ..adapters import load_adapters
 from ..adapters.io import check_adapter_sources
 from ..errors import MinillamaError
-from ..files import check_all_writable
+from ..files import check_all_writable, check_distinct_paths
 from ..mmlu import MMLUSettings, evaluate_with, format_table, load_dev, load_questions, write_report
 from ..runconfig import RunConfig
 from ..runlog import RunLog
@@ -33,6 +33,7 @@ class MMLUEvalConfig:
 
 def run(run_cfg: RunConfig, cfg: MMLUEvalConfig) -> Dict:
     """Evaluate the model (plus --load_adapter) on --mmlu_split."""
+    check_distinct_paths({"--mmlu_out": cfg.out, "--log_jsonl": cfg.log_jsonl})
     check_all_writable({"--mmlu_out": cfg.out, "--log_jsonl": cfg.log_jsonl})
     s = cfg.settings
     questions = mmlu_data.flatten(load_questions(s, cfg.split))

@@ -22,7 +22,7 @@ from ..curves import curves_path, plot_curves
 from ..adapters.peft_format import check_export_dir, export_for_task
 from ..data import Split
 from ..errors import MinillamaError
-from ..files import check_all_writable
+from ..files import check_all_writable, check_distinct_paths
 from ..heads import VerbalizerClassifier
 from ..mmlu import (MMLUSettings, encode_questions, evaluate_with, letter_token_ids, load_dev, load_questions,
                     write_report)
@@ -88,6 +88,10 @@ def side_by_side(results: Dict[str, Dict[str, Dict]]) -> str:
 def run(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
     trains = not cfg.load_adapter
     curves = curves_path(cfg.save_adapter) if trains else None
+    check_distinct_paths({"--mmlu_out": cfg.out, "--log_jsonl": cfg.log_jsonl,
+                          "--save_adapter (.json)": cfg.save_adapter + ".json" if trains else None,
+                          "--save_adapter (.safetensors)": cfg.save_adapter + ".safetensors" if trains else None,
+                          "curves (beside --save_adapter)": curves})
     check_all_writable({"--mmlu_out": cfg.out, "--log_jsonl": cfg.log_jsonl,
                         "--save_adapter": cfg.save_adapter + ".json" if trains else None,
                         "curves (beside --save_adapter)": curves})
