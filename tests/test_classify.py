@@ -159,3 +159,16 @@ def test_cli_bad_input_exits_2_without_outputs(tmp_path, capsys, tiny_ckpt, case
         err = err.strip().splitlines()[-1]
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not out_dir.exists() or os.listdir(out_dir) == []
+
+
+def test_an_output_naming_an_input_is_refused_and_the_input_kept(tmp_path, capsys, tiny_ckpt):
+    """--dev mydev.txt --dev_out ./../<dir>/mydev.txt (the same file, spelled otherwise): one line
+    naming both flags, exit 2, the gold labels untouched."""
+    data = data_slice(tmp_path, "sst", n=8)
+    before = open(data["dev"], "rb").read()
+    spelled = os.path.join(str(tmp_path), "..", os.path.basename(str(tmp_path)), "sst-dev.txt")
+    argv = course_argv("prompt", tiny_ckpt, data, "--dev_out", spelled, "--test_out", str(tmp_path / "t.txt"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--dev and --dev_out name the same file" in err[0], err
+    assert open(data["dev"], "rb").read() == before and not os.path.exists(tmp_path / "t.txt")

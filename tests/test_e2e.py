@@ -101,6 +101,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, ckpt, monkey
         (["--dev", empty_ref], "emptyref.csv:2"),
         (["--test_out", os.path.join(out, "missing", "t.txt")], "does not exist"),
         (["--option", "prompt"], "--task e2e trains a generator"),
+        (["--test_out", data["testset_w_refs"]], "--test and --test_out name the same file"),
     ]
     for extra, message in cases:
         assert main(e2e_argv("finetune", ckpt, data, out, "--no_java", *extra)) == 2, message

@@ -83,3 +83,19 @@ def test_holdout_split_is_per_subject_disjoint_and_seeded():
     assert split_holdout(data, 0.2, seed=7) == (train, held) and split_holdout(data, 0.2, 8) != (train, held)
     with pytest.raises(MinillamaError, match="--mmlu_holdout"):
         split_holdout(data, 1.0, 0)
+
+
+def test_report_and_saved_adapter_sharing_a_path_are_refused_before_loading(tmp_path, capsys):
+    """--mmlu_out mmlu-prefix.json with --save_adapter mmlu-prefix: the adapter's JSON is that
+    same file, so the run is refused in one line naming both flags; nothing is written."""
+    root = make_fixture(tmp_path / "mmlu")
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = prefix_mmlu_argv(tmp_path, root, str(tmp_path / "absent.pt"), "prompt")
+    argv[argv.index("--save_adapter") + 1] = str(out / "mmlu-prefix")
+    argv[argv.index("--mmlu_out") + 1] = str(out / "mmlu-prefix.json")
+    argv[argv.index("--log_jsonl") + 1] = str(out / "log.jsonl")
+    assert main(argv) == 2  # refused before the (absent) model is looked for
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--mmlu_out and --save_adapter (.json) name the same file" in err[0], err
+    assert list(out.iterdir()) == []
