@@ -114,6 +114,17 @@ def test_sampled_file_is_named_after_its_temperature(ckpt, tok512, tmp_path, mon
     assert sorted(os.listdir(tmp_path)) == ["generated-sentence-temp-0.txt", "generated-sentence-temp-1.txt"]
 
 
+def test_both_temperatures_into_one_file_is_refused(ckpt, tok512, tmp_path, capsys):
+    same = str(tmp_path / "same.txt")
+    argv = generate_argv(ckpt, tok512, str(tmp_path))
+    argv[argv.index("--generated_sentence_low_temp_out") + 1] = same
+    argv[argv.index("--generated_sentence_high_temp_out") + 1] = same
+    assert main(argv) == 2
+    assert ("--generated_sentence_low_temp_out and --generated_sentence_high_temp_out name the same file"
+            in capsys.readouterr().err)
+    assert os.listdir(tmp_path) == []
+
+
 def test_epsilon_and_prompt_text(ckpt, tok512, tmp_path):
     assert main(generate_argv(ckpt, tok512, str(tmp_path), "--prompt_text", "Once upon a time",
                               "--epsilon", "0.05")) == 0

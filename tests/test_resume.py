@@ -257,7 +257,9 @@ def test_a_checkpoint_of_another_run_is_refused_naming_the_setting(tmp_path, cap
     elif flag == "--option":
         argv[argv.index("--option") + 1] = "lora"
     elif flag == "--dev":
-        argv += [flag, saved_run["data"]["test"]]
+        other_dev = tmp_path / "other-dev.txt"  # a different dev set: the train file's copy
+        shutil.copy(saved_run["data"]["train"], other_dev)
+        argv += [flag, str(other_dev)]
     else:
         argv += [flag, value]  # the last of a repeated flag counts
     err = refused(argv, out, capsys)

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional
 import torch
 
 from ..errors import MinillamaError
-from ..files import atomic_write_text, check_all_writable
+from ..files import atomic_write_text, check_all_writable, check_distinct_paths
 from ..runconfig import RunConfig
 from ..core.sampling import check_sampling_args, strip_after_stop
 
@@ -81,8 +81,10 @@ def continue_prompt(model, tokenizer, prompt_ids: List[int], temperature: float,
 def run(run_cfg: RunConfig, cfg: GenerateConfig):
     temps = cfg.temperatures
     outputs = [cfg.output_path(t) for t in temps]
-    check_all_writable({"--generated_sentence_low_temp_out" if t == 0.0 else "--generated_sentence_high_temp_out": p
-                        for t, p in zip(temps, outputs)})
+    flags = {"--generated_sentence_low_temp_out" if t == 0.0 else "--generated_sentence_high_temp_out": p
+             for t, p in zip(temps, outputs)}
+    check_distinct_paths(flags)
+    check_all_writable(flags)
     model, tokenizer = run_cfg.load(chat=cfg.chat)
     print(f"load model from {run_cfg.model_path}")
     prompt = COURSE_PROMPT if cfg.prompt_text is None else cfg.prompt_text
