@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="norm for stories checkpoints (default layernorm, the course's; rmsnorm reproduces llama2.c)")
     p.add_argument("--dtype", type=str, choices=["float32", "bfloat16", "float16"])
     p.add_argument("--use_sdpa", action="store_true", help="opt-in fast path: torch's fused attention")
+    p.add_argument("--no_fast", dest="fast", action="store_false",
+                   help="run the plain hand-written core, without minillama.fast's speed-ups (same results, slower)")
     p.add_argument("--use_gpu", action="store_true")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for training/eval (mixed precision)")
     p.add_argument("--seed", type=int, help=f"default {default(RunConfig, 'seed')}")
@@ -206,7 +208,7 @@ def choose_device(use_gpu: bool) -> str:
 def run_config(ns: Dict[str, Any]) -> RunConfig:
     return RunConfig(device=choose_device(ns.get("use_gpu", False)), **given(ns, {
         "pretrained_model_path": "model_path", "tokenizer": "tokenizer_path", "norm": "norm", "dtype": "dtype",
-        "use_sdpa": "use_sdpa", "bf16": "bf16", "seed": "seed"}))
+        "use_sdpa": "use_sdpa", "fast": "fast", "bf16": "bf16", "seed": "seed"}))
 
 
 def method_config(option: str, ns: Dict[str, Any], recipe: Optional[Dict[str, Any]] = None):

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from . import mmlu_data
 from .data import pad_batch, pad_left
 from .errors import MinillamaError
+from .fast import prepare_for_decoding
 from .files import atomic_write_text
 from .heads import VerbalizerClassifier
 from .mmlu_data import LETTERS, Question
@@ -198,6 +199,7 @@ def generate_replies(model: nn.Module, tokenizer, prompts: Sequence[Sequence[int
     """Greedy replies (decoded text, stop token excluded) for every prompt, in input order."""
     device = device or next(model.parameters()).device
     replies: List[Optional[str]] = [None] * len(prompts)
+    prepare_for_decoding(model)  # a sped-up model's decode layout (fast/layout.py)
     for idx in tqdm(length_sorted_batches(prompts, batch_size), desc="mmlu generate", disable=not progress,
                     leave=False):
         ids, mask = pad_left([prompts[i] for i in idx], tokenizer.pad_id)

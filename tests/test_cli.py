@@ -164,3 +164,12 @@ def test_flag_mistake_is_one_line_with_the_help_hint(capsys):
     assert e.value.code == 2
     assert capsys.readouterr().err == ("error: unrecognized arguments: --no_such_flag "
                                        "(run_llama.py --help lists every flag)\n")
+
+
+def test_no_fast_runs_the_plain_core_and_refuses_sdpa_with_it(tmp_path, capsys):
+    assert parse(["--option", "generate"])[1].fast is True  # the CLI's default: minillama.fast
+    assert parse(["--option", "generate", "--no_fast"])[1].fast is False
+    assert main(["--option", "generate", "--no_fast", "--use_sdpa", "--pretrained-model-path",
+                 str(tmp_path / "absent.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --use_sdpa is one of the fast paths and --no_fast turns them off: drop one of the two"

@@ -31,7 +31,6 @@ from typing import Optional
 import torch
 
 from ..errors import MinillamaError
-from ..fast.layout import use_decode_layout
 from .sampling import as_id_set, fit_new_tokens
 
 NO_BEAM = -1e9  # the score of beams 1..k-1 before the first step: a prompt starts as one beam
@@ -110,7 +109,6 @@ def beam_search(model, input_ids: torch.Tensor, max_new_tokens: int, beam_size: 
     model: any backbone with new_cache / forward(ids, mask, cache=, last_only=) /
     input_room (Llama, PrefixModel, PrefixBank).  beam_size 1 is greedy decoding."""
     check_beam_args(beam_size, length_penalty)
-    use_decode_layout(model)  # fused, column-major fp32 CPU weights (layout.py)
     B, T = input_ids.shape
     k, device = beam_size, input_ids.device
     N = fit_new_tokens(model, T, max_new_tokens)

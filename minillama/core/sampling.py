@@ -13,7 +13,6 @@ from typing import Iterable, Optional, Union
 import torch
 
 from ..errors import MinillamaError
-from ..fast.layout import use_decode_layout
 
 
 def check_sampling_args(temperature: float, epsilon: Optional[float]):
@@ -77,7 +76,6 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: f
         from .beam import beam_search  # here, not at the top: beam.py imports this module's helpers
         return beam_search(model, input_ids, max_new_tokens, beam_size, length_penalty, eos_id, attention_mask)
     check_sampling_args(temperature, epsilon)
-    use_decode_layout(model)  # fused, column-major fp32 CPU weights: faster one-row products (layout.py)
     B, T = input_ids.shape
     max_new_tokens = fit_new_tokens(model, T, max_new_tokens)
     if attention_mask is None:

@@ -25,6 +25,7 @@ import torch
 from ..adapters import AdapterConfig, FullConfig, attach, load_adapters, save_adapter
 from ..adapters.io import check_adapter_sources
 from ..curves import curves_path, plot_curves
+from ..fast import prepare_for_decoding
 from ..data import pad_left
 from ..errors import MinillamaError
 from ..files import atomic_write_text, check_all_writable, check_distinct_paths, resolve_repo_path
@@ -144,6 +145,7 @@ def decode(backbone, tokenizer, sources: List[str], cfg: E2EConfig, max_new_toke
     out: List[Optional[str]] = [None] * len(prompts)
     batch = cfg.training.batch_size
     backbone.eval()
+    prepare_for_decoding(backbone)  # a sped-up model's decode layout (fast/layout.py)
     for start in tqdm(range(0, len(order), batch), desc="decode", disable=not run.progress, leave=False):
         idx = order[start:start + batch]
         ids, mask = pad_left([prompts[i] for i in idx], tokenizer.pad_id)
