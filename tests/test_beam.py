@@ -211,9 +211,9 @@ def test_cache_reorder_in_place_equals_indexing(index, cache_type):
 
 
 def test_settle_keeps_first_children_in_their_parents_rows():
-    from minillama.core.beam import _settle
+    from minillama.fast.kv_cache import settle
     parent = torch.randint(0, 5, (200, 5), generator=torch.Generator().manual_seed(0))
-    order = _settle(parent)
+    order = settle(parent)
     assert torch.equal(order.sort(dim=1).values, torch.arange(5).expand(200, 5))  # a permutation per prompt
     settled = parent.gather(1, order)  # the parent of the beam in each slot
     for row, new in zip(parent.tolist(), settled.tolist()):

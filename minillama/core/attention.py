@@ -83,6 +83,12 @@ class KVCache:
         self.shape = (self.batch,) + self.shape[1:]
         return self
 
+    def beam_rows(self, parent: torch.Tensor) -> torch.Tensor:
+        """Which of its prompt's k rows each new beam takes: parent [L, k] (the beam each
+        extends, best first) -> order [L, k], row s gets new beam order[:, s].  In rank order
+        here; the order decides nothing but exact ties."""
+        return torch.arange(parent.shape[1], device=parent.device).expand_as(parent)
+
     def expand_batch(self, batch: int) -> "KVCache":
         """A batch-`batch` view of a batch-1 cache (prefixes shared by every example)."""
         out = type(self)(self.n_layers, batch, self.shape[1], self.shape[3], 0, self.dtype, self.device)

@@ -49,22 +49,6 @@ def _take(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return tensor.gather(1, index)
 
 
-def _settle(parent: torch.Tensor) -> torch.Tensor:
-    """Which new beam takes which of its prompt's k cache rows ("slots"): the first beam
-    that extends beam p takes slot p, where p's history already is, so its row needs no
-    copy; beams extending a parent already taken go to the slots of beams that ended
-    their line.  parent [L, k] (new beams best first) -> order [L, k]: slot s gets new
-    beam order[:, s].  (The order of a prompt's beams decides nothing but exact ties.)"""
-    L, k = parent.shape
-    j = torch.arange(k, device=parent.device)
-    earlier_sibling = (parent[:, :, None] == parent[:, None, :]) & (j[None, :] < j[:, None])  # [L, k, k]
-    first = ~earlier_sibling.any(dim=2)  # [L, k]: the first new beam on its parent
-    taken = torch.zeros_like(first).scatter_(1, parent, True)  # [L, k]: slots whose line goes on
-    free = torch.sort(taken.long(), dim=1, stable=True).indices  # the free slots first, in order
-    slot = torch.where(first, parent, free.gather(1, ((~first).long().cumsum(dim=1) - 1).clamp(min=0)))
-    return torch.empty_like(slot).scatter_(1, slot, j.expand(L, k))
-
-
 class Hypotheses:
     """The best k finished hypotheses of each of B prompts, best first.
 
@@ -151,7 +135,7 @@ def beam_search(model, input_ids: torch.Tensor, max_new_tokens: int, beam_size: 
 
         # The best k candidates that go on are the next beams.
         keep = cand_scores.masked_fill(ends, -math.inf).topk(k, dim=1).indices  # [L, k]
-        keep = keep.gather(1, _settle(parent.gather(1, keep)))  # in cache-row order (fewer copies)
+        keep = keep.gather(1, cache.beam_rows(parent.gather(1, keep)))  # which cache row each beam takes
         scores, parent, token = cand_scores.gather(1, keep), parent.gather(1, keep), token.gather(1, keep)
         beams = torch.cat([_take(beams, parent), token[:, :, None]], dim=2)
 

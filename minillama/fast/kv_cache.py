@@ -115,3 +115,22 @@ class PreallocatedKVCache(KVCache):
         self.batch = len(index)
         self.shape = (self.batch,) + self.shape[1:]
         return self
+
+    def beam_rows(self, parent: torch.Tensor) -> torch.Tensor:
+        return settle(parent)
+
+
+def settle(parent: torch.Tensor) -> torch.Tensor:
+    """Which new beam takes which of its prompt's k cache rows ("slots"): the first beam
+    that extends beam p takes slot p, where p's history already is, so its row needs no
+    copy; beams extending a parent already taken go to the slots of beams that ended
+    their line.  parent [L, k] (new beams best first) -> order [L, k]: slot s gets new
+    beam order[:, s].  (The order of a prompt's beams decides nothing but exact ties.)"""
+    L, k = parent.shape
+    j = torch.arange(k, device=parent.device)
+    earlier_sibling = (parent[:, :, None] == parent[:, None, :]) & (j[None, :] < j[:, None])  # [L, k, k]
+    first = ~earlier_sibling.any(dim=2)  # [L, k]: the first new beam on its parent
+    taken = torch.zeros_like(first).scatter_(1, parent, True)  # [L, k]: slots whose line goes on
+    free = torch.sort(taken.long(), dim=1, stable=True).indices  # the free slots first, in order
+    slot = torch.where(first, parent, free.gather(1, ((~first).long().cumsum(dim=1) - 1).clamp(min=0)))
+    return torch.empty_like(slot).scatter_(1, slot, j.expand(L, k))
