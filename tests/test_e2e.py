@@ -138,3 +138,45 @@ def test_load_two_adapters_with_interpolate(tmp_path, capsys, ckpt):
     assert "interpolated 0.5 : 0.5" in printed
     _, alone_a = decode("1.0", "one.txt")
     assert alone_a == open(os.path.join(out, "a.txt"), encoding="utf-8").read()
+
+
+def test_one_long_source_leaves_the_other_rows_their_new_tokens():
+    """A batch holding a prompt that nearly fills the context: the other rows still get every
+    new token asked (what decoding each alone gives), the long row what its context leaves."""
+    from conftest import tiny_model
+    from minillama.runconfig import RunConfig
+    from minillama.tasks.e2e import E2EConfig, generate_rows
+    from minillama.train import TrainConfig
+    model = tiny_model(max_seq_len=32)
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(3, 97, (n,), generator=g).tolist() for n in (4, 28, 6)]
+    run = RunConfig(progress=False)
+    for beam in (1, 3):
+        cfg = E2EConfig(beam_size=beam, training=TrainConfig(batch_size=10))
+        rows = generate_rows(model, prompts, 10, cfg, run, pad_id=0, eos_id=None)
+        assert [len(r) for r in rows] == [10, 4, 10]  # the long row: 32 - 28 positions left
+        for prompt, row in zip(prompts, rows):
+            assert row == generate_rows(model, [prompt], 10, cfg, run, pad_id=0, eos_id=None)[0]
+
+
+def test_decode_batches_groups_rows_short_of_room_by_length():
+    from minillama.tasks.e2e import decode_batches
+    # room 32, 10 new tokens: lengths 28, 28 and 25 leave fewer than 10, 4 and 6 leave enough
+    assert decode_batches([4, 28, 6, 25, 28], batch_size=10, room=32, max_new=10) == [[1, 4], [3], [2, 0]]
+    assert decode_batches([4, 6, 5], batch_size=2, room=32, max_new=10) == [[1, 2], [0]]
+
+
+def test_a_source_short_of_room_is_noted_on_stderr_and_in_the_report(tmp_path, capsys, ckpt):
+    data = e2e_slice(tmp_path, rows=(16, 8, 6))
+    long_mr = "name[x], " * 41  # 248 tokens with its two bos: 8 of the 256 positions left
+    with open(data["testset_w_refs"], encoding="utf-8") as f:
+        header, *rows = f.readlines()
+    open(data["testset_w_refs"], "w", encoding="utf-8").writelines([header, f'"{long_mr}",a text\n', *rows])
+    out = str(tmp_path / "out")
+    os.mkdir(out)
+    assert main(e2e_argv("finetune", ckpt, data, out, "--no_java", "--epochs", "1")) == 0
+    err = capsys.readouterr().err
+    notes = [line for line in err.splitlines() if line.startswith("note: 1 source(s) leave fewer")]
+    assert len(notes) == 1 and f"{data['testset_w_refs']}:2 (248 tokens: 8 new)" in notes[0], err
+    report = json.load(open(os.path.join(out, "test-scores.json")))
+    assert report["short_of_room"] == {"test": [{"line": 2, "source_tokens": 248, "new_tokens": 8}]}
