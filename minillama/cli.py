@@ -295,7 +295,7 @@ def task_config(ns: Dict[str, Any]) -> Tuple[str, Any]:
             "target_column": "target_column", "max_train_rows": "max_train_rows", "beam_size": "beam_size",
             "length_penalty": "length_penalty", "max_new_tokens": "max_new_tokens", "test_out": "test_out",
             "dev_out": "dev_out", "scores_out": "scores_out", "no_java": "no_java", "save_adapter": "save_adapter",
-            "load_adapter": "load_adapter", "interpolate": "interpolate", **LOG_FLAGS}))
+            "load_adapter": "load_adapter", "interpolate": "interpolate", **EXPORT_FLAGS, **LOG_FLAGS}))
     return "classify", ClassifyConfig(option=option, method=method, training=training_config(ns), **given(ns, {
         "prefix_head": "head", "train": "train", "dev": "dev", "test": "test", "label_names": "label_names",
         "dev_out": "dev_out", "test_out": "test_out", "max_sentence_len": "max_sentence_len",

@@ -180,3 +180,45 @@ def test_a_source_short_of_room_is_noted_on_stderr_and_in_the_report(tmp_path, c
     assert len(notes) == 1 and f"{data['testset_w_refs']}:2 (248 tokens: 8 new)" in notes[0], err
     report = json.load(open(os.path.join(out, "test-scores.json")))
     assert report["short_of_room"] == {"test": [{"line": 2, "source_tokens": 248, "new_tokens": 8}]}
+
+
+def test_export_peft_writes_the_trained_e2e_adapter(tmp_path, capsys):
+    """--task e2e --export_peft: the PEFT directory holds the LoRA weights minillama saved
+    (read back by peft_format), and peft on the Hugging Face base gives minillama's logits."""
+    from minillama.formats import load_model
+    from minillama.formats.hf import save_hf_dir
+    hf_dir = str(tmp_path / "base-hf")
+    save_hf_dir(tiny_model(vocab_size=512, max_seq_len=256), hf_dir)
+    data = e2e_slice(tmp_path, rows=(16, 8, 4))
+    out = str(tmp_path / "out")
+    os.mkdir(out)
+    peft_dir, saved = os.path.join(out, "peft"), os.path.join(out, "a")
+    assert main(e2e_argv("lora", hf_dir, data, out, "--no_java", "--epochs", "1", "--save_adapter", saved,
+                         "--export_peft", peft_dir)) == 0
+    assert f"exported the lora adapter as a PEFT adapter to {peft_dir}" in capsys.readouterr().out
+    assert sorted(os.listdir(peft_dir)) == ["adapter_config.json", "adapter_model.safetensors"]
+    ours = load_adapter(load_model(hf_dir), saved)
+    exported = load_adapter(load_model(hf_dir), peft_dir)
+    mine, back = ours.adapter_tensors(), exported.adapter_tensors()
+    assert sorted(mine) == sorted(back) and len(mine) > 0
+    for name in mine:
+        assert torch.allclose(mine[name], back[name], atol=1e-6, rtol=0), name
+    assert any(float(t.abs().max()) > 0 for n, t in mine.items() if n.endswith("lora_B"))  # it trained
+    peft = pytest.importorskip("peft")
+    from hf_oracle import transformers
+    tok = load_tokenizer(asset(TOK))
+    ids = torch.tensor([prompt_ids(tok, read_pairs(data["testset_w_refs"])[0].source)])
+    hf = transformers.LlamaForCausalLM.from_pretrained(hf_dir, attn_implementation="eager").eval()
+    with torch.no_grad():
+        theirs = peft.PeftModel.from_pretrained(hf, peft_dir).eval()(input_ids=ids).logits.float()
+        assert (ours.eval()(ids)[0].float() - theirs).abs().max().item() <= 1e-4
+
+
+def test_export_peft_of_a_finetune_run_is_refused_before_loading(tmp_path, capsys, ckpt):
+    data = e2e_slice(tmp_path, rows=(4, 4, 4))
+    out = str(tmp_path / "out")
+    os.mkdir(out)
+    assert main(e2e_argv("finetune", ckpt, data, out, "--no_java", "--export_peft", os.path.join(out, "p"))) == 2
+    err = capsys.readouterr().err
+    assert "--export_peft: --option finetune trains no adapter" in err and len(err.strip().splitlines()) == 1
+    assert os.listdir(out) == []

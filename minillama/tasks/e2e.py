@@ -28,6 +28,7 @@ import torch
 
 from ..adapters import AdapterConfig, FullConfig, attach, load_adapters, save_adapter
 from ..adapters.io import check_adapter_sources
+from ..adapters.peft_format import check_export_dir, export_for_task
 from ..curves import curves_path, plot_curves
 from ..data import pad_left
 from ..errors import MinillamaError
@@ -71,6 +72,7 @@ class E2EConfig:
     save_adapter: Optional[str] = None       # None: e2e-<method>-adapter for the adapter methods
     load_adapter: Optional[List[str]] = None  # decode with a saved adapter, no training
     interpolate: Optional[float] = None      # with two adapters: alpha * A + (1 - alpha) * B
+    export_peft: Optional[str] = None        # also write the adapter as a Hugging Face PEFT directory
     log_jsonl: Optional[str] = None
     wandb: bool = False
 
@@ -85,6 +87,9 @@ class E2EConfig:
             if value is not None and value <= 0:
                 raise MinillamaError(f"{flag} must be a positive integer, got {value}")
         check_adapter_sources(self.load_adapter, self.interpolate)
+        if self.export_peft and self.option == "finetune" and not self.load_adapter:
+            raise MinillamaError("--export_peft: --option finetune trains no adapter "
+                                 "(use --option lora or prefix, or --load_adapter an adapter to convert)")
         if self.trains and getattr(self.method, "length", 1) <= 0:
             raise MinillamaError(f"--prefix_length must be >= 1 to train a prefix, got {self.method.length}")
         self.training = self.training.with_lr(E2E_LR.get(self.method.method, self.method.default_lr))
@@ -226,6 +231,7 @@ def run(run_cfg: RunConfig, cfg: E2EConfig) -> Dict:
     check_all_writable({"--test_out": outs["test"], "--dev_out": outs["dev"], "--scores_out": outs["scores"],
                         "--save_adapter": adapter and adapter + ".json", "--log_jsonl": cfg.log_jsonl,
                         "curves (beside --test_out)": curves})
+    check_export_dir(cfg.export_peft)
     train_pairs = read_split(cfg.train, cfg, cfg.max_train_rows) if cfg.trains else []
     dev_pairs, test_pairs = read_split(cfg.dev, cfg), read_split(cfg.test, cfg)
 
@@ -260,6 +266,8 @@ def run(run_cfg: RunConfig, cfg: E2EConfig) -> Dict:
                 size = save_adapter(backbone, adapter, extra={"task": "e2e", "source_column": cfg.source_column,
                                                               "target_column": cfg.target_column})
                 print(f"saved adapter to {adapter}.safetensors/.json ({size:,} bytes)")
+        if cfg.export_peft:
+            export_for_task(backbone, cfg.export_peft, run_cfg.model_path)
         results, short_of_room = {}, {}
         for name, pairs, path in (("test", test_pairs, cfg.test), ("dev", dev_pairs if outs["dev"] else [], cfg.dev)):
             if not pairs:
