@@ -222,3 +222,34 @@ def test_export_peft_of_a_finetune_run_is_refused_before_loading(tmp_path, capsy
     err = capsys.readouterr().err
     assert "--export_peft: --option finetune trains no adapter" in err and len(err.strip().splitlines()) == 1
     assert os.listdir(out) == []
+
+
+@pytest.mark.parametrize("fails,unit,left", [
+    ("a.json.tmp", ["a.safetensors", "a.json"], ["test-curves.png"]),
+    ("test-scores.json.tmp", ["test.txt", "test-scores.json"],
+     ["a.json", "a.safetensors", "peft/adapter_config.json", "peft/adapter_model.safetensors", "test-curves.png"]),
+    ("adapter_config.json.tmp", ["peft/adapter_model.safetensors", "peft/adapter_config.json"],
+     ["a.json", "a.safetensors", "test-curves.png"]),
+])
+def test_a_full_disk_is_one_line_naming_what_was_kept(tmp_path, capsys, monkeypatch, ckpt, fails, unit, left):
+    """The second file of an output fails as a full disk does: exit 2, one line naming the
+    output and what this run had written, none of that output's files (nor an empty
+    --export_peft directory) left."""
+    from test_files import disk_full_on
+    data = e2e_slice(tmp_path, rows=(16, 8, 4))
+    out = str(tmp_path / "out")
+    os.mkdir(out)
+    disk_full_on(monkeypatch, fails)
+    argv = e2e_argv("lora", ckpt, data, out, "--no_java", "--epochs", "1", "--save_adapter", os.path.join(out, "a"),
+                    "--export_peft", os.path.join(out, "peft"))
+    assert main(argv) == 2
+    printed = capsys.readouterr().err  # the progress bars of training come first
+    err = printed.strip().splitlines()[-1].split("\r")[-1]
+    assert "Traceback" not in printed and sum("error:" in line for line in printed.splitlines()) == 1, printed
+    named = " and ".join(os.path.join(out, f) for f in unit)
+    assert err.startswith(f"error: no space left on device writing {named}: none of them was written and no "
+                          f"partial file remains; kept from this run: "), err
+    assert sorted(os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs) == left
+    assert os.path.isdir(os.path.join(out, "peft")) == ("peft/adapter_config.json" in left)
+    for kept in left:
+        assert os.path.join(out, kept) in err

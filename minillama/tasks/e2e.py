@@ -32,7 +32,7 @@ from ..adapters.peft_format import check_export_dir, export_for_task
 from ..curves import curves_path, plot_curves
 from ..data import pad_left
 from ..errors import MinillamaError
-from ..files import atomic_write_text, check_all_writable, check_distinct_paths, resolve_repo_path
+from ..files import atomic_write_group, check_all_writable, contents, check_distinct_paths, resolve_repo_path
 from ..lm_data import LMSplit, prompt_ids
 from ..metrics import e2e_scores, format_scores, require_java
 from ..pairs_data import DEFAULT_SOURCE_COLUMN, DEFAULT_TARGET_COLUMN, group_references, read_pairs
@@ -268,7 +268,7 @@ def run(run_cfg: RunConfig, cfg: E2EConfig) -> Dict:
                 print(f"saved adapter to {adapter}.safetensors/.json ({size:,} bytes)")
         if cfg.export_peft:
             export_for_task(backbone, cfg.export_peft, run_cfg.model_path)
-        results, short_of_room = {}, {}
+        results, short_of_room, generations = {}, {}, {}
         for name, pairs, path in (("test", test_pairs, cfg.test), ("dev", dev_pairs if outs["dev"] else [], cfg.dev)):
             if not pairs:
                 continue
@@ -283,7 +283,7 @@ def run(run_cfg: RunConfig, cfg: E2EConfig) -> Dict:
                 short_of_room[name] = short
             outputs = decode(backbone, tokenizer, sources, cfg, max_new, run_cfg)
             results[name] = score(references, outputs, cfg)
-            atomic_write_text(outs[name], "".join(o + "\n" for o in outputs))
+            generations[name] = "".join(o + "\n" for o in outputs)
             print(f"{name} scores ({len(sources)} sources, {sum(map(len, references))} references):")
             print(format_scores(results[name]))
             log.log("eval", split=name, **{k: v for k, v in results[name].items() if v is not None})
@@ -292,6 +292,8 @@ def run(run_cfg: RunConfig, cfg: E2EConfig) -> Dict:
                          "max_new_tokens": max_new, "lr": cfg.training.lr, "epochs": cfg.training.epochs,
                          "batch_size": cfg.training.batch_size, "lr_schedule": cfg.training.lr_schedule},
               "scores": results, "short_of_room": short_of_room}
-    atomic_write_text(outs["scores"], json.dumps(report, indent=1))
+    # the generations and their report are one unit, the report last: all land, or none
+    atomic_write_group([*((outs[name], contents(text)) for name, text in generations.items()),
+                        (outs["scores"], contents(json.dumps(report, indent=1)))])
     print(f"wrote {outs['test']} and the scores to {outs['scores']}")
     return results
