@@ -31,6 +31,7 @@ from ..adapters.io import check_adapter_sources
 from ..adapters.peft_format import check_export_dir, export_for_task
 from ..curves import curves_path, plot_curves
 from ..data import pad_left
+from ..distributed import is_main
 from ..errors import MinillamaError
 from ..files import atomic_write_group, check_all_writable, contents, check_distinct_paths, resolve_repo_path
 from ..lm_data import LMSplit, prompt_ids
@@ -198,8 +199,9 @@ def note_short_of_room(tokenizer, sources: List[str], lines: List[int], path: st
     if not short:
         return []
     named = ", ".join(f"{path}:{lines[i]} ({lengths[i]} tokens: {n} new)" for i, n in short.items())
-    print(f"note: {len(short)} source(s) leave fewer than the {max_new} new tokens asked in the model's context "
-          f"of {room}, so their generations may be cut: {named}", file=sys.stderr)
+    if is_main():  # rank 0 alone speaks (the CLI closes the others' stdout, not their stderr)
+        print(f"note: {len(short)} source(s) leave fewer than the {max_new} new tokens asked in the model's "
+              f"context of {room}, so their generations may be cut: {named}", file=sys.stderr)
     return [{"line": lines[i], "source_tokens": lengths[i], "new_tokens": n} for i, n in short.items()]
 
 
