@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from . import distributed
+from . import distributed, files
 from .adapters import FullConfig, LlamaAdapterConfig, LoraConfig, PrefixConfig, PrefixTuningConfig, PromptTuningConfig
 from .errors import MinillamaError
 from .mmlu import MMLUSettings
@@ -297,7 +297,7 @@ def task_config(ns: Dict[str, Any]) -> Tuple[str, Any]:
             "target_column": "target_column", "max_train_rows": "max_train_rows", "beam_size": "beam_size",
             "length_penalty": "length_penalty", "max_new_tokens": "max_new_tokens", "test_out": "test_out",
             "dev_out": "dev_out", "scores_out": "scores_out", "no_java": "no_java", "save_adapter": "save_adapter",
-            "load_adapter": "load_adapter", "interpolate": "interpolate", **LOG_FLAGS}))
+            "load_adapter": "load_adapter", "interpolate": "interpolate", **EXPORT_FLAGS, **LOG_FLAGS}))
     return "classify", ClassifyConfig(option=option, method=method, training=training_config(ns), **given(ns, {
         "prefix_head": "head", "train": "train", "dev": "dev", "test": "test", "label_names": "label_names",
         "dev_out": "dev_out", "test_out": "test_out", "max_sentence_len": "max_sentence_len",
@@ -339,6 +339,7 @@ def use_gpu_asked(argv: Optional[List[str]]) -> bool:
 def main(argv: Optional[List[str]] = None) -> int:
     """Run one command; under torchrun every rank runs it (distributed.py) and rank 0 alone
     prints and writes."""
+    files.start_run()  # a full disk names what this run had written
     try:
         device = distributed.init(use_gpu_asked(argv))  # None unless launched by torchrun
         if not distributed.is_main():
@@ -353,6 +354,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"error: {e}", file=sys.stderr)
         else:  # every rank meets the same mistake: give rank 0 time to say it before torchrun stops all
             time.sleep(5)
+        return 2
+    except OSError as e:  # a full disk outside files.atomic_write_group (which says it in its own line)
+        if e.errno not in files.DISK_FULL:
+            raise
+        if distributed.is_main():
+            print(f"error: {files.disk_full([e.filename or 'an output'], cleaned=False)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

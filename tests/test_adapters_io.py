@@ -128,3 +128,31 @@ def test_damaged_json_is_one_line_error(tmp_path, damage, message):
     json.dump(meta, open(path + ".json", "w"))
     with pytest.raises(MinillamaError, match=message):
         load_adapter(base, path)
+
+
+def test_a_full_disk_while_saving_leaves_no_half_adapter(tmp_path, monkeypatch):
+    """The JSON (the second file) fails: neither file of the new adapter lands, an older
+    adapter at that path stays whole and loadable."""
+    from test_files import disk_full_on
+    base, path = saved_prefix(tmp_path)
+    before = {s: open(path + s, "rb").read() for s in (".safetensors", ".json")}
+    disk_full_on(monkeypatch, ".json.tmp")
+    with pytest.raises(MinillamaError, match="no space left on device writing .*adapter.safetensors and "
+                                             ".*adapter.json: none of them was written"):
+        save_adapter(PrefixModel(base, "ptuning2", 5), path)
+    assert sorted(os.listdir(tmp_path)) == ["adapter.json", "adapter.safetensors"]
+    assert {s: open(path + s, "rb").read() for s in before} == before
+    fresh = str(tmp_path / "fresh")
+    with pytest.raises(MinillamaError):
+        save_adapter(PrefixModel(base, "ptuning2", 5), fresh)
+    assert sorted(os.listdir(tmp_path)) == ["adapter.json", "adapter.safetensors"]
+    assert load_adapter(base, path).length == 3
+
+
+def test_safetensors_without_its_json_is_named_as_an_incomplete_save(tmp_path):
+    base, path = saved_prefix(tmp_path)
+    os.remove(path + ".json")
+    with pytest.raises(MinillamaError) as e:
+        load_adapter(base, path)
+    assert str(e.value) == (f"adapter {path}.safetensors has no {path}.json beside it: that adapter was not saved "
+                            "completely (its run stopped while writing it); train and save it again")

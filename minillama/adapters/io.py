@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import MinillamaError
-from ..files import atomic_write, atomic_write_text
+from ..files import atomic_write_group, contents
 from .base import AdaptedModel
 
 SHAPE_KEYS = ("n_layers", "n_kv_heads", "head_dim", "dim", "vocab_size")
@@ -61,8 +61,8 @@ def parameter_counts(model: AdaptedModel) -> Dict[str, float]:
 def save_adapter(model: AdaptedModel, path: str, label_names: Optional[List[str]] = None,
                  head_state: Optional[Dict[str, torch.Tensor]] = None, extra: Optional[dict] = None) -> int:
     """Write <path>.safetensors (the adapter's tensors, plus head.* tensors) and <path>.json,
-    each through a temporary file (files.atomic_write).  Returns the bytes written."""
-    from safetensors.torch import save_file
+    as one unit through temporary files (files.atomic_write_group).  Returns the bytes written."""
+    from safetensors.torch import save
     as_saved = lambda t: t.detach().float().contiguous().cpu()  # noqa: E731
     tensors = {k: as_saved(v) for k, v in model.adapter_tensors().items()}
     tensors.update({HEAD_PREFIX + k: as_saved(v) for k, v in (head_state or {}).items()})
@@ -70,15 +70,18 @@ def save_adapter(model: AdaptedModel, path: str, label_names: Optional[List[str]
             "label_names": label_names, "head": sorted(head_state) if head_state else None, **(extra or {})}
     if hasattr(model, "length"):  # the previous release's keys, so its readers still load prefixes
         meta.update(mode=model.method, length=model.length)
-    # tensors first, then the JSON that makes the adapter loadable: no half-written adapter
-    atomic_write(path + ".safetensors", lambda tmp: save_file(tensors, tmp))
-    atomic_write_text(path + ".json", json.dumps(meta, indent=1))
+    # one unit, the JSON that makes the adapter loadable last: both files land, or neither
+    atomic_write_group([(path + ".safetensors", contents(save(tensors))),
+                        (path + ".json", contents(json.dumps(meta, indent=1)))])
     return sum(os.path.getsize(path + s) for s in (".safetensors", ".json"))
 
 
 # -- reading ------------------------------------------------------------------------------
 def read_adapter_meta(path: str) -> dict:
     """The JSON of the adapter at <path>, with 'method' and 'config' filled in for old files."""
+    if os.path.isfile(path + ".safetensors") and not os.path.isfile(path + ".json"):
+        raise MinillamaError(f"adapter {path}.safetensors has no {path}.json beside it: that adapter was not "
+                             "saved completely (its run stopped while writing it); train and save it again")
     for suffix in (".json", ".safetensors"):
         if not os.path.isfile(path + suffix):
             raise MinillamaError(f"adapter file {path + suffix} not found: pass the --save_adapter path of a "

@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from ..errors import MinillamaError
-from ..files import atomic_write, atomic_write_text, check_writable
+from ..files import atomic_write_group, check_writable, contents
 from ..formats.hf import HF_LAYER_NAMES, hf_to_meta_qk, meta_to_hf_qk
 from .base import AdaptedModel
 from .lora import TARGET_PARENTS
@@ -157,7 +157,7 @@ def check_export_dir(directory: Optional[str], flag: str = "--export_peft"):
 def export_peft(adapter: AdaptedModel, directory: str, base_path: Optional[str] = None) -> int:
     """Write `adapter` as a PEFT directory (adapter_config.json + adapter_model.safetensors);
     base_path becomes base_model_name_or_path.  Returns the bytes written."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
     from .io import base_identity
     if adapter.method not in TO_PEFT:
         raise MinillamaError(f"--export_peft: {adapter.method} has no PEFT adapter "
@@ -168,11 +168,16 @@ def export_peft(adapter: AdaptedModel, directory: str, base_path: Optional[str] 
     peft_config.update(task_type=TASK_TYPE, inference_mode=True, base_model_name_or_path=base_path)
     tensors = {k: v.detach().float().contiguous().cpu() for k, v in tensors.items()}
     metadata = {"format": "pt", IDENTITY_KEY: json.dumps(base_identity(adapter.base))}
+    created = not os.path.isdir(directory)
     os.makedirs(directory, exist_ok=True)
     weights, config = os.path.join(directory, WEIGHTS_FILE), os.path.join(directory, CONFIG_FILE)
-    # tensors first, then the config that makes the directory loadable
-    atomic_write(weights, lambda tmp: save_file(tensors, tmp, metadata=metadata))
-    atomic_write_text(config, json.dumps(peft_config, indent=2, sort_keys=True))
+    try:  # one unit, the config that makes the directory loadable last
+        atomic_write_group([(weights, contents(save(tensors, metadata=metadata))),
+                            (config, contents(json.dumps(peft_config, indent=2, sort_keys=True)))])
+    except BaseException:
+        if created and not os.listdir(directory):  # a failed export leaves no empty directory behind
+            os.rmdir(directory)
+        raise
     return os.path.getsize(weights) + os.path.getsize(config)
 
 
