@@ -325,7 +325,8 @@ def fit(model: nn.Module, train, dev, cfg: TrainConfig, run: Optional[RunConfig]
     `on_epoch` receives each EpochResult (run logs).  With cfg.checkpoint_dir the loop
     writes a resumable checkpoint after every epoch (and every cfg.save_every steps);
     cfg.resume continues from it exactly (minillama/resume.py); `fingerprint` adds the
-    caller's settings (model, option, method) to what must match.
+    caller's settings (model, option, method, data by content) to what must match.  The
+    directory is locked for the loop's duration: a second run there is refused.
 
     train acc is measured on the fly over the epoch's batches (with dropout, as
     the weights move), which costs nothing, unlike a second pass over train.

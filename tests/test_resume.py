@@ -1,8 +1,10 @@
 """Training that survives interruption (minillama/resume.py, train.fit): a run SIGKILLed after
 a checkpoint and resumed with --resume writes byte-identical predictions, adapters and curves,
 and prints the same accuracies, as the same run never interrupted; it loses at most the work
-since its last checkpoint; a checkpoint of another run, a missing or damaged one, and bad
-flags are refused in one line (exit 2) before anything is written.
+since its last checkpoint; a checkpoint of another run (other settings, or data edited in
+place), a missing, damaged or inconsistent one, a directory another run holds, and bad flags
+are refused in one line (exit 2) before anything is written; a full disk keeps the previous
+checkpoint and says so.
 
 The interrupted runs are the real CLI (run_llama.py) in a subprocess.  Most stop themselves
 right after their k-th checkpoint is written (the wrapped resume.save sends itself SIGSTOP)
