@@ -35,6 +35,7 @@ from ..data import load_split, pad_batch, read_examples, read_label_names, write
 from ..errors import MinillamaError
 from ..files import check_all_writable, check_distinct_paths
 from ..heads import HeadClassifier, RowReader, VerbalizerClassifier, label_token_ids
+from ..resume import data_identity, resolved
 from ..runconfig import RunConfig
 from ..runlog import RunLog
 from ..train import TrainConfig, accuracy, describe_trainable, fit, predict
@@ -249,8 +250,9 @@ def note_cut_sentences(splits, tokenizer, max_len: int, asked: Optional[int]):
 # -- run ------------------------------------------------------------------------------------
 def fingerprint(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict:
     """What a resumed run must share with the interrupted one, beside the training settings."""
-    return {"model": run_cfg.model_path, "norm": run_cfg.norm, "option": cfg.option, "head": cfg.head,
-            "method": cfg.method.to_dict(), "train": cfg.train, "dev": cfg.dev, "label_names": cfg.label_names,
+    return {"model": resolved(run_cfg.model_path), "norm": run_cfg.norm, "option": cfg.option, "head": cfg.head,
+            "method": cfg.method.to_dict(), "train": data_identity(cfg.train), "dev": data_identity(cfg.dev),
+            "label_names": data_identity(cfg.label_names),
             "max_sentence_len": cfg.max_sentence_len,
             "hidden_dropout_prob": cfg.hidden_dropout_prob}
 

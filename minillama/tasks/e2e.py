@@ -38,6 +38,7 @@ from ..files import atomic_write_group, check_all_writable, contents, check_dist
 from ..lm_data import LMSplit, prompt_ids
 from ..metrics import e2e_scores, format_scores, require_java
 from ..pairs_data import DEFAULT_SOURCE_COLUMN, DEFAULT_TARGET_COLUMN, group_references, read_pairs
+from ..resume import data_identity, resolved
 from ..runconfig import RunConfig
 from ..runlog import RunLog
 from ..core.sampling import strip_after_stop
@@ -259,8 +260,9 @@ def run(run_cfg: RunConfig, cfg: E2EConfig) -> Dict:
             history = fit(backbone, splits["train"], splits["dev"], cfg.training, run_cfg, objective=CausalLM(),
                           on_epoch=lambda r: log.log("epoch", epoch=r.epoch, train_loss=r.train_loss,
                                                      dev_loss=r.dev_loss, seconds=r.seconds),
-                          fingerprint={"model": run_cfg.model_path, "norm": run_cfg.norm, "option": cfg.option,
-                                       "method": cfg.method.to_dict(), "train": cfg.train, "dev": cfg.dev,
+                          fingerprint={"model": resolved(run_cfg.model_path), "norm": run_cfg.norm,
+                                       "option": cfg.option, "method": cfg.method.to_dict(),
+                                       "train": data_identity(cfg.train), "dev": data_identity(cfg.dev),
                                        "max_train_rows": cfg.max_train_rows, "columns": [cfg.source_column,
                                                                                         cfg.target_column]})
             plot_curves(history, curves, f"{cfg.option} on {cfg.train}", cfg.training.min_delta)

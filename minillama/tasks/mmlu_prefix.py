@@ -12,7 +12,7 @@ in logits mode and, with --mmlu_mode generate, also by generation.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Tuple
 
 from .. import mmlu_data
@@ -27,6 +27,7 @@ from ..heads import VerbalizerClassifier
 from ..mmlu import (MMLUSettings, encode_questions, evaluate_with, letter_token_ids, load_dev, load_questions,
                     write_report)
 from ..mmlu_data import Question
+from ..resume import data_identity, resolved
 from ..runconfig import RunConfig
 from ..runlog import RunLog
 from ..train import TrainConfig, describe_trainable, fit
@@ -85,6 +86,16 @@ def side_by_side(results: Dict[str, Dict[str, Dict]]) -> str:
     return "\n".join(lines)
 
 
+def fingerprint(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
+    """What a resumed run must share with the interrupted one, beside the training settings:
+    the questions it trains on (val) and, with k-shot prompts, their exemplars (dev), by content."""
+    s = cfg.settings
+    return {"model": resolved(run_cfg.model_path), "method": cfg.method.to_dict(),
+            "settings": repr(replace(s, mmlu_dir=resolved(s.mmlu_dir))), "holdout": cfg.holdout,
+            "val": data_identity(mmlu_data.split_dir(s.mmlu_dir, "val")),
+            "dev": data_identity(mmlu_data.split_dir(s.mmlu_dir, "dev")) if s.k_shot else None}
+
+
 def run(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
     trains = not cfg.load_adapter
     curves = curves_path(cfg.save_adapter) if trains else None
@@ -130,8 +141,7 @@ def run(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
             history = fit(classifier, splits["train"], splits["held-out"], cfg.training, run_cfg,
                           on_epoch=lambda r: log.log("epoch", epoch=r.epoch, train_loss=r.train_loss,
                                                      train_acc=r.train_acc, heldout_acc=r.dev_acc),
-                          fingerprint={"model": run_cfg.model_path, "method": cfg.method.to_dict(),
-                                       "settings": repr(s), "holdout": cfg.holdout})
+                          fingerprint=fingerprint(run_cfg, cfg))
             plot_curves(history, curves, f"prefix {cfg.method.method} on MMLU", cfg.training.min_delta)
             print(f"wrote training curves to {curves}")
             backbone.finalize()
