@@ -35,7 +35,8 @@ from .fast import prepare_for_decoding
 from .files import atomic_write_text
 from .heads import VerbalizerClassifier
 from .mmlu_data import LETTERS, Question
-from .core.sampling import generate, strip_after_stop
+from .core.decoding import strip_after_stop
+from .core.sampling import generate
 from .train import TrainConfig, autocast
 
 MODES = ("logits", "generate")

@@ -80,7 +80,7 @@ def test_a_trained_prefix_changes_what_generate_writes(tmp_path, ckpt):
     tuned = load_adapter(base, os.path.join(out, "adapter")).generate(ids, 12, beam_size=3, eos_id=tok.eos_id)
     assert not torch.equal(plain, tuned)
     first = open(os.path.join(out, "test.txt"), encoding="utf-8").readline().rstrip("\n")
-    from minillama.core.sampling import strip_after_stop
+    from minillama.core.decoding import strip_after_stop
     assert first == tok.decode(strip_after_stop(tuned[0, ids.shape[1]:].tolist(), [tok.eos_id])).strip()
 
 

@@ -31,7 +31,7 @@ from typing import Optional
 import torch
 
 from ..errors import MinillamaError
-from .sampling import as_id_set, fit_new_tokens
+from .decoding import as_id_set, fit_new_tokens
 
 NO_BEAM = -1e9  # the score of beams 1..k-1 before the first step: a prompt starts as one beam
 

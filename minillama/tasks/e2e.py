@@ -41,7 +41,7 @@ from ..pairs_data import DEFAULT_SOURCE_COLUMN, DEFAULT_TARGET_COLUMN, group_ref
 from ..resume import data_identity, resolved
 from ..runconfig import RunConfig
 from ..runlog import RunLog
-from ..core.sampling import strip_after_stop
+from ..core.decoding import strip_after_stop
 from ..train import CausalLM, TrainConfig, autocast, describe_trainable, fit
 from .classify import OUTPUT_WORDS
 

@@ -25,7 +25,8 @@ from ..fast import prepare_for_decoding
 from ..errors import MinillamaError
 from ..files import atomic_write_text, check_all_writable, check_distinct_paths
 from ..runconfig import RunConfig
-from ..core.sampling import check_sampling_args, strip_after_stop
+from ..core.decoding import strip_after_stop
+from ..core.sampling import check_sampling_args
 
 COURSE_PROMPT = ("Victor Frankenstein, a young scientist obsessed with uncovering the secrets of life, "
                  "succeeds in animating a creature assembled from")
