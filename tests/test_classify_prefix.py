@@ -32,9 +32,9 @@ def gold(path):
 def test_cli_prefix_end_to_end_and_adapter_round_trip(tmp_path, monkeypatch, capsys, ckpts, mode, head):
     data = data_slice(tmp_path, "sst")
     monkeypatch.chdir(tmp_path)  # default output and adapter names land here
+    mlp = ["--prefix_hidden", "32"] if mode == "prefix" else []  # the other modes have no MLP (refused)
     argv = course_argv("prefix", ckpts["tiny"], data, "--prefix_mode", mode, "--prefix_head", head,
-                       "--prefix_length", "4", "--prefix_hidden", "32", "--epochs", "2", "--weight_decay", "0.01",
-                       "--patience", "1")
+                       "--prefix_length", "4", *mlp, "--epochs", "2", "--weight_decay", "0.01", "--patience", "1")
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "trainable parameters" in out and "% of all parameters" in out and "saved adapter" in out
@@ -225,8 +225,9 @@ def test_cli_prefix_bad_input_exits_2_without_outputs(tmp_path, capsys, ckpts, c
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     capsys.readouterr()
+    saves = [] if "--load_adapter" in extra else ["--save_adapter", str(out_dir / "new-adapter")]
     argv = course_argv("prefix", ckpt, data, *extra, "--dev_out", str(out_dir / "dev.txt"),
-                       "--test_out", str(out_dir / "test.txt"), "--save_adapter", str(out_dir / "new-adapter"))
+                       "--test_out", str(out_dir / "test.txt"), *saves)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -92,7 +92,8 @@ def test_no_reparam_is_ptuning2(capsys):
      "--adapter_gate does nothing with --prefix_mode prefix"),
     (["--option", "prefix", "--prefix_mode", "adapter", "--adapter_layers", "0"], "--adapter_layers must be"),
     (["--option", "prefix", "--load_adapter", "A", "B", "--adapter_names", "a"], "--adapter_names needs one distinct"),
-    (["--option", "prefix", "--task", "mmlu", "--adapter_names", "a"], "--adapter_names evaluates several"),
+    (["--option", "prefix", "--task", "mmlu", "--adapter_names", "a"],
+     "--adapter_names does nothing with --option prefix --task mmlu"),
     (["--option", "prompt", "--export_peft", "d"], "--export_peft: --option prompt trains no adapter"),
 ])
 def test_bad_flag_values_are_one_line(capsys, argv, message):
