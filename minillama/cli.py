@@ -213,8 +213,9 @@ EVALUATING_OPTIONS = CLASSIFY_OPTIONS + ("mmlu",)  # every option but generate
 
 @dataclass(frozen=True)
 class FlagGroup:
-    """Flags (argparse dest -> the config field each sets) and the runs that read them: every
-    requirement given must hold (None: any)."""
+    """Flags (argparse dest -> the config field each sets; --prefix_mode and --no_reparam choose
+    the method's config class instead) and the runs that read them: every requirement given
+    must hold (None: any)."""
     flags: Dict[str, str]
     options: Optional[Tuple[str, ...]] = None
     tasks: Optional[Tuple[str, ...]] = None
