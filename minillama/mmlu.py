@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -30,7 +29,7 @@ from tqdm import tqdm
 
 from . import mmlu_data
 from .data import pad_batch, pad_left
-from .errors import MinillamaError
+from .errors import MinillamaError, warn
 from .fast import prepare_for_decoding
 from .files import atomic_write_text
 from .heads import VerbalizerClassifier
@@ -102,8 +101,8 @@ def letter_token_ids(tokenizer, chat: bool = False) -> List[int]:
         raise MinillamaError(f"the tokenizer maps the answer letters A-D to ids {ids}, not 4 distinct tokens: "
                              "it cannot score MMLU by letter logits (use --mmlu_mode generate)")
     if not all(exact for _, exact in found):
-        warnings.warn(f"this tokenizer splits '{space}A'..'{space}D' into several tokens; scoring uses the "
-                      "letters' last tokens (approximate; exact for Llama 2/3 tokenizers)")
+        warn(f"this tokenizer splits '{space}A'..'{space}D' into several tokens; scoring uses the "
+             "letters' last tokens (approximate; exact for Llama 2/3 tokenizers)")
     return ids
 
 

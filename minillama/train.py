@@ -306,6 +306,17 @@ def lr_factor(step: int, total: int, schedule: Optional[str], warmup: int) -> fl
     return max(0.0, 1.0 - progress) if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def check_warmup(cfg: TrainConfig, batches_per_epoch: int):
+    """A warm-up longer than the run never reaches --lr (every step would train at a fraction of
+    it): refused before training, saying the most the lr would reach."""
+    total = cfg.epochs * batches_per_epoch
+    if cfg.warmup_steps > total:
+        raise MinillamaError(f"--warmup_steps {cfg.warmup_steps} is longer than this run's {total} optimisation steps "
+                             f"({cfg.epochs} epoch(s) x {batches_per_epoch} batch(es) of {cfg.batch_size}): the lr "
+                             f"would climb to {100 * total / cfg.warmup_steps:.3g}% of --lr {cfg.lr:g} at most; "
+                             f"use --warmup_steps {total} or fewer")
+
+
 def run_fingerprint(model: nn.Module, cfg: TrainConfig, run: RunConfig, extra: Optional[Dict] = None) -> Dict:
     """The settings a resumed run must share with the one that wrote the checkpoint."""
     fp = {f"training.{k}": v for k, v in asdict(cfg).items() if k not in ("checkpoint_dir", "save_every", "resume")}
@@ -355,6 +366,7 @@ def _fit(model: nn.Module, train, dev, cfg: TrainConfig, run: RunConfig, log: Ca
     fingerprint = run_fingerprint(model, cfg, run, fingerprint)
     generator = torch.Generator().manual_seed(run.seed)
     per_epoch = train.num_batches(cfg.batch_size)
+    check_warmup(cfg, per_epoch)
     state = LoopState(data_rng=generator.get_state())
     saved_at = []  # (epoch, step) of the checkpoint on disk, named if the next one cannot be written
     if cfg.resume:

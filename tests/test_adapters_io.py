@@ -156,3 +156,26 @@ def test_safetensors_without_its_json_is_named_as_an_incomplete_save(tmp_path):
         load_adapter(base, path)
     assert str(e.value) == (f"adapter {path}.safetensors has no {path}.json beside it: that adapter was not saved "
                             "completely (its run stopped while writing it); train and save it again")
+
+
+def test_a_non_finite_tensor_is_refused_naming_it(tmp_path):
+    from safetensors.torch import load_file, save_file
+    base = tiny_model()
+    path = str(tmp_path / "adapter")
+    save_adapter(PrefixModel(base, "ptuning2", 3), path, label_names=["a", "b"],
+                 head_state={"weight": torch.zeros(2, 64), "bias": torch.zeros(2)})
+    tensors = load_file(path + ".safetensors")
+    tensors["head.bias"][1] = float("inf")
+    save_file(tensors, path + ".safetensors")
+    with pytest.raises(MinillamaError, match=r"adapter.safetensors: tensor 'head.bias' holds 1 non-finite values "
+                                             r"\(NaN or inf\) of 2"):
+        load_adapter(base, path)
+
+
+def test_the_base_mismatch_warning_is_a_minillama_warning(tmp_path):
+    """The CLI shows MinillamaWarning as one line (errors.show_one_line)."""
+    from minillama.errors import MinillamaWarning
+    path = str(tmp_path / "adapter")
+    save_adapter(PrefixModel(tiny_model(), "ptuning2", 3), path)
+    with pytest.warns(MinillamaWarning, match="settings differ: norm 'rmsnorm' there, 'layernorm' here"):
+        load_adapter(tiny_model(norm="layernorm"), path)

@@ -260,6 +260,9 @@ def test_a_checkpoint_of_another_run_is_refused_naming_the_setting(tmp_path, cap
         argv[argv.index("--pretrained-model-path") + 1] = ckpts["other"]
     elif flag == "--option":
         argv[argv.index("--option") + 1] = "lora"
+        for prefix_flag in ("--prefix_length", "--prefix_hidden"):  # LoRA has no use for them (refused)
+            i = argv.index(prefix_flag)
+            del argv[i:i + 2]
     elif flag == "--dev":
         other_dev = tmp_path / "other-dev.txt"  # a different dev set: the train file's copy
         shutil.copy(saved_run["data"]["train"], other_dev)

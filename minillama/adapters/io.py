@@ -11,13 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
 from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-from ..errors import MinillamaError
+from ..errors import MinillamaError, warn
 from ..files import atomic_write_group, contents
 from .base import AdaptedModel
 
@@ -99,6 +98,15 @@ def read_adapter_meta(path: str) -> dict:
     return meta
 
 
+def peek_adapter(path: str) -> dict:
+    """What a saved adapter's JSON says (method, config, label names, ...), read before any
+    model loads; a PEFT directory: its method only as PEFT names it, and no label names."""
+    from .peft_format import is_peft_dir
+    if is_peft_dir(path):
+        return {"method": None, "config": {}, "label_names": None}
+    return read_adapter_meta(path)
+
+
 def check_base(meta: dict, base: nn.Module, path: str, where: Optional[str] = None):
     """Refuse another shape; warn for the same shape with other weights.  `where` names the
     file in messages (default <path>.json)."""
@@ -110,7 +118,7 @@ def check_base(meta: dict, base: nn.Module, path: str, where: Optional[str] = No
     same = _same_architecture(want.get("config_sha256"), base) and \
         want.get("embedding_fingerprint") == have["embedding_fingerprint"]
     if not same:
-        warnings.warn(f"{path}: adapter was trained on a different base model of the same shape "
+        warn(f"{path}: adapter was trained on a different base model of the same shape "
                       f"({base_difference(want, have)})")
 
 
@@ -134,6 +142,16 @@ def read_tensors(path: str) -> Dict[str, torch.Tensor]:
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise MinillamaError(f"{path}.safetensors: unreadable adapter tensors, truncated or corrupt "
                              f"({str(e).splitlines()[0][:80]}): re-save or re-copy the adapter") from None
+
+
+def check_finite(tensors: Dict[str, torch.Tensor], where: str):
+    """A tensor holding NaN or inf would make every answer NaN: refused, naming it."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise MinillamaError(f"{where}: tensor {name!r} holds {bad} non-finite values (NaN or inf) of "
+                                 f"{t.numel()}: the adapter is damaged (or its training diverged); re-train or "
+                                 "re-copy it")
 
 
 def check_tensors(expected: Dict[str, torch.Tensor], found: Dict[str, torch.Tensor], path: str):
@@ -163,6 +181,7 @@ def load_adapter(base: nn.Module, path: str, tokenizer=None) -> AdaptedModel:
         raise MinillamaError(f"{path}.json: unknown adapter method {meta['method']!r} "
                              f"(this minillama knows {', '.join(METHODS)})")
     tensors = read_tensors(path)
+    check_finite(tensors, f"{path}.safetensors")
     config = {k: v for k, v in meta["config"].items() if k not in ("init", "init_text", "init_ids")}
     model = METHODS[meta["method"]](base, make_config(meta["method"], **config), tokenizer)
     check_tensors(model.expected_tensors(), tensors, path)

@@ -13,13 +13,12 @@ that into a ready model, and `save_checkpoint` writes any of the four.
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Dict, Optional, Tuple, Union
 
 import torch
 
 from ..core.config import NORMS, LlamaConfig, Runtime
-from ..errors import MinillamaError
+from ..errors import MinillamaError, warn
 from ..files import not_found
 from ..core.model import Llama
 from ..fast import speed_up
@@ -107,7 +106,7 @@ def choose_norm(fmt: str, norm: Optional[str]) -> str:
         raise MinillamaError(f"--norm must be one of {', '.join(NORMS)}, got {norm!r}")
     if fmt in ("hf_dir", "meta_dir"):
         if norm == "layernorm":
-            warnings.warn("Llama 3.2 checkpoints use RMSNorm; ignoring --norm layernorm")
+            warn("Llama 3.2 checkpoints use RMSNorm; ignoring --norm layernorm")
         return "rmsnorm"
     return norm or COURSE_DEFAULT_NORM
 

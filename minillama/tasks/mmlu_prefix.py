@@ -19,7 +19,7 @@ from .. import mmlu_data
 from ..adapters import AdapterConfig, PrefixTuningConfig, attach, load_adapters, parameter_counts, save_adapter
 from ..adapters.io import check_adapter_sources
 from ..curves import curves_path, plot_curves
-from ..adapters.peft_format import check_export_dir, export_for_task
+from ..adapters.peft_format import check_export_dir, check_exportable, check_saved_exportable, export_for_task
 from ..data import Split
 from ..errors import MinillamaError
 from ..files import check_all_writable, check_distinct_paths
@@ -53,6 +53,8 @@ class MMLUPrefixConfig:
         check_adapter_sources(self.load_adapter, self.interpolate)
         if not self.load_adapter and getattr(self.method, "length", 1) <= 0:
             raise MinillamaError(f"--prefix_length must be a positive number of virtual tokens, got {self.method.length}")
+        if self.export_peft and not self.load_adapter:  # decided now, not after the training
+            check_exportable(self.method.method, self.method.to_dict())
         self.training = self.training.with_lr(self.method.default_lr)
 
 
@@ -107,6 +109,8 @@ def run(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
                         "--save_adapter": cfg.save_adapter + ".json" if trains else None,
                         "curves (beside --save_adapter)": curves})
     check_export_dir(cfg.export_peft)
+    if cfg.export_peft and cfg.load_adapter:
+        check_saved_exportable(cfg.load_adapter[0])
     s = cfg.settings
     train_q, held_q = split_holdout(load_questions(s, "val"), cfg.holdout, run_cfg.seed)
     test_q = mmlu_data.flatten(load_questions(s, "test"))
