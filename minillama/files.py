@@ -78,6 +78,10 @@ def written_outputs() -> List[str]:
     return list(_WRITTEN)
 
 
+class DiskFull(MinillamaError):
+    """A full disk (or quota) while writing an output: the one line says what was kept."""
+
+
 def disk_full(paths: Sequence[str], cleaned: bool = True) -> MinillamaError:
     """The one line for a full disk (or quota) while writing the files of one output;
     cleaned: their temporary files are gone (atomic_write_group), so nothing of them landed."""
@@ -85,7 +89,7 @@ def disk_full(paths: Sequence[str], cleaned: bool = True) -> MinillamaError:
     older = [p for p in paths if os.path.exists(p)]
     kept = [p for p in _WRITTEN if p not in paths]
     done = ("it was not" if len(paths) == 1 else "none of them was") + " written and no partial file remains"
-    return MinillamaError(
+    return DiskFull(
         f"no space left on device writing {named}" + (f": {done}" if cleaned else "")
         + (f" (the older {' and '.join(older)} untouched)" if cleaned and older else "")
         + (f"; kept from this run: {', '.join(kept)}" if kept else "; this run had written nothing else")

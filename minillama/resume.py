@@ -45,7 +45,7 @@ import torch
 
 from . import distributed
 from .errors import MinillamaError
-from .files import atomic_write, check_writable, resolve_repo_path
+from .files import DiskFull, atomic_write, check_writable, resolve_repo_path
 
 CHECKPOINT = "checkpoint.pt"
 LOCK = "run.lock"
@@ -268,6 +268,8 @@ def write_checkpoint(path: str, payload: Dict[str, Any]):
 
 def _write_failure(e: BaseException, directory: str) -> Optional[str]:
     """Why writing failed, in words, for the errors a full or broken disk gives (None: another error)."""
+    if isinstance(e, DiskFull):  # files.atomic_write saw ENOSPC; this message names what resume keeps
+        return "No space left on device"
     if isinstance(e, OSError):
         return e.strerror or str(e)
     text = str(e)
@@ -288,7 +290,7 @@ def save(directory: str, state: LoopState, trainable: Dict[str, torch.Tensor], o
     error = None
     try:
         write_checkpoint(path, payload)
-    except (OSError, RuntimeError) as e:
+    except (OSError, RuntimeError, DiskFull) as e:
         reason = _write_failure(e, directory)
         if reason is None:
             raise
