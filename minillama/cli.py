@@ -14,7 +14,6 @@ import importlib
 import os
 import shlex
 import sys
-import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -51,7 +50,8 @@ class OneLineParser(argparse.ArgumentParser):
     """A flag mistake is one line and the --help hint, not the whole usage (exit code 2)."""
 
     def error(self, message: str):
-        self.exit(2, f"error: {message} ({self.prog} --help lists every flag)\n")
+        distributed.report_failure(f"error: {message} ({self.prog} --help lists every flag)")  # once under torchrun
+        self.exit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -309,6 +309,8 @@ def parse(argv: Optional[List[str]] = None, device: Optional[str] = None) -> Tup
     rank's, when torchrun launched the process (distributed.init)."""
     ns = vars(build_parser().parse_args(argv))
     name, cfg = task_config(ns)
+    if getattr(cfg, "trains", False):
+        distributed.check_global_batch(cfg.training.batch_size)  # under torchrun, before anything loads
     run = run_config(ns)
     if device is not None:
         run = dataclasses.replace(run, device=device, progress=run.progress and distributed.is_main())
@@ -347,10 +349,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         seed_everything(run_cfg.seed)
         importlib.import_module(f"minillama.tasks.{name}").run(run_cfg, cfg)
     except MinillamaError as e:
-        if distributed.is_main():
-            print(f"error: {e}", file=sys.stderr)
-        else:  # every rank meets the same mistake: give rank 0 time to say it before torchrun stops all
-            time.sleep(5)
+        distributed.report_failure(f"error: {e}")  # under torchrun: once, and every rank exits 2
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -54,6 +54,11 @@ class MMLUPrefixConfig:
             raise MinillamaError(f"--prefix_length must be a positive number of virtual tokens, got {self.method.length}")
         self.training = self.training.with_lr(self.method.default_lr)
 
+    @property
+    def trains(self) -> bool:
+        """A prefix trains unless --load_adapter evaluates saved adapters."""
+        return not self.load_adapter
+
 
 def split_holdout(by_subject: Dict[str, List[Question]], fraction: float,
                   seed: int) -> Tuple[List[Question], List[Question]]:
@@ -86,7 +91,7 @@ def side_by_side(results: Dict[str, Dict[str, Dict]]) -> str:
 
 
 def run(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
-    trains = not cfg.load_adapter
+    trains = cfg.trains
     curves = curves_path(cfg.save_adapter) if trains else None
     check_distinct_paths({"--mmlu_out": cfg.out, "--log_jsonl": cfg.log_jsonl,
                           "--save_adapter (.json)": cfg.save_adapter + ".json" if trains else None,
