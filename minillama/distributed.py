@@ -10,6 +10,11 @@ and gathered without duplicates (`gather_rows`).  Rank 0 alone prints, writes ou
 adapters and checkpoints (files.atomic_write asks `is_main`).  gloo on CPU, NCCL on GPU.
 Without torchrun (WORLD_SIZE unset or 1) every function here is a no-op.
 
+Equal to one process only without dropout: every rank seeds its random generator alike
+and draws the dropout masks of its own rows, which are not the masks one process draws for
+the whole batch (so with --hidden_dropout_prob > 0 the weights and accuracies differ a little;
+the printed losses are still the mean over every rank's rows).
+
 A user mistake under torchrun: every rank meets it, rank 0 alone prints the one line and
 every rank exits 2 (`report_failure`); torchrun then adds its own report of the failed
 ranks (a traceback ending in ChildFailedError) and exits 1.
