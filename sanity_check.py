@@ -30,6 +30,7 @@ from minillama.core.attention import Attention, attention_bias  # noqa: E402
 from minillama.formats import save_checkpoint  # noqa: E402
 from minillama.core.config import LlamaConfig, Runtime  # noqa: E402
 from minillama.core.model import FeedForward, Llama  # noqa: E402
+from minillama.fast import speed_up  # noqa: E402
 from minillama.core.norms import LayerNorm, RMSNorm  # noqa: E402
 from minillama.core.optimizer import AdamW  # noqa: E402
 from minillama.core.rope import apply_rotary_emb, precompute_rope_table  # noqa: E402
@@ -172,9 +173,11 @@ def check_sampling():
 
 
 # -- whole model ------------------------------------------------------------------------
-def tiny_model(use_sdpa: bool = False, **kw) -> Llama:
+def tiny_model(fast: bool = False, use_sdpa: bool = False, **kw) -> Llama:
+    """The plain core, or with fast=True minillama.fast's paths (use_sdpa: torch's attention)."""
     torch.manual_seed(0)
-    return Llama(tiny_config(**kw), Runtime(use_sdpa=use_sdpa)).eval()
+    model = Llama(tiny_config(**kw), Runtime()).eval()
+    return speed_up(model, sdpa=use_sdpa) if fast or use_sdpa else model
 
 
 def check_kv_cache():
@@ -203,11 +206,12 @@ def check_padding():
         close("left-padded row 1", padded[1:, 4:], model(b)[0])
 
 
-def check_sdpa_path():
-    model, fast = tiny_model(), tiny_model(use_sdpa=True)
+def check_fast_paths():
+    model, fast, sdpa = tiny_model(), tiny_model(fast=True), tiny_model(use_sdpa=True)
     ids = torch.randint(0, 101, (2, 10))
     with torch.no_grad():
-        close("use_sdpa vs hand-written attention", fast(ids)[0], model(ids)[0])
+        close("minillama.fast vs the hand-written core", fast(ids)[0], model(ids)[0])
+        close("use_sdpa vs hand-written attention", sdpa(ids)[0], model(ids)[0])
 
 
 def check_generate():
@@ -269,7 +273,7 @@ CHECKS = [("layernorm vs F.layer_norm", check_layernorm), ("rmsnorm vs formula",
           ("rope vs complex reference", check_rope), ("attention (GQA, padding) vs sdpa", check_attention),
           ("swiglu vs formula", check_swiglu), ("adamw vs reference", check_adamw),
           ("sampling: greedy and epsilon", check_sampling), ("model: kv-cache decoding == full forward", check_kv_cache),
-          ("model: padded batch == singles", check_padding), ("model: use_sdpa == hand-written", check_sdpa_path),
+          ("model: padded batch == singles", check_padding), ("model: fast paths == hand-written", check_fast_paths),
           ("model: generate == argmax loop", check_generate), ("model: save/load round trip (.pt, .bin)", check_round_trip)]
 REAL_CHECKS = [("course check", check_course), ("stories260K greedy story", check_stories260k)]
 

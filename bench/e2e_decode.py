@@ -40,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from minillama.core.config import LlamaConfig  # noqa: E402
 from minillama.formats.hf import save_hf_dir  # noqa: E402
 from minillama.loading import load_model  # noqa: E402
+from minillama.fast import prepare_for_decoding, speed_up  # noqa: E402
 from minillama.core.model import Llama  # noqa: E402
 from minillama.pairs_data import group_references, read_pairs  # noqa: E402
 from minillama.tokenizer import load_tokenizer  # noqa: E402
@@ -58,10 +59,11 @@ def unique_mrs(path: str):
 def build(name: str):
     """(minillama model, tokenizer) for --models name."""
     if name == "260k":
-        model = load_model(os.path.join(ASSETS, "llama2c", "stories260K.bin"), norm="rmsnorm")
-        return model.eval(), load_tokenizer(os.path.join(ASSETS, "llama2c", "tok512.model"))
+        model = load_model(os.path.join(ASSETS, "llama2c", "stories260K.bin"), norm="rmsnorm", fast=True)
+        return prepare_for_decoding(model.eval()), load_tokenizer(os.path.join(ASSETS, "llama2c", "tok512.model"))
     torch.manual_seed(0)
-    return Llama(LlamaConfig(**STORIES42M_SHAPE)).eval(), load_tokenizer(os.path.join(ASSETS, "llama2", "tokenizer.model"))
+    model = prepare_for_decoding(speed_up(Llama(LlamaConfig(**STORIES42M_SHAPE)).eval()))  # as the CLI decodes
+    return model, load_tokenizer(os.path.join(ASSETS, "llama2", "tokenizer.model"))
 
 
 def to_transformers(model: Llama):

@@ -51,6 +51,7 @@ from minillama.data import load_split, read_label_names  # noqa: E402
 from minillama.formats import save_checkpoint  # noqa: E402
 from minillama.heads import HeadClassifier  # noqa: E402
 from minillama.core.model import Llama  # noqa: E402
+from minillama.fast import speed_up  # noqa: E402
 from minillama.runconfig import RunConfig, seed_everything  # noqa: E402
 from minillama.tokenizer import load_tokenizer  # noqa: E402
 from minillama.train import TrainConfig, count_parameters, make_optimizer, train_step  # noqa: E402
@@ -76,9 +77,9 @@ def load_base(args):
     tok = load_tokenizer(args.tokenizer)
     if args.checkpoint:
         from minillama.formats import load_model
-        return load_model(args.checkpoint, norm=args.norm, device=args.device), tok
+        return load_model(args.checkpoint, norm=args.norm, device=args.device, fast=True), tok
     torch.manual_seed(0)
-    return Llama(LlamaConfig(**SHAPES[args.shape], norm=args.norm)).to(args.device), tok
+    return speed_up(Llama(LlamaConfig(**SHAPES[args.shape], norm=args.norm)).to(args.device)), tok
 
 
 def measure(method: str, args) -> dict:

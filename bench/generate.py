@@ -21,6 +21,7 @@ decoding is bound by reading the weights, so those are each engine's ceiling.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 import time
@@ -30,9 +31,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from minillama.core.config import LlamaConfig, Runtime  # noqa: E402
+from minillama.core.config import LlamaConfig  # noqa: E402
 from minillama.formats import resolve_dtype  # noqa: E402
 from minillama.formats.hf import hf_tensors  # noqa: E402
+from minillama.fast import prepare_for_decoding, speed_up  # noqa: E402
 from minillama.fast.layout import fused_weight  # noqa: E402
 from minillama.core.model import Llama  # noqa: E402
 
@@ -130,9 +132,11 @@ def main():
 
     torch.manual_seed(0)
     shape = SHAPES[args.shape]
-    model = Llama(LlamaConfig(**shape)).to(device=device, dtype=dtype).eval()
-    sdpa_model = Llama(LlamaConfig(**shape), Runtime(use_sdpa=True)).to(device=device, dtype=dtype).eval()
-    sdpa_model.load_state_dict(model.state_dict())
+    plain = Llama(LlamaConfig(**shape)).to(device=device, dtype=dtype).eval()  # the hand-written core alone
+    model = copy.deepcopy(plain)
+    prepare_for_decoding(speed_up(model))  # what the CLI runs (RunConfig.fast): minillama.fast
+    sdpa_model = copy.deepcopy(plain)
+    prepare_for_decoding(speed_up(sdpa_model, sdpa=True))
     hf = to_transformers(model)
     prompt = torch.randint(3, model.config.vocab_size, (1, args.prompt_len), device=device)
     N = args.new_tokens
@@ -153,6 +157,7 @@ def main():
     engines = {
         "minillama (KV cache)": lambda: model.generate(prompt, N),
         "minillama (KV cache, --use_sdpa)": lambda: sdpa_model.generate(prompt, N),
+        "minillama (KV cache, --no_fast)": lambda: plain.generate(prompt, N),
         "transformers generate": lambda: hf.generate(prompt, max_new_tokens=N, do_sample=False,
                                                      attention_mask=torch.ones_like(prompt)),
     }

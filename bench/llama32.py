@@ -34,6 +34,7 @@ sys.path.insert(0, REPO)
 from minillama import LlamaConfig, RopeScaling, load_model  # noqa: E402
 from minillama.formats.hf import save_hf_dir  # noqa: E402
 from minillama.core.model import Llama  # noqa: E402
+from minillama.fast import prepare_for_decoding  # noqa: E402
 from progress import Runs  # noqa: E402  (bench/, this script's folder)
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
@@ -73,7 +74,7 @@ def child_load(which: str, path: str, dtype: str, device: str, use_sdpa: bool = 
     sync(device)
     start = time.perf_counter()
     if which == "minillama":
-        model = load_model(path, dtype=dtype, device=device, use_sdpa=use_sdpa)
+        model = load_model(path, dtype=dtype, device=device, use_sdpa=use_sdpa, fast=True)
     else:
         from transformers import AutoModelForCausalLM
         model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], device_map=device)
@@ -206,7 +207,7 @@ def main():
         if args.device == "cuda":
             row("load peak GPU MiB", ours_load["gpu_peak_mb"], hf_load["gpu_peak_mb"])
 
-        ours = load_model(path, dtype=args.dtype, device=args.device, use_sdpa=args.use_sdpa)
+        ours = prepare_for_decoding(load_model(path, dtype=args.dtype, device=args.device, use_sdpa=args.use_sdpa, fast=True))
         theirs = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=args.device).eval()
         steps.begin(f"decode {args.decode_tokens} tokens, both")
         tps_ours, tps_hf, same = decode(ours, theirs, args, config.vocab_size)

@@ -29,6 +29,7 @@ from minillama.adapters import PrefixConfig, attach  # noqa: E402
 from minillama.adapters.multi import MultiAdapter  # noqa: E402
 from minillama.core.config import LlamaConfig  # noqa: E402
 from minillama.core.model import Llama  # noqa: E402
+from minillama.fast import prepare_for_decoding, speed_up  # noqa: E402
 
 SHAPES = {"stories42M": dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=8, vocab_size=32000, max_seq_len=1024),
           "stories260K": dict(dim=64, n_layers=5, n_heads=8, n_kv_heads=4, vocab_size=512, max_seq_len=512,
@@ -58,10 +59,11 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    base = Llama(LlamaConfig(**SHAPES[args.shape], norm="rmsnorm")).to(args.device).eval()
+    base = speed_up(Llama(LlamaConfig(**SHAPES[args.shape], norm="rmsnorm")).to(args.device).eval())
     lengths = [int(x) for x in args.lengths.split(",")]
     adapters = {f"a{i}": attach(base, PrefixConfig(length=n)).to(args.device).eval() for i, n in enumerate(lengths)}
     multi = MultiAdapter(base, adapters)
+    prepare_for_decoding(base)  # as the CLI decodes (fast/layout.py)
     half = args.batch // 2
     ids = torch.randint(0, base.config.vocab_size, (2 * half, args.tokens), device=args.device)
     names = ["a0"] * half + ["a1"] * half

@@ -52,7 +52,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from minillama.core.config import LlamaConfig, Runtime  # noqa: E402
+from minillama.core.config import LlamaConfig  # noqa: E402
+from minillama.fast import speed_up  # noqa: E402
 from minillama.adapters import inject_lora  # noqa: E402
 from minillama.core.model import Llama  # noqa: E402
 from minillama.heads import HeadClassifier  # noqa: E402
@@ -159,7 +160,8 @@ def build_step(method: str, scenario: str, args):
     torch.manual_seed(0)
     model = None
     if not method.startswith("peft"):  # peft builds its own transformers model
-        model = Llama(LlamaConfig(**STORIES42M, norm=args.norm), Runtime(use_sdpa=args.use_sdpa)).to(device)
+        model = Llama(LlamaConfig(**STORIES42M, norm=args.norm)).to(device)
+        speed_up(model, sdpa=args.use_sdpa)  # what the CLI trains with (RunConfig.fast)
     builder, lr = METHODS[method]
     clf = builder(model, num_labels, args).to(device).train()
     trainable, total = count_parameters(clf)

@@ -14,16 +14,18 @@ import importlib
 import os
 import shlex
 import sys
+import warnings
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from . import distributed
+from . import distributed, files
 from .adapters import FullConfig, LlamaAdapterConfig, LoraConfig, PrefixConfig, PrefixTuningConfig, PromptTuningConfig
-from .errors import MinillamaError
+from .errors import MinillamaError, show_one_line
 from .mmlu import MMLUSettings
 from .runconfig import RunConfig, seed_everything
-from .tasks.classify import PREFIX_RECIPE, ClassifyConfig
+from .tasks.classify import DEFAULT_LABEL_NAMES, DEFAULT_TRAIN, PREFIX_RECIPE, ClassifyConfig
 from .tasks.e2e import E2EConfig
 from .tasks.generate import GenerateConfig
 from .tasks.mmlu_eval import MMLUEvalConfig
@@ -34,10 +36,6 @@ OPTIONS = ("generate", "prompt", "finetune", "lora", "prefix", "mmlu")
 TASKS = ("classify", "mmlu", "e2e")
 PREFIX_MODES = {"prefix": PrefixTuningConfig, "ptuning2": PrefixConfig, "prompt": PromptTuningConfig,
                 "adapter": LlamaAdapterConfig}
-# LLaMA-Adapter's own flags, and the prefix family's that it has no use for: given with the
-# other kind of mode they would do nothing, so they are refused
-ADAPTER_ONLY = ("adapter_layers", "adapter_gate")
-NOT_ADAPTER = ("prefix_hidden", "no_reparam", "prefix_init", "prefix_init_text")
 
 
 def default(cls, name: str) -> Any:
@@ -69,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="norm for stories checkpoints (default layernorm, the course's; rmsnorm reproduces llama2.c)")
     p.add_argument("--dtype", type=str, choices=["float32", "bfloat16", "float16"])
     p.add_argument("--use_sdpa", action="store_true", help="opt-in fast path: torch's fused attention")
+    p.add_argument("--no_fast", dest="fast", action="store_false",
+                   help="run the plain hand-written core, without minillama.fast's speed-ups (same results, slower)")
     p.add_argument("--use_gpu", action="store_true")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for training/eval (mixed precision)")
     p.add_argument("--seed", type=int, help=f"default {default(RunConfig, 'seed')}")
@@ -85,10 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--chat", action="store_true", help="wrap the prompt in the Llama 3 Instruct chat format")
     # classification data
     d = p.add_argument_group("classification data")
-    d.add_argument("--train", type=str, help=f"default {default(ClassifyConfig, 'train')}")
+    d.add_argument("--train", type=str, help=f"default {DEFAULT_TRAIN}; its name (sst-train.txt: sst) names the "
+                                                   "default outputs, else --dev's when nothing trains")
     d.add_argument("--dev", type=str, help=f"default {default(ClassifyConfig, 'dev')}")
     d.add_argument("--test", type=str, help=f"default {default(ClassifyConfig, 'test')}")
-    d.add_argument("--label-names", type=str, help=f"default {default(ClassifyConfig, 'label_names')}")
+    d.add_argument("--label-names", type=str,
+                   help="JSON list of label names (default: the ones saved with --load_adapter's adapter, else "
+                        f"{DEFAULT_LABEL_NAMES})")
     d.add_argument("--dev_out", type=str, help="default: <dataset>-dev-<option>-output.txt")
     d.add_argument("--test_out", type=str, help="default: <dataset>-test-<option>-output.txt")
     d.add_argument("--max_sentence_len", type=int)
@@ -189,12 +192,176 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# -- flags -> configs ----------------------------------------------------------------------------
+# -- which flags each option and task reads -----------------------------------------------------
+@dataclass(frozen=True)
+class Asked:
+    """What a command line asks for, as far as it decides which flags are read."""
+    option: str
+    task: str                   # classify | mmlu | e2e (--option mmlu: mmlu; --option generate: generate)
+    loads: bool                 # --load_adapter: evaluates saved adapters, nothing trains
+    mixed: bool                 # --adapter_names: several adapters, each on its own files
+    mode: Optional[str] = None  # the prefix mode that trains (--option prefix only)
+    mode_given: bool = False    # --prefix_mode given (else the task's default)
+
+    @property
+    def trains(self) -> bool:
+        return self.option in TRAINING_OPTIONS and not self.loads
+
+
+TRAINING_OPTIONS = ("finetune", "lora", "prefix")
+CLASSIFY_OPTIONS = ("prompt",) + TRAINING_OPTIONS
+EVALUATING_OPTIONS = CLASSIFY_OPTIONS + ("mmlu",)  # every option but generate
+
+
+@dataclass(frozen=True)
+class FlagGroup:
+    """Flags (argparse dest -> the config field each sets; --prefix_mode and --no_reparam choose
+    the method's config class instead) and the runs that read them: every requirement given
+    must hold (None: any)."""
+    flags: Dict[str, str]
+    options: Optional[Tuple[str, ...]] = None
+    tasks: Optional[Tuple[str, ...]] = None
+    mixed: Optional[bool] = None
+    trains: Optional[bool] = None
+    modes: Optional[Tuple[str, ...]] = None
+    who: Optional[str] = None  # the readers in words, where the requirements above say it badly
+
+    def first_unmet(self, asked: Asked) -> Optional[int]:
+        """Index of the first requirement `asked` misses (in the order above), None if it reads them."""
+        checks = (self.options is None or asked.option in self.options,
+                  self.tasks is None or asked.task in self.tasks,
+                  self.mixed is None or asked.mixed == self.mixed,
+                  self.trains is None or asked.trains == self.trains,
+                  self.modes is None or asked.mode in self.modes)
+        return next((i for i, ok in enumerate(checks) if not ok), None)
+
+    def readers(self) -> str:
+        """The runs that read these flags, in words."""
+        if self.who:
+            return self.who
+        words = [f"--option {'|'.join(self.options)}" if self.options else "",
+                 f"--task {'|'.join(self.tasks)}" if self.tasks else "",
+                 f"--prefix_mode {'|'.join(self.modes)}" if self.modes else "",
+                 "when training (no --load_adapter)" if self.trains else "",
+                 "without --adapter_names" if self.mixed is False else ""]
+        return " ".join(w for w in words if w) or "every command"
+
+
+# THE table: which flags each option and task reads, and which config field each one sets.  The
+# configs are built from these groups (task_config), and a flag given that no group of the run
+# reads is refused (check_flags_read): a flag that would do nothing never passes silently.
+FLAG_GROUPS: Dict[str, FlagGroup] = {
+    "run": FlagGroup({"pretrained_model_path": "model_path", "tokenizer": "tokenizer_path", "norm": "norm",
+                      "dtype": "dtype", "use_sdpa": "use_sdpa", "fast": "fast", "seed": "seed", "use_gpu": "device",
+                      "option": "option", "task": "task"}),
+    "bf16": FlagGroup({"bf16": "bf16"}, options=EVALUATING_OPTIONS),
+    "generate": FlagGroup({"generated_sentence_low_temp_out": "low_temp_out",
+                           "generated_sentence_high_temp_out": "high_temp_out", "prompt_text": "prompt_text",
+                           "temperature": "temperature", "epsilon": "epsilon", "max_new_tokens": "max_new_tokens",
+                           "chat": "chat"}, options=("generate",)),
+    "batch": FlagGroup({"batch_size": "batch_size"}, options=EVALUATING_OPTIONS),
+    "adapters": FlagGroup({"load_adapter": "load_adapter", "interpolate": "interpolate"}, options=EVALUATING_OPTIONS),
+    "log": FlagGroup({"log_jsonl": "log_jsonl", "wandb": "wandb"}, options=EVALUATING_OPTIONS, mixed=False),
+    "training": FlagGroup({"epochs": "epochs", "lr": "lr", "weight_decay": "weight_decay", "patience": "patience",
+                           "min_delta": "min_delta", "lr_schedule": "lr_schedule", "warmup_steps": "warmup_steps",
+                           "grad_accum": "grad_accum", "max_grad_norm": "max_grad_norm",
+                           "checkpoint_dir": "checkpoint_dir", "save_every": "save_every", "resume": "resume"},
+                          options=TRAINING_OPTIONS, trains=True),
+    "save": FlagGroup({"save_adapter": "save_adapter"}, options=TRAINING_OPTIONS, tasks=("classify", "mmlu"),
+                      trains=True),
+    "export": FlagGroup({"export_peft": "export_peft"}, options=CLASSIFY_OPTIONS, tasks=("classify", "mmlu", "e2e")),
+    "lora": FlagGroup({"lora_rank": "rank", "lora_alpha": "alpha", "lora_dropout": "dropout",
+                       "lora_targets": "targets"}, options=("lora",), trains=True),
+    "prefix": FlagGroup({"prefix_mode": "mode", "prefix_length": "length"}, options=("prefix",), trains=True),
+    "prefix_init": FlagGroup({"prefix_init": "init", "prefix_init_text": "init_text"}, options=("prefix",),
+                             trains=True, modes=("prefix", "ptuning2", "prompt")),
+    "prefix_mlp": FlagGroup({"prefix_hidden": "hidden", "no_reparam": "no_reparam"}, options=("prefix",),
+                            trains=True, modes=("prefix",)),
+    "llama_adapter": FlagGroup({"adapter_layers": "layers", "adapter_gate": "gate"}, options=("prefix",),
+                               trains=True, modes=("adapter",)),
+    # classification
+    "classify": FlagGroup({"dev": "dev", "test": "test", "label_names": "label_names", "dev_out": "dev_out",
+                           "test_out": "test_out", "max_sentence_len": "max_sentence_len"},
+                          options=CLASSIFY_OPTIONS, tasks=("classify",)),
+    "classify_train": FlagGroup({"train": "train"}, options=CLASSIFY_OPTIONS, tasks=("classify",), mixed=False),
+    "head": FlagGroup({"prefix_head": "head", "hidden_dropout_prob": "hidden_dropout_prob", "head_lr": "head_lr"},
+                      options=TRAINING_OPTIONS, tasks=("classify",), trains=True),
+    "mixed": FlagGroup({"adapter_names": "adapter_names"}, options=CLASSIFY_OPTIONS, tasks=("classify",)),
+    # MMLU
+    "mmlu": FlagGroup({"mmlu_dir": "mmlu_dir", "subjects": "subjects", "limit": "limit", "k_shot": "k_shot",
+                       "mmlu_mode": "mode", "mmlu_new_tokens": "new_tokens", "chat": "chat", "mmlu_out": "out"},
+                      tasks=("mmlu",), who="--option mmlu and --option prefix --task mmlu"),
+    "mmlu_eval": FlagGroup({"mmlu_split": "split"}, options=("mmlu",)),
+    "mmlu_prefix": FlagGroup({"mmlu_holdout": "holdout"}, options=("prefix",), tasks=("mmlu",), trains=True),
+    # conditional generation
+    "e2e": FlagGroup({"dev": "dev", "test": "test", "source_column": "source_column",
+                      "target_column": "target_column", "beam_size": "beam_size", "length_penalty": "length_penalty",
+                      "max_new_tokens": "max_new_tokens", "test_out": "test_out", "dev_out": "dev_out",
+                      "scores_out": "scores_out", "no_java": "no_java"}, tasks=("e2e",)),
+    "e2e_train": FlagGroup({"train": "train", "max_train_rows": "max_train_rows"}, tasks=("e2e",), trains=True),
+    "e2e_save": FlagGroup({"save_adapter": "save_adapter"}, options=("lora", "prefix"), tasks=("e2e",), trains=True),
+}
+
+
+def flags(*groups: str) -> Dict[str, str]:
+    """{dest: field} of the groups named (one config's flags)."""
+    return {dest: name for g in groups for dest, name in FLAG_GROUPS[g].flags.items()}
+
+
 def given(ns: Dict[str, Any], names: Dict[str, str]) -> Dict[str, Any]:
     """{field: value} for the flags (dest names) that were given; the rest keep their defaults."""
     return {name: ns[flag] for flag, name in names.items() if flag in ns}
 
 
+def prefix_mode(ns: Dict[str, Any], recipe: Optional[Dict[str, Any]]) -> Tuple[str, Dict[str, Any]]:
+    """(the prefix mode a run trains, the recipe fields that apply): --prefix_mode; else the task's
+    recipe, unless --prefix_hidden names prefix tuning's MLP; else prefix tuning."""
+    recipe = dict(recipe or {}) if not {"prefix_mode", "prefix_hidden"} & set(ns) else {}
+    return recipe.pop("mode", None) or ns.get("prefix_mode", "prefix"), recipe
+
+
+def asked(ns: Dict[str, Any]) -> Asked:
+    option = ns["option"]
+    task = {"mmlu": "mmlu", "generate": "generate"}.get(option, ns.get("task", "classify"))
+    loads = bool(ns.get("load_adapter"))
+    mode = prefix_mode(ns, PREFIX_RECIPE if task == "classify" else None)[0] \
+        if option == "prefix" and not loads else None
+    return Asked(option, task, loads, "adapter_names" in ns, mode, "prefix_mode" in ns)
+
+
+def refusal_context(a: Asked, unmet: int) -> str:
+    """The part of the command that leaves a flag unread, for requirement `unmet` (FlagGroup's order)."""
+    run = f"--option {a.option}" + (f" --task {a.task}" if a.task not in ("classify", a.option) else "")
+    if unmet == 2:
+        return "--adapter_names (each adapter evaluated on its own files)"
+    if unmet == 3:
+        return "--load_adapter (it evaluates saved adapters; nothing trains)" if a.loads else run
+    if unmet == 4:
+        return f"--prefix_mode {a.mode}" + ("" if a.mode_given else f" (the default of --option {a.option} "
+                                                                       f"--task {a.task})")
+    return run
+
+
+def check_flags_read(ns: Dict[str, Any], spelling: Dict[str, str]):
+    """Refuse, in one line, the first flag given that no group of this run reads.  `spelling`:
+    dest -> the flag as typed (--label-names)."""
+    a = asked(ns)
+    for dest in ns:
+        groups = [g for g in FLAG_GROUPS.values() if dest in g.flags]
+        unmet = [g.first_unmet(a) for g in groups]
+        if not groups or None in unmet:
+            continue
+        closest = max(unmet)  # the group this run comes nearest to reading
+        readers = "; ".join(dict.fromkeys(g.readers() for g in groups))
+        raise MinillamaError(f"{spelling.get(dest, '--' + dest)} does nothing with {refusal_context(a, closest)}: "
+                             f"drop it (it is read by {readers})")
+
+
+def flag_spelling(parser: argparse.ArgumentParser) -> Dict[str, str]:
+    return {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+
+
+# -- flags -> configs ----------------------------------------------------------------------------
 def choose_device(use_gpu: bool) -> str:
     if use_gpu:
         if torch.cuda.is_available():
@@ -204,37 +371,27 @@ def choose_device(use_gpu: bool) -> str:
 
 
 def run_config(ns: Dict[str, Any]) -> RunConfig:
-    return RunConfig(device=choose_device(ns.get("use_gpu", False)), **given(ns, {
-        "pretrained_model_path": "model_path", "tokenizer": "tokenizer_path", "norm": "norm", "dtype": "dtype",
-        "use_sdpa": "use_sdpa", "bf16": "bf16", "seed": "seed"}))
+    names = {k: v for k, v in flags("run", "bf16").items() if k not in ("use_gpu", "option", "task")}
+    return RunConfig(device=choose_device(ns.get("use_gpu", False)), **given(ns, names))
 
 
 def method_config(option: str, ns: Dict[str, Any], recipe: Optional[Dict[str, Any]] = None):
     """The adaptation method of a training option, from its flags (None: --option prompt).
     recipe: a task's prefix defaults ({"mode": ..., and that mode's config fields}), used
     when neither --prefix_mode nor --prefix_hidden is given; the flags given still win field
-    by field."""
+    by field.  (Which prefix flags each mode reads is FLAG_GROUPS'.)"""
     if option == "finetune":
         return FullConfig()
     if option == "lora":
-        return LoraConfig(**given(ns, {"lora_rank": "rank", "lora_alpha": "alpha", "lora_dropout": "dropout",
-                                       "lora_targets": "targets"}))
+        return LoraConfig(**given(ns, flags("lora")))
     if option != "prefix":
         return None
-    # --prefix_hidden names prefix tuning's MLP: a run that gives it trains that, as before the recipe
-    recipe = dict(recipe or {}) if not {"prefix_mode", "prefix_hidden"} & set(ns) else {}
-    mode = recipe.pop("mode", None) or ns.get("prefix_mode", "prefix")
-    for flag in ADAPTER_ONLY if mode != "adapter" else NOT_ADAPTER:
-        if flag in ns:
-            raise MinillamaError(f"--{flag} does nothing with --prefix_mode {mode}: drop it"
-                                 + (" (or use --prefix_mode adapter)" if flag in ADAPTER_ONLY else ""))
+    mode, recipe = prefix_mode(ns, recipe)
     if mode == "prefix" and ns.get("no_reparam"):
         mode = "ptuning2"  # the same model: deep keys/values trained directly
         print("--no_reparam: prefix keys/values trained directly, which is --prefix_mode ptuning2")
-    if mode == "adapter":
-        return LlamaAdapterConfig(**{**recipe, **given(ns, {"prefix_length": "length", "adapter_layers": "layers",
-                                                            "adapter_gate": "gate"})})
-    fields = {"prefix_length": "length", "prefix_init": "init", "prefix_init_text": "init_text"}
+    fields = {"prefix_length": "length"}
+    fields.update(flags("llama_adapter") if mode == "adapter" else flags("prefix_init"))
     if mode == "prefix":
         fields["prefix_hidden"] = "hidden"
     return PREFIX_MODES[mode](**{**recipe, **given(ns, fields)})
@@ -242,26 +399,17 @@ def method_config(option: str, ns: Dict[str, Any], recipe: Optional[Dict[str, An
 
 def training_config(ns: Dict[str, Any], base: Optional[TrainConfig] = None) -> TrainConfig:
     """The training flags given, over `base` (a task's default TrainConfig, else TrainConfig())."""
-    return dataclasses.replace(base or TrainConfig(), **given(ns, {
-        "epochs": "epochs", "lr": "lr", "batch_size": "batch_size", "weight_decay": "weight_decay",
-        "patience": "patience", "min_delta": "min_delta", "lr_schedule": "lr_schedule",
-        "warmup_steps": "warmup_steps", "grad_accum": "grad_accum", "max_grad_norm": "max_grad_norm",
-        "head_lr": "head_lr", "checkpoint_dir": "checkpoint_dir", "save_every": "save_every", "resume": "resume"}))
+    return dataclasses.replace(base or TrainConfig(), **given(ns, {**flags("training", "batch"),
+                                                                   "head_lr": "head_lr"}))
 
 
 def mmlu_settings(ns: Dict[str, Any]) -> MMLUSettings:
-    return MMLUSettings(**given(ns, {"mmlu_dir": "mmlu_dir", "subjects": "subjects", "limit": "limit",
-                                     "k_shot": "k_shot", "mmlu_mode": "mode", "mmlu_new_tokens": "new_tokens",
-                                     "chat": "chat", "batch_size": "batch_size"}))
+    return MMLUSettings(**given(ns, {k: v for k, v in flags("mmlu", "batch").items() if k != "mmlu_out"}))
 
 
-ADAPTER_FLAGS = {"load_adapter": "load_adapter", "interpolate": "interpolate"}
-EXPORT_FLAGS = {"export_peft": "export_peft"}
-LOG_FLAGS = {"log_jsonl": "log_jsonl", "wandb": "wandb"}
-
-
-def task_config(ns: Dict[str, Any]) -> Tuple[str, Any]:
-    """(task module name, its config) for the option and --task given."""
+def task_config(ns: Dict[str, Any], spelling: Optional[Dict[str, str]] = None) -> Tuple[str, Any]:
+    """(task module name, its config) for the option and --task given; a flag the run would not
+    read is refused first (FLAG_GROUPS)."""
     option, task = ns["option"], ns.get("task", "classify")
     if task == "mmlu" and option not in ("prefix", "mmlu"):
         raise MinillamaError(f"--task mmlu trains a prefix on MMLU: use --option prefix (or --option mmlu to "
@@ -269,46 +417,34 @@ def task_config(ns: Dict[str, Any]) -> Tuple[str, Any]:
     if task == "e2e" and option not in ("finetune", "lora", "prefix"):
         raise MinillamaError(f"--task e2e trains a generator: use --option finetune, lora or prefix, "
                              f"not --option {option}")
-    if "adapter_names" in ns and (task != "classify" or option in ("generate", "mmlu")):
-        raise MinillamaError("--adapter_names evaluates several classification adapters in one pass "
-                             "(--option prefix, --task classify): drop it here")
+    check_flags_read(ns, spelling or flag_spelling(build_parser()))
     if option == "generate":
-        return "generate", GenerateConfig(**given(ns, {
-            "generated_sentence_low_temp_out": "low_temp_out", "generated_sentence_high_temp_out": "high_temp_out",
-            "prompt_text": "prompt_text", "temperature": "temperature", "epsilon": "epsilon",
-            "max_new_tokens": "max_new_tokens", "chat": "chat"}))
+        return "generate", GenerateConfig(**given(ns, flags("generate")))
+    common = flags("adapters", "log")
     if option == "mmlu":
         return "mmlu_eval", MMLUEvalConfig(settings=mmlu_settings(ns), **given(ns, {
-            "mmlu_split": "split", "mmlu_out": "out", **ADAPTER_FLAGS, **LOG_FLAGS}))
+            **flags("mmlu_eval"), "mmlu_out": "out", **common}))
     # with --load_adapter, the adapter's own method is read from its file
     method = method_config(option, ns, PREFIX_RECIPE if task == "classify" else None)
     if task == "mmlu":
         return "mmlu_prefix", MMLUPrefixConfig(settings=mmlu_settings(ns), method=method,
-                                               training=training_config(ns),
-                                               **given(ns, {"mmlu_holdout": "holdout", "save_adapter": "save_adapter",
-                                                            **EXPORT_FLAGS,
-                                                            "mmlu_out": "out", **ADAPTER_FLAGS, **LOG_FLAGS}))
+                                               training=training_config(ns), **given(ns, {
+            **flags("mmlu_prefix", "save", "export"), "mmlu_out": "out", **common}))
     if task == "e2e":
         return "e2e", E2EConfig(option=option, method=method,
-                                training=training_config(ns, default(E2EConfig, "training")), **given(ns, {
-            "train": "train", "dev": "dev", "test": "test", "source_column": "source_column",
-            "target_column": "target_column", "max_train_rows": "max_train_rows", "beam_size": "beam_size",
-            "length_penalty": "length_penalty", "max_new_tokens": "max_new_tokens", "test_out": "test_out",
-            "dev_out": "dev_out", "scores_out": "scores_out", "no_java": "no_java", "save_adapter": "save_adapter",
-            "load_adapter": "load_adapter", "interpolate": "interpolate", **LOG_FLAGS}))
+                                training=training_config(ns, default(E2EConfig, "training")),
+                                **given(ns, {**flags("e2e", "e2e_train", "e2e_save", "export"), **common}))
     return "classify", ClassifyConfig(option=option, method=method, training=training_config(ns), **given(ns, {
-        "prefix_head": "head", "train": "train", "dev": "dev", "test": "test", "label_names": "label_names",
-        "dev_out": "dev_out", "test_out": "test_out", "max_sentence_len": "max_sentence_len",
-        "hidden_dropout_prob": "hidden_dropout_prob", "save_adapter": "save_adapter", **ADAPTER_FLAGS, **EXPORT_FLAGS,
-        "adapter_names": "adapter_names",
-        **LOG_FLAGS}))
+        **flags("classify", "classify_train", "save", "export", "mixed"), **common,
+        **{dest: name for dest, name in flags("head").items() if dest != "head_lr"}}))  # head_lr: TrainConfig's
 
 
 def parse(argv: Optional[List[str]] = None, device: Optional[str] = None) -> Tuple[str, RunConfig, Any]:
     """(task module name, RunConfig, task config) from the command line; `device`: this
     rank's, when torchrun launched the process (distributed.init)."""
-    ns = vars(build_parser().parse_args(argv))
-    name, cfg = task_config(ns)
+    parser = build_parser()
+    ns = vars(parser.parse_args(argv))
+    name, cfg = task_config(ns, flag_spelling(parser))
     if getattr(cfg, "trains", False):
         distributed.check_global_batch(cfg.training.batch_size)  # under torchrun, before anything loads
     run = run_config(ns)
@@ -339,6 +475,7 @@ def use_gpu_asked(argv: Optional[List[str]]) -> bool:
 def main(argv: Optional[List[str]] = None) -> int:
     """Run one command; under torchrun every rank runs it (distributed.py) and rank 0 alone
     prints and writes."""
+    files.start_run()  # a full disk names what this run had written
     try:
         device = distributed.init(use_gpu_asked(argv))  # None unless launched by torchrun
         if not distributed.is_main():
@@ -347,9 +484,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         run_cfg = dataclasses.replace(run_cfg, bundled_command=bundled_model_command(
             sys.argv[1:] if argv is None else list(argv)))
         seed_everything(run_cfg.seed)
-        importlib.import_module(f"minillama.tasks.{name}").run(run_cfg, cfg)
+        with warnings.catch_warnings():
+            warnings.showwarning = show_one_line  # minillama's warnings: one line, no file:line
+            importlib.import_module(f"minillama.tasks.{name}").run(run_cfg, cfg)
     except MinillamaError as e:
         distributed.report_failure(f"error: {e}")  # under torchrun: once, and every rank exits 2
+        return 2
+    except OSError as e:  # a full disk outside files.atomic_write_group (which says it in its own line)
+        if e.errno not in files.DISK_FULL:
+            raise
+        distributed.report_failure(f"error: {files.disk_full([e.filename or 'an output'], cleaned=False)}")
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

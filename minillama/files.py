@@ -6,12 +6,16 @@ Every output of minillama (predictions, generated text, reports, checkpoints,
 adapters) goes through `atomic_write`, so a crash or a user mistake never
 leaves a half-written file behind, and `check_writable` runs before any long
 work so a bad output path fails in the first second, not after training.
+An output made of several files (an adapter's .safetensors + .json, a PEFT
+directory, E2E's generations + scores) goes through `atomic_write_group`: all
+or none of its files land, and a full disk is one line saying what was kept.
 """
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .distributed import barrier, is_main
 from .errors import MinillamaError
@@ -49,31 +53,89 @@ def _new_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write(path: str, write: Callable[[str], None]):
-    """Call write(tmp_path) to produce the file, then rename it to `path`.
-    On any failure the temporary file is removed and `path` is untouched.
+def write_file(path: str, data: Union[str, bytes]):
+    """Write `data` (text as UTF-8) to `path`: what every in-memory output goes through."""
+    with open(path, "w", encoding="utf-8") if isinstance(data, str) else open(path, "wb") as f:
+        f.write(data)
+
+
+def contents(data: Union[str, bytes]) -> Callable[[str], None]:
+    """A writer for atomic_write / atomic_write_group: `data` written to the path it is given."""
+    return lambda tmp: write_file(tmp, data)
+
+
+# Outputs this run has written (in order), so that a full disk can say what was kept.
+_WRITTEN: List[str] = []
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def start_run():
+    """Forget the outputs of an earlier run in this process (the CLI calls it first)."""
+    _WRITTEN.clear()
+
+
+def written_outputs() -> List[str]:
+    return list(_WRITTEN)
+
+
+def disk_full(paths: Sequence[str], cleaned: bool = True) -> MinillamaError:
+    """The one line for a full disk (or quota) while writing the files of one output;
+    cleaned: their temporary files are gone (atomic_write_group), so nothing of them landed."""
+    named = " and ".join(paths)
+    older = [p for p in paths if os.path.exists(p)]
+    kept = [p for p in _WRITTEN if p not in paths]
+    done = ("it was not" if len(paths) == 1 else "none of them was") + " written and no partial file remains"
+    return MinillamaError(
+        f"no space left on device writing {named}" + (f": {done}" if cleaned else "")
+        + (f" (the older {' and '.join(older)} untouched)" if cleaned and older else "")
+        + (f"; kept from this run: {', '.join(kept)}" if kept else "; this run had written nothing else")
+        + "; free some space and run again")
+
+
+def atomic_write_group(writes: Sequence[Tuple[str, Callable[[str], None]]]):
+    """Write several files as one output, [(path, write), ...]: each write(tmp_path) to a
+    temporary file first, then every rename, in order (put last the file that makes the
+    output usable: an adapter's JSON).  On any failure every temporary file is removed and
+    no path is touched; a full disk is one MinillamaError naming what was kept.
     Under torchrun only rank 0 writes (distributed.py: every rank holds the same result),
-    and every rank waits until it has, so all of them can read the file afterwards."""
+    and every rank waits until it has, so all of them can read the files afterwards."""
     if not is_main():
         return barrier()
-    check_writable(path)
-    tmp = f"{path}.tmp{os.getpid()}"
+    paths = [path for path, _ in writes]
+    tmps: List[str] = []
     try:
-        write(tmp)
-        os.chmod(tmp, _new_file_mode())  # some writers (safetensors) create their files 0600
-        os.replace(tmp, path)
+        for path, write in writes:
+            check_writable(path)
+            tmps.append(f"{path}.tmp{os.getpid()}")
+            write(tmps[-1])
+            os.chmod(tmps[-1], _new_file_mode())  # some writers (safetensors) create their files 0600
+        for path, tmp in zip(paths, tmps):  # renames take no space: once here, every file lands
+            os.replace(tmp, path)
+            if path not in _WRITTEN:
+                _WRITTEN.append(path)
+    except OSError as e:
+        if e.errno in DISK_FULL:
+            for tmp in tmps:  # before the message, which looks for older copies
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+            raise disk_full(paths) from None
+        raise
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        for tmp in tmps:
+            if os.path.exists(tmp):
+                os.remove(tmp)
         barrier()
+
+
+def atomic_write(path: str, write: Callable[[str], None]):
+    """Call write(tmp_path) to produce the file, then rename it to `path`.
+    On any failure the temporary file is removed and `path` is untouched."""
+    atomic_write_group([(path, write)])
 
 
 def atomic_write_text(path: str, text: str):
     """Write a UTF-8 text file atomically."""
-    def write(tmp: str):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-    atomic_write(path, write)
+    atomic_write(path, contents(text))
 
 
 # -- reading: missing inputs, and where a relative default is looked for ------------------

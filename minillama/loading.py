@@ -43,7 +43,8 @@ def check_vocab_match(model, tokenizer, model_path: str, tokenizer_path: str):
 
 
 def load_model_and_tokenizer(model_path: str, tokenizer_path: Optional[str] = None, *, norm: Optional[str] = None,
-                             device="cpu", dtype=None, use_sdpa: bool = False, chat: bool = False):
+                             device="cpu", dtype=None, use_sdpa: bool = False, chat: bool = False,
+                             fast: bool = False):
     """The model at model_path and its tokenizer (tokenizer_path, or the default for
     that model), checked against each other.
 
@@ -61,6 +62,6 @@ def load_model_and_tokenizer(model_path: str, tokenizer_path: Optional[str] = No
     if chat and not hasattr(tokenizer, "format_chat"):
         raise MinillamaError(f"--chat needs a Llama 3 tokenizer with a chat format; {tokenizer_path} is a "
                              f"{tokenizer.family} tokenizer: drop --chat or use a Llama 3.2 Instruct directory")
-    model = load_model(model_path, norm=norm, device=device, dtype=dtype, use_sdpa=use_sdpa)
+    model = load_model(model_path, norm=norm, device=device, dtype=dtype, use_sdpa=use_sdpa, fast=fast)
     check_vocab_match(model, tokenizer, model_path, tokenizer_path)
     return model, tokenizer

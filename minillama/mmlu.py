@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -30,11 +29,13 @@ from tqdm import tqdm
 
 from . import mmlu_data
 from .data import pad_batch, pad_left
-from .errors import MinillamaError
+from .errors import MinillamaError, warn
+from .fast import prepare_for_decoding
 from .files import atomic_write_text
 from .heads import VerbalizerClassifier
 from .mmlu_data import LETTERS, Question
-from .core.sampling import generate, strip_after_stop
+from .core.decoding import strip_after_stop
+from .core.sampling import generate
 from .train import TrainConfig, autocast
 
 MODES = ("logits", "generate")
@@ -100,8 +101,8 @@ def letter_token_ids(tokenizer, chat: bool = False) -> List[int]:
         raise MinillamaError(f"the tokenizer maps the answer letters A-D to ids {ids}, not 4 distinct tokens: "
                              "it cannot score MMLU by letter logits (use --mmlu_mode generate)")
     if not all(exact for _, exact in found):
-        warnings.warn(f"this tokenizer splits '{space}A'..'{space}D' into several tokens; scoring uses the "
-                      "letters' last tokens (approximate; exact for Llama 2/3 tokenizers)")
+        warn(f"this tokenizer splits '{space}A'..'{space}D' into several tokens; scoring uses the "
+             "letters' last tokens (approximate; exact for Llama 2/3 tokenizers)")
     return ids
 
 
@@ -198,6 +199,7 @@ def generate_replies(model: nn.Module, tokenizer, prompts: Sequence[Sequence[int
     """Greedy replies (decoded text, stop token excluded) for every prompt, in input order."""
     device = device or next(model.parameters()).device
     replies: List[Optional[str]] = [None] * len(prompts)
+    prepare_for_decoding(model)  # a sped-up model's decode layout (fast/layout.py)
     for idx in tqdm(length_sorted_batches(prompts, batch_size), desc="mmlu generate", disable=not progress,
                     leave=False):
         ids, mask = pad_left([prompts[i] for i in idx], tokenizer.pad_id)

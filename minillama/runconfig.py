@@ -22,6 +22,7 @@ class RunConfig:
     tokenizer_path: Optional[str] = None  # None: the model's own (Llama 3.2 dir) or tokenizer.model
     norm: Optional[str] = None  # stories checkpoints: layernorm (the course's) unless rmsnorm
     dtype: Optional[str] = None  # None keeps the checkpoint's
+    fast: bool = True  # minillama.fast's paths, proven equal to the core; False (--no_fast): the plain core
     use_sdpa: bool = False  # opt-in fast path: torch's fused attention
     device: str = "cpu"
     bf16: bool = False  # bf16 autocast for training and evaluation
@@ -34,6 +35,8 @@ class RunConfig:
             raise MinillamaError(f"--norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
         if self.dtype is not None and self.dtype not in DTYPES:
             raise MinillamaError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.use_sdpa and not self.fast:
+            raise MinillamaError("--use_sdpa is one of the fast paths and --no_fast turns them off: drop one of the two")
 
     def load(self, chat: bool = False):
         """(model, tokenizer), checked against each other; the tokenizer first (cheap)."""
@@ -41,7 +44,8 @@ class RunConfig:
             raise MinillamaError(f"{self.model_path} (the default --pretrained-model-path) not found: `bash setup.sh` "
                                  f"downloads it; the same job on the bundled model, offline: {self.bundled_command}")
         return load_model_and_tokenizer(self.model_path, self.tokenizer_path, norm=self.norm, device=self.device,
-                                        dtype=self.dtype, use_sdpa=self.use_sdpa, chat=chat)
+                                        dtype=self.dtype, use_sdpa=self.use_sdpa, chat=chat,
+                                        fast=self.fast)
 
 
 def seed_everything(seed: int):

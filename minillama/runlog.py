@@ -31,6 +31,9 @@ class RunLog:
             self.wandb_run.log({f"{event}/{k}": v for k, v in fields.items() if isinstance(v, (int, float))})
 
     def close(self):
+        if self.path and self.records:
+            print(f"wrote {len(self.records)} run-log record(s) to {self.path}")
+            self.path = None  # said once
         if self.wandb_run is not None:
             self.wandb_run.finish()
             self.wandb_run = None

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -306,11 +306,23 @@ def lr_factor(step: int, total: int, schedule: Optional[str], warmup: int) -> fl
     return max(0.0, 1.0 - progress) if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def check_warmup(cfg: TrainConfig, batches_per_epoch: int):
+    """A warm-up longer than the run never reaches --lr (every step would train at a fraction of
+    it): refused before training, saying the most the lr would reach."""
+    total = cfg.epochs * batches_per_epoch
+    if cfg.warmup_steps > total:
+        raise MinillamaError(f"--warmup_steps {cfg.warmup_steps} is longer than this run's {total} optimisation steps "
+                             f"({cfg.epochs} epoch(s) x {batches_per_epoch} batch(es) of {cfg.batch_size}): the lr "
+                             f"would climb to {100 * total / cfg.warmup_steps:.3g}% of --lr {cfg.lr:g} at most; "
+                             f"use --warmup_steps {total} or fewer")
+
+
 def run_fingerprint(model: nn.Module, cfg: TrainConfig, run: RunConfig, extra: Optional[Dict] = None) -> Dict:
     """The settings a resumed run must share with the one that wrote the checkpoint."""
     fp = {f"training.{k}": v for k, v in asdict(cfg).items() if k not in ("checkpoint_dir", "save_every", "resume")}
     fp.update({"run.seed": run.seed, "run.bf16": run.bf16, "run.dtype": run.dtype,
-               "run.tokenizer": run.tokenizer_path, "trainable": {n: list(p.shape) for n, p in trainable_parameters(model).items()}})
+               "run.tokenizer": resume.resolved(run.tokenizer_path),
+               "trainable": {n: list(p.shape) for n, p in trainable_parameters(model).items()}})
     fp.update(extra or {})
     return fp
 
@@ -324,13 +336,26 @@ def fit(model: nn.Module, train, dev, cfg: TrainConfig, run: Optional[RunConfig]
     `on_epoch` receives each EpochResult (run logs).  With cfg.checkpoint_dir the loop
     writes a resumable checkpoint after every epoch (and every cfg.save_every steps);
     cfg.resume continues from it exactly (minillama/resume.py); `fingerprint` adds the
-    caller's settings (model, option, method) to what must match.
+    caller's settings (model, option, method, data by content) to what must match.  The
+    directory is locked for the loop's duration: a second run there is refused.
 
     train acc is measured on the fly over the epoch's batches (with dropout, as
     the weights move), which costs nothing, unlike a second pass over train.
     A non-finite loss stops training with a MinillamaError naming the epoch and step."""
     run, objective = run or RunConfig(), objective or Classification()
     distributed.check_global_batch(cfg.batch_size)  # the CLI checks it before loading; callers of fit too
+    if cfg.checkpoint_dir:  # a missing checkpoint or a bad directory fails now, not after an epoch
+        if cfg.resume:
+            resume.require_checkpoint(cfg.checkpoint_dir)
+        resume.prepare_directory(cfg.checkpoint_dir)
+    with resume.run_lock(cfg.checkpoint_dir):  # one run at a time writes there
+        return _fit(model, train, dev, cfg, run, log, on_epoch, objective, fingerprint)
+
+
+def _fit(model: nn.Module, train, dev, cfg: TrainConfig, run: RunConfig, log: Callable[[str], None],
+         on_epoch: Optional[Callable[[EpochResult], None]], objective,
+         fingerprint: Optional[Dict]) -> List[EpochResult]:
+    """fit's loop, with the checkpoint directory (if any) locked."""
     model.to(run.device)
     optimizer = make_optimizer(model, cfg)
     trainable = trainable_parameters(model)
@@ -338,20 +363,24 @@ def fit(model: nn.Module, train, dev, cfg: TrainConfig, run: Optional[RunConfig]
     fingerprint = run_fingerprint(model, cfg, run, fingerprint)
     generator = torch.Generator().manual_seed(run.seed)
     per_epoch = train.num_batches(cfg.batch_size)
+    check_warmup(cfg, per_epoch)
     state = LoopState(data_rng=generator.get_state())
+    saved_at = []  # (epoch, step) of the checkpoint on disk, named if the next one cannot be written
     if cfg.resume:
-        state = resume.load(cfg.checkpoint_dir, fingerprint, trainable, optimizer)
+        state = resume.load(cfg.checkpoint_dir, fingerprint, trainable, optimizer, per_epoch, cfg.epochs,
+                            [f.name for f in fields(EpochResult)])
+        saved_at.append((state.epoch, state.step_in_epoch))
         log(f"resumed from {resume.checkpoint_path(cfg.checkpoint_dir)}: epoch {state.epoch}, "
             f"step {state.step_in_epoch} of {per_epoch}")
         for record in state.history:
             if on_epoch is not None:
                 on_epoch(EpochResult(**record))
-    if cfg.checkpoint_dir:
-        resume.prepare_directory(cfg.checkpoint_dir)  # a bad directory fails now, not after an epoch
 
     def checkpoint():
         if cfg.checkpoint_dir:
-            resume.save(cfg.checkpoint_dir, state, trainable, optimizer, fingerprint)
+            resume.save(cfg.checkpoint_dir, state, trainable, optimizer, fingerprint,
+                        kept=saved_at[-1] if saved_at else None)
+            saved_at.append((state.epoch, state.step_in_epoch))
 
     epochs = tqdm(range(state.epoch, cfg.epochs), desc="epochs", disable=not run.progress)
     for epoch in epochs:

@@ -14,6 +14,7 @@ sys.path.insert(0, REPO_ROOT)
 
 from minillama.core.config import LlamaConfig, Runtime  # noqa: E402
 from minillama.core.model import Llama  # noqa: E402
+from minillama.fast import speed_up  # noqa: E402
 
 ASSETS = os.environ.get("MINILLAMA_ASSETS") or os.path.join(REPO_ROOT, "..", "shared", "assets")
 
@@ -53,7 +54,7 @@ def tiny_config(**overrides) -> LlamaConfig:
     return LlamaConfig(**kw)
 
 
-RUNTIME_KEYS = ("use_sdpa", "dropout")  # how a model runs (Runtime), not what it is (LlamaConfig)
+RUNTIME_KEYS = ("dropout",)  # how a model runs (Runtime), not what it is (LlamaConfig)
 
 
 def split_runtime(kw: dict) -> Runtime:
@@ -61,8 +62,10 @@ def split_runtime(kw: dict) -> Runtime:
     return Runtime(**{k: kw.pop(k) for k in RUNTIME_KEYS if k in kw})
 
 
-def tiny_model(seed: int = 0, **overrides) -> Llama:
-    """A tiny Llama; use_sdpa / dropout overrides go to its Runtime."""
+def tiny_model(seed: int = 0, fast: bool = False, use_sdpa: bool = False, **overrides) -> Llama:
+    """A tiny Llama: the plain core, or with fast=True minillama.fast's paths (use_sdpa: with
+    torch's attention kernel); dropout overrides go to its Runtime."""
     torch.manual_seed(seed)
     runtime = split_runtime(overrides)
-    return Llama(tiny_config(**overrides), runtime).eval()
+    model = Llama(tiny_config(**overrides), runtime).eval()
+    return speed_up(model, sdpa=use_sdpa) if fast or use_sdpa else model

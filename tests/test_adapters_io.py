@@ -128,3 +128,54 @@ def test_damaged_json_is_one_line_error(tmp_path, damage, message):
     json.dump(meta, open(path + ".json", "w"))
     with pytest.raises(MinillamaError, match=message):
         load_adapter(base, path)
+
+
+def test_a_full_disk_while_saving_leaves_no_half_adapter(tmp_path, monkeypatch):
+    """The JSON (the second file) fails: neither file of the new adapter lands, an older
+    adapter at that path stays whole and loadable."""
+    from test_files import disk_full_on
+    base, path = saved_prefix(tmp_path)
+    before = {s: open(path + s, "rb").read() for s in (".safetensors", ".json")}
+    disk_full_on(monkeypatch, ".json.tmp")
+    with pytest.raises(MinillamaError, match="no space left on device writing .*adapter.safetensors and "
+                                             ".*adapter.json: none of them was written"):
+        save_adapter(PrefixModel(base, "ptuning2", 5), path)
+    assert sorted(os.listdir(tmp_path)) == ["adapter.json", "adapter.safetensors"]
+    assert {s: open(path + s, "rb").read() for s in before} == before
+    fresh = str(tmp_path / "fresh")
+    with pytest.raises(MinillamaError):
+        save_adapter(PrefixModel(base, "ptuning2", 5), fresh)
+    assert sorted(os.listdir(tmp_path)) == ["adapter.json", "adapter.safetensors"]
+    assert load_adapter(base, path).length == 3
+
+
+def test_safetensors_without_its_json_is_named_as_an_incomplete_save(tmp_path):
+    base, path = saved_prefix(tmp_path)
+    os.remove(path + ".json")
+    with pytest.raises(MinillamaError) as e:
+        load_adapter(base, path)
+    assert str(e.value) == (f"adapter {path}.safetensors has no {path}.json beside it: that adapter was not saved "
+                            "completely (its run stopped while writing it); train and save it again")
+
+
+def test_a_non_finite_tensor_is_refused_naming_it(tmp_path):
+    from safetensors.torch import load_file, save_file
+    base = tiny_model()
+    path = str(tmp_path / "adapter")
+    save_adapter(PrefixModel(base, "ptuning2", 3), path, label_names=["a", "b"],
+                 head_state={"weight": torch.zeros(2, 64), "bias": torch.zeros(2)})
+    tensors = load_file(path + ".safetensors")
+    tensors["head.bias"][1] = float("inf")
+    save_file(tensors, path + ".safetensors")
+    with pytest.raises(MinillamaError, match=r"adapter.safetensors: tensor 'head.bias' holds 1 non-finite values "
+                                             r"\(NaN or inf\) of 2"):
+        load_adapter(base, path)
+
+
+def test_the_base_mismatch_warning_is_a_minillama_warning(tmp_path):
+    """The CLI shows MinillamaWarning as one line (errors.show_one_line)."""
+    from minillama.errors import MinillamaWarning
+    path = str(tmp_path / "adapter")
+    save_adapter(PrefixModel(tiny_model(), "ptuning2", 3), path)
+    with pytest.warns(MinillamaWarning, match="settings differ: norm 'rmsnorm' there, 'layernorm' here"):
+        load_adapter(tiny_model(norm="layernorm"), path)

@@ -272,3 +272,19 @@ def test_export_refusals_are_one_line(base_dir, tmp_path):
         export_peft(attach(base, PrefixConfig(length=2)), str(tmp_path / "file"))
     one_line(e, "is a file")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_non_finite_tensors_are_refused_naming_the_tensor(base_dir, tmp_path):
+    """A PEFT directory whose tensor holds NaN would make every logit NaN: refused in one line."""
+    from safetensors.torch import load_file, save_file
+    base, hf_dir = base_dir
+    exported = str(tmp_path / "exported")
+    export_peft(trained_looking(attach(base, PrefixConfig(length=2))), exported, base_path=hf_dir)
+    weights = os.path.join(exported, "adapter_model.safetensors")
+    tensors = load_file(weights)
+    tensors["prompt_embeddings"] = torch.full_like(tensors["prompt_embeddings"], float("nan"))
+    save_file(tensors, weights, metadata={"format": "pt"})
+    with pytest.raises(MinillamaError) as e:
+        load_adapter(llama3_style(), exported)
+    n = tensors["prompt_embeddings"].numel()
+    one_line(e, f"tensor 'prompt_embeddings' holds {n} non-finite values (NaN or inf) of {n}")

@@ -1,5 +1,6 @@
-"""Attention vs torch's scaled_dot_product_attention (GQA by repeating kv heads),
-causal and padding masks, the opt-in sdpa path, attention_bias and the KV cache."""
+"""The hand-written attention vs torch's scaled_dot_product_attention (GQA by repeating kv
+heads), causal and padding masks, attention_bias and the KV cache.  The fast paths beside it
+(query blocks, SDPA, the preallocated cache) are tested in test_fast_*.py."""
 import torch
 import torch.nn.functional as F
 
@@ -39,7 +40,7 @@ def _oracle(q, k, v, key_mask):
 def test_attend_matches_sdpa_causal_gqa():
     q, k, v = _qkv()
     key_mask = torch.ones(B, T, dtype=torch.bool)
-    out = _attn()._attend(q, k, v, attention_bias(key_mask, T, torch.float32))
+    out = _attn().attend(q, k, v, attention_bias(key_mask, T, torch.float32))
     torch.testing.assert_close(out, _oracle(q, k, v, key_mask), atol=1e-5, rtol=1e-5)
     # also vs torch's own is_causal flag
     kr, vr = k.repeat_interleave(2, 1), v.repeat_interleave(2, 1)
@@ -50,7 +51,7 @@ def test_attend_with_cache_offset_queries_see_all_earlier_keys():
     # 3 new queries against 7 keys (4 cached): query t sits at key index 4 + t
     q, k, v = _qkv(seed=1, T_=3, S=7)
     key_mask = torch.ones(B, 7, dtype=torch.bool)
-    out = _attn()._attend(q, k, v, attention_bias(key_mask, 3, torch.float32))
+    out = _attn().attend(q, k, v, attention_bias(key_mask, 3, torch.float32))
     torch.testing.assert_close(out, _oracle(q, k, v, key_mask), atol=1e-5, rtol=1e-5)
 
 
@@ -64,7 +65,7 @@ def test_attend_with_padding_matches_sdpa_on_real_positions():
     q, k, v = _qkv(seed=2)
     attn = _attn()
     for side, key_mask in _padding_masks().items():
-        out = attn._attend(q, k, v, attention_bias(key_mask, T, torch.float32))
+        out = attn.attend(q, k, v, attention_bias(key_mask, T, torch.float32))
         assert torch.isfinite(out).all(), side  # padding queries see nothing but must not be NaN
         ref = _oracle(q, k, v, key_mask)
         real = key_mask  # queries at real positions
@@ -82,51 +83,9 @@ def test_padding_keys_have_no_influence():
         pad = ~key_mask[:, None, :, None].expand_as(k2)
         k2[pad] = 100.0
         v2[pad] = -50.0
-        a = attn._attend(q, k, v, bias).transpose(1, 2)[key_mask]
-        b = attn._attend(q, k2, v2, bias).transpose(1, 2)[key_mask]
+        a = attn.attend(q, k, v, bias).transpose(1, 2)[key_mask]
+        b = attn.attend(q, k2, v2, bias).transpose(1, 2)[key_mask]
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6, msg=side)
-
-
-def test_sdpa_path_equals_hand_written_path():
-    torch.manual_seed(5)
-    hand, fast = _attn(), _attn(use_sdpa=True)
-    fast.load_state_dict(hand.state_dict())
-    x = torch.randn(B, T, H * HD)
-    cos, sin = precompute_rope_table(HD, 16)
-    cos, sin = cos[None, :T].expand(B, -1, -1), sin[None, :T].expand(B, -1, -1)
-    for side, key_mask in _padding_masks().items():
-        bias = attention_bias(key_mask, T, torch.float32)
-        a, b = hand(x, cos, sin, bias), fast(x, cos, sin, bias)
-        torch.testing.assert_close(a[key_mask], b[key_mask], atol=1e-5, rtol=1e-5, msg=side)
-        # padding rows too: both give the uniform average, no NaN
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=side)
-
-
-def test_query_blocks_equal_one_block_values_and_gradients():
-    """Causal attention in blocks of 3 queries (each scoring only the keys it can see)
-    equals one [T, S] block and the SDPA oracle: 7 queries after 3 cached/prefix keys,
-    left and right padding, both attention paths, and the gradients of q, k and v."""
-    S = T + 3
-    for use_sdpa in (False, True):
-        attn = _attn(use_sdpa=use_sdpa)
-        for side, pad in _padding_masks().items():
-            key_mask = torch.cat([torch.ones(B, 3, dtype=torch.bool), pad], dim=1)  # [B, S]
-            bias = attention_bias(key_mask, T, torch.float32)
-            results = []
-            for block in (T, 3):
-                attn.query_block = block
-                q, k, v = (t.requires_grad_() for t in _qkv(seed=9, S=S))
-                out = attn._attend_in_blocks(q, k, v, bias)
-                (out.transpose(1, 2)[pad] * torch.arange(1.0, 1 + H * HD).view(H, HD)).sum().backward()
-                results.append((out, q.grad, k.grad, v.grad))
-            (one, *one_grads), (blocked, *blocked_grads) = results
-            msg = f"sdpa={use_sdpa} {side}"
-            torch.testing.assert_close(blocked, one, atol=1e-6, rtol=1e-5, msg=msg)
-            for a, b in zip(blocked_grads, one_grads):
-                torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=msg)
-            ref = _oracle(*(t.detach() for t in _qkv(seed=9, S=S)), key_mask)
-            torch.testing.assert_close(blocked.transpose(1, 2)[pad], ref.transpose(1, 2)[pad], atol=1e-5, rtol=1e-5,
-                                       msg=msg)
 
 
 def test_attention_bias_shape_and_semantics():

@@ -15,6 +15,7 @@ import torch
 from conftest import tiny_model
 from minillama.adapters import PrefixModel
 from minillama.core.attention import KVCache
+from minillama.fast.kv_cache import PreallocatedKVCache
 from minillama.core.beam import beam_search
 from minillama.errors import MinillamaError
 from minillama.formats.hf import save_hf_dir
@@ -168,8 +169,9 @@ def test_text_prefix_searches_like_the_base_after_reading_the_text(models, mode)
     assert beam_search(model, ids, 1000, 2).shape[1] == base.config.max_seq_len - P
 
 
-def test_cache_reorder_selects_and_repeats_rows():
-    cache = KVCache(n_layers=2, batch=3, n_kv_heads=2, head_dim=4, capacity=8)
+@pytest.mark.parametrize("cache_type", [KVCache, PreallocatedKVCache])
+def test_cache_reorder_selects_and_repeats_rows(cache_type):
+    cache = cache_type(n_layers=2, batch=3, n_kv_heads=2, head_dim=4, capacity=8)
     g = torch.Generator().manual_seed(0)
     keys = [torch.randn(3, 2, 5, 4, generator=g) for _ in range(2)]
     values = [torch.randn(3, 2, 5, 4, generator=g) for _ in range(2)]
@@ -178,24 +180,25 @@ def test_cache_reorder_selects_and_repeats_rows():
         cache.write(layer, keys[layer], values[layer], start=0)
     cache.length = 5
     index = torch.tensor([2, 2, 0, 1])
-    expected_mask, capacity = cache.mask[index].clone(), cache.keys[0].shape[2]
+    expected_mask, capacity = cache.mask[index].clone(), cache.keys[0].shape[2]  # 8 when preallocated
     cache.reorder(index)
     assert cache.batch == 4 and torch.equal(cache.mask, expected_mask)
     for layer in range(2):
         assert torch.equal(cache.keys[layer][:, :, :5], keys[layer][index])
         assert torch.equal(cache.values[layer][:, :, :5], values[layer][index])
-        assert cache.keys[layer].shape[2] == capacity  # capacity kept: later steps still write in place
+        assert cache.keys[layer].shape[2] == capacity  # preallocated: capacity kept, later steps write in place
     k, v = cache.write(0, torch.ones(4, 2, 1, 4), torch.ones(4, 2, 1, 4), start=5)
     assert k.shape == (4, 2, 6, 4) and torch.equal(k[:, :, :5], keys[0][index])
 
 
 @pytest.mark.parametrize("index", [[0, 0, 2], [2, 1, 2], [1, 0, 2], [0, 1, 2]],
                          ids=["in-place", "in-place", "swap", "identity"])
-def test_cache_reorder_in_place_equals_indexing(index):
+@pytest.mark.parametrize("cache_type", [KVCache, PreallocatedKVCache])
+def test_cache_reorder_in_place_equals_indexing(index, cache_type):
     """Same batch size: rows that change are copied in place when none of them is read by
     another; a swap (rows read by each other) takes the copying path.  Both = indexing."""
     g = torch.Generator().manual_seed(1)
-    cache = KVCache(n_layers=1, batch=3, n_kv_heads=2, head_dim=4, capacity=6)
+    cache = cache_type(n_layers=1, batch=3, n_kv_heads=2, head_dim=4, capacity=6)
     keys, values = torch.randn(3, 2, 4, 4, generator=g), torch.randn(3, 2, 4, 4, generator=g)
     cache.append_mask(torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1], [0, 0, 1, 1]]))
     cache.write(0, keys, values, start=0)
@@ -208,9 +211,9 @@ def test_cache_reorder_in_place_equals_indexing(index):
 
 
 def test_settle_keeps_first_children_in_their_parents_rows():
-    from minillama.core.beam import _settle
+    from minillama.fast.kv_cache import settle
     parent = torch.randint(0, 5, (200, 5), generator=torch.Generator().manual_seed(0))
-    order = _settle(parent)
+    order = settle(parent)
     assert torch.equal(order.sort(dim=1).values, torch.arange(5).expand(200, 5))  # a permutation per prompt
     settled = parent.gather(1, order)  # the parent of the beam in each slot
     for row, new in zip(parent.tolist(), settled.tolist()):

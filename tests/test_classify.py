@@ -72,9 +72,13 @@ def data_slice(tmp_path, dataset, n=40):
 
 
 def course_argv(option, ckpt, data, *extra):
+    """The course's command line on `data`; the training flags only where something trains (a
+    flag that would do nothing is refused)."""
+    trains = option != "prompt" and "--load_adapter" not in extra
     return ["--option", option, "--pretrained-model-path", ckpt, "--tokenizer", asset("llama2c/tok512.model"),
             "--norm", "rmsnorm", "--train", data["train"], "--dev", data["dev"], "--test", data["test"],
-            "--label-names", data["labels"], "--epochs", "1", "--batch_size", "16", "--lr", "1e-3", *extra]
+            "--label-names", data["labels"], "--batch_size", "16",
+            *(["--epochs", "1", "--lr", "1e-3"] if trains else []), *extra]
 
 
 def read_predictions(path):

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from conftest import run_unprivileged, tiny_model
+from conftest import asset, run_unprivileged, tiny_model
 from minillama.cli import main
 from minillama.formats import save_checkpoint
 from test_classify import course_argv, data_slice, read_predictions
@@ -32,9 +32,9 @@ def gold(path):
 def test_cli_prefix_end_to_end_and_adapter_round_trip(tmp_path, monkeypatch, capsys, ckpts, mode, head):
     data = data_slice(tmp_path, "sst")
     monkeypatch.chdir(tmp_path)  # default output and adapter names land here
+    mlp = ["--prefix_hidden", "32"] if mode == "prefix" else []  # the other modes have no MLP (refused)
     argv = course_argv("prefix", ckpts["tiny"], data, "--prefix_mode", mode, "--prefix_head", head,
-                       "--prefix_length", "4", "--prefix_hidden", "32", "--epochs", "2", "--weight_decay", "0.01",
-                       "--patience", "1")
+                       "--prefix_length", "4", *mlp, "--epochs", "2", "--weight_decay", "0.01", "--patience", "1")
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "trainable parameters" in out and "% of all parameters" in out and "saved adapter" in out
@@ -225,8 +225,9 @@ def test_cli_prefix_bad_input_exits_2_without_outputs(tmp_path, capsys, ckpts, c
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     capsys.readouterr()
+    saves = [] if "--load_adapter" in extra else ["--save_adapter", str(out_dir / "new-adapter")]
     argv = course_argv("prefix", ckpt, data, *extra, "--dev_out", str(out_dir / "dev.txt"),
-                       "--test_out", str(out_dir / "test.txt"), "--save_adapter", str(out_dir / "new-adapter"))
+                       "--test_out", str(out_dir / "test.txt"), *saves)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
@@ -258,3 +259,77 @@ def test_unwritable_save_adapter_fails_before_training(ckpts, tmp_path):
     assert "--save_adapter" in proc.stderr and "is not writable" in proc.stderr and "epoch" not in proc.stdout
     assert len(proc.stderr.strip().splitlines()) == 1
     assert os.listdir(outs) == [] and os.listdir(locked) == []
+
+
+def test_a_loaded_adapter_brings_its_label_names_and_outputs_say_where_they_went(tmp_path, monkeypatch, capsys,
+                                                                                  ckpts):
+    """--load_adapter with neither --label-names nor --train: the names saved with the adapter
+    (SST's five, not the default CFIMDB two: SST dev holds labels 3 and 4) apply, the outputs are
+    named after --dev's data set, and each output's path is printed; loaded onto another norm, the
+    base-mismatch warning is one line naming the setting."""
+    data = data_slice(tmp_path, "sst", n=8)
+    monkeypatch.chdir(tmp_path)
+    assert main(course_argv("prefix", ckpts["tiny"], data, "--prefix_length", "2", "--save_adapter", "sst-ad",
+                            "--dev_out", "trained-dev.txt", "--test_out", "trained-test.txt")) == 0
+    capsys.readouterr()
+    model = ["--pretrained-model-path", ckpts["tiny"], "--tokenizer", asset("llama2c/tok512.model")]
+    argv = ["--option", "prefix", *model, "--norm", "rmsnorm", "--load_adapter", "sst-ad",
+            "--dev", data["dev"], "--test", data["test"]]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "label names: awful, bad, average, good, excellent (the label names saved with sst-ad)" in out
+    assert "wrote dev predictions to sst-dev-prefix-output.txt" in out
+    assert "wrote test predictions to sst-test-prefix-output.txt" in out
+    assert read_predictions("sst-dev-prefix-output.txt") == read_predictions("trained-dev.txt")
+    assert not os.path.exists("cfimdb-dev-prefix-output.txt")
+    # the same adapter on the LayerNorm reading of the same weights: warned in one clean line
+    argv[argv.index("rmsnorm")] = "layernorm"
+    assert main(argv + ["--dev_out", "ln-dev.txt", "--test_out", "ln-test.txt"]) == 0
+    err = capsys.readouterr().err
+    assert ("warning: sst-ad: adapter was trained on a different base model of the same shape "
+            "(settings differ: norm 'rmsnorm' there, 'layernorm' here)\n") in err
+    assert err.count("warning") == 1 and ".py:" not in err  # no file:line, no source line
+    # zero-shot with SST's names and no --train: outputs named after --dev's data set too
+    assert main(["--option", "prompt", *model, "--dev", data["dev"], "--test", data["test"],
+                 "--label-names", data["labels"]]) == 0
+    assert "wrote dev predictions to sst-dev-prompting-output.txt" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("task", ["classify", "mmlu"])
+def test_an_export_peft_cannot_do_is_refused_before_anything_loads(tmp_path, monkeypatch, capsys, task):
+    """--adapter_gate tanh has no PEFT format: refused from the flags, before the model (absent
+    here) loads, and nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["--option", "prefix", "--task", task, "--prefix_mode", "adapter", "--adapter_gate", "tanh",
+            "--export_peft", "peft-dir", "--pretrained-model-path", str(tmp_path / "absent.pt")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == ("error: --export_peft: PEFT's AdaptionPrompt has one plain gate per layer; this adapter has "
+                   "--adapter_gate tanh: train with --adapter_gate scalar to export it\n")
+    assert os.listdir(tmp_path) == []
+
+
+def test_export_of_a_saved_tanh_adapter_is_refused_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    from minillama.adapters import LlamaAdapterConfig, attach, save_adapter
+    monkeypatch.chdir(tmp_path)
+    save_adapter(attach(tiny_model(), LlamaAdapterConfig(length=2, layers=1, gate="tanh")), "tanh-ad")
+    before = sorted(os.listdir(tmp_path))
+    argv = ["--option", "prefix", "--load_adapter", "tanh-ad", "--export_peft", "peft-dir",
+            "--pretrained-model-path", str(tmp_path / "absent.pt"), "--label-names", asset("coursework/sst-label-mapping.json"),
+            "--dev", asset("coursework/sst-dev.txt"), "--test", asset("coursework/sst-test.txt")]
+    assert main(argv) == 2
+    assert "--adapter_gate tanh: train with --adapter_gate scalar" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_a_warmup_longer_than_the_run_is_refused_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    data = data_slice(tmp_path, "sst", n=8)
+    monkeypatch.chdir(tmp_path)
+    before = sorted(os.listdir(tmp_path))
+    argv = course_argv("lora", str(tmp_path / "absent.pt"), data, "--warmup_steps", "1000", "--epochs", "2",
+                       "--batch_size", "4")
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        "error: --warmup_steps 1000 is longer than this run's 4 optimisation steps (2 epoch(s) x 2 batch(es) of 4): "
+        "the lr would climb to 0.4% of --lr 0.001 at most; use --warmup_steps 4 or fewer\n")
+    assert sorted(os.listdir(tmp_path)) == before

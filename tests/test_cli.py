@@ -92,7 +92,8 @@ def test_no_reparam_is_ptuning2(capsys):
      "--adapter_gate does nothing with --prefix_mode prefix"),
     (["--option", "prefix", "--prefix_mode", "adapter", "--adapter_layers", "0"], "--adapter_layers must be"),
     (["--option", "prefix", "--load_adapter", "A", "B", "--adapter_names", "a"], "--adapter_names needs one distinct"),
-    (["--option", "prefix", "--task", "mmlu", "--adapter_names", "a"], "--adapter_names evaluates several"),
+    (["--option", "prefix", "--task", "mmlu", "--adapter_names", "a"],
+     "--adapter_names does nothing with --option prefix --task mmlu"),
     (["--option", "prompt", "--export_peft", "d"], "--export_peft: --option prompt trains no adapter"),
 ])
 def test_bad_flag_values_are_one_line(capsys, argv, message):
@@ -164,3 +165,94 @@ def test_flag_mistake_is_one_line_with_the_help_hint(capsys):
     assert e.value.code == 2
     assert capsys.readouterr().err == ("error: unrecognized arguments: --no_such_flag "
                                        "(run_llama.py --help lists every flag)\n")
+
+
+def test_no_fast_runs_the_plain_core_and_refuses_sdpa_with_it(tmp_path, capsys):
+    assert parse(["--option", "generate"])[1].fast is True  # the CLI's default: minillama.fast
+    assert parse(["--option", "generate", "--no_fast"])[1].fast is False
+    assert main(["--option", "generate", "--no_fast", "--use_sdpa", "--pretrained-model-path",
+                 str(tmp_path / "absent.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --use_sdpa is one of the fast paths and --no_fast turns them off: drop one of the two"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--option", "prompt", "--k_shot", "2"], "--k_shot does nothing with --option prompt: drop it "
+                                              "(it is read by --option mmlu and --option prefix --task mmlu)"),
+    (["--option", "prompt", "--k_shot", "-1"], "--k_shot does nothing with --option prompt"),
+    (["--option", "prompt", "--k_shot", "0"], "--k_shot does nothing with --option prompt"),  # given = counted
+    (["--option", "prompt", "--checkpoint_dir", "ck", "--resume"], "--checkpoint_dir does nothing with --option prompt"),
+    (["--option", "prefix", "--load_adapter", "A", "--checkpoint_dir", "ck", "--resume"],
+     "--checkpoint_dir does nothing with --load_adapter (it evaluates saved adapters; nothing trains)"),
+    (["--option", "lora", "--load_adapter", "A", "--lora_rank", "2"], "--lora_rank does nothing with --load_adapter"),
+    (["--option", "prefix", "--load_adapter", "A", "--save_adapter", "B"], "--save_adapter does nothing with --load_adapter"),
+    (["--option", "generate", "--bf16"], "--bf16 does nothing with --option generate"),
+    (["--option", "generate", "--batch_size", "4"], "--batch_size does nothing with --option generate"),
+    (["--option", "mmlu", "--temperature", "0.5"], "--temperature does nothing with --option mmlu"),
+    (["--option", "mmlu", "--mmlu_holdout", "0.3"], "--mmlu_holdout does nothing with --option mmlu"),
+    (["--option", "mmlu", "--label-names", "l.json"], "--label-names does nothing with --option mmlu"),
+    (["--option", "lora", "--task", "e2e", "--label-names", "l.json"],
+     "--label-names does nothing with --option lora --task e2e"),
+    (["--option", "finetune", "--task", "e2e", "--save_adapter", "a"],
+     "--save_adapter does nothing with --option finetune --task e2e"),
+    (["--option", "prefix", "--task", "e2e", "--head_lr", "1e-3"], "--head_lr does nothing with --option prefix --task e2e"),
+    (["--option", "lora", "--prefix_length", "3"], "--prefix_length does nothing with --option lora"),
+    (["--option", "prefix", "--prefix_mode", "ptuning2", "--prefix_hidden", "8"],
+     "--prefix_hidden does nothing with --prefix_mode ptuning2: drop it"),
+    (["--option", "prefix", "--no_reparam"],
+     "--no_reparam does nothing with --prefix_mode ptuning2 (the default of --option prefix --task classify)"),
+    (["--option", "prefix", "--load_adapter", "A", "B", "--adapter_names", "a,b", "--log_jsonl", "l.jsonl"],
+     "--log_jsonl does nothing with --adapter_names"),
+    (["--option", "prefix", "--load_adapter", "A", "B", "--adapter_names", "a,b", "--train", "t.txt"],
+     "--train does nothing with --adapter_names"),
+    (["--option", "prompt", "--prefix_head", "verbalizer"], "--prefix_head does nothing with --option prompt"),
+    (["--option", "prompt", "--hidden_dropout_prob", "0.1"], "--hidden_dropout_prob does nothing with --option prompt"),
+])
+def test_a_flag_the_run_does_not_read_is_refused(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: " + message) and len(err.strip().splitlines()) == 1
+
+
+def test_every_flag_is_in_the_table():
+    """FLAG_GROUPS names every flag of the parser, so none escapes the does-nothing check."""
+    from minillama.cli import FLAG_GROUPS
+    dests = {a.dest for a in build_parser()._actions if a.option_strings} - {"help"}
+    in_table = {dest for group in FLAG_GROUPS.values() for dest in group.flags}
+    assert dests - in_table == set() and in_table - dests == set()
+
+
+README_COMMANDS = [  # the README's commands, their optional parts included
+    "--option generate --norm rmsnorm --epsilon 0.05 --max_new_tokens 75",
+    "--option prompt --batch_size 10 --train data/sst-train.txt --dev data/sst-dev.txt --test data/sst-test.txt "
+    "--label-names data/sst-label-mapping.json --dev_out sst-dev-prompting-output.txt "
+    "--test_out sst-test-prompting-output.txt --use_gpu",
+    "--option finetune --epochs 5 --lr 2e-5 --batch_size 80 --train data/sst-train.txt --dev data/sst-dev.txt "
+    "--test data/sst-test.txt --label-names data/sst-label-mapping.json --dev_out sst-dev-finetuning-output.txt "
+    "--test_out sst-test-finetuning-output.txt",
+    "--option lora --epochs 5 --lr 2e-5 --batch_size 10 --train data/cfimdb-train.txt --dev data/cfimdb-dev.txt "
+    "--test data/cfimdb-test.txt --label-names data/cfimdb-label-mapping.json --lora_rank 4 --lora_alpha 1.0",
+    "--option prefix --train data/sst-train.txt --dev data/sst-dev.txt --test data/sst-test.txt "
+    "--label-names data/sst-label-mapping.json --prefix_mode prompt",
+    "--option generate --pretrained-model-path assets/Llama-3.2-1B-Instruct --chat "
+    "--prompt_text haiku --dtype bfloat16",
+    "--option mmlu --pretrained-model-path assets/Llama-3.2-1B-Instruct --chat --dtype bfloat16 --batch_size 32 "
+    "--mmlu_out mmlu.json",
+    "--option prefix --task mmlu --pretrained-model-path assets/Llama-3.2-1B-Instruct --chat --dtype float32 --bf16 "
+    "--prefix_length 10 --epochs 10 --lr 5e-3 --batch_size 16 --weight_decay 0.01 --patience 3 --mmlu_mode generate "
+    "--log_jsonl mmlu-prefix.jsonl --mmlu_out mmlu-prefix.json --save_adapter mmlu-prefix",
+    "--option prefix --task e2e --prefix_length 10",
+    "--option finetune --task e2e --max_train_rows 20000 --epochs 1 --beam_size 5",
+    "--option lora --task e2e --train my.csv --dev my-dev.csv --test my-test.csv --source_column table "
+    "--target_column text",
+    "--option prefix --load_adapter sst-prefix-adapter imdb-prefix-adapter --adapter_names sst,imdb "
+    "--dev data/sst-dev.txt,data/cfimdb-dev.txt --test data/sst-test.txt,data/cfimdb-test.txt",
+    "--option prefix --prefix_mode adapter --adapter_layers 1 --adapter_gate tanh --prefix_head verbalizer",
+    "--option lora --checkpoint_dir ck --save_every 5 --resume --warmup_steps 2 --lr_schedule cosine",
+]
+
+
+@pytest.mark.parametrize("command", README_COMMANDS)
+def test_the_readme_commands_still_parse(command):
+    name, _, cfg = parse(command.split())
+    assert name in ("generate", "classify", "mmlu_eval", "mmlu_prefix", "e2e") and cfg is not None

@@ -19,7 +19,7 @@ def _ids(model, B=2, T=9, seed=1):
 
 
 def test_layout_fuses_and_keeps_values_and_parameters():
-    model = tiny_model()
+    model = tiny_model(fast=True)
     reference = copy.deepcopy(model)
     params_before = dict(model.named_parameters())
     use_decode_layout(model)
@@ -39,7 +39,7 @@ def test_layout_fuses_and_keeps_values_and_parameters():
 
 
 def test_layout_gives_the_same_logits_and_tokens():
-    model = tiny_model()
+    model = tiny_model(fast=True)
     reference = copy.deepcopy(model).eval()
     ids = _ids(model)
     with torch.no_grad():
@@ -53,7 +53,7 @@ def test_layout_gives_the_same_logits_and_tokens():
 
 def test_training_after_layout_gets_the_same_gradients():
     """With grad enabled the fused product is skipped, so every weight gets its own gradient."""
-    model, reference = tiny_model(), tiny_model()
+    model, reference = tiny_model(fast=True), tiny_model(fast=True)
     use_decode_layout(model)
     ids = _ids(model)
     for m in (model, reference):
@@ -68,7 +68,7 @@ def test_training_after_layout_gets_the_same_gradients():
 
 
 def test_layout_under_inference_mode_leaves_trainable_weights():
-    model = tiny_model()
+    model = tiny_model(fast=True)
     with torch.inference_mode():
         model.generate(_ids(model)[:1], 3)
     assert not model.layers[0].attention.wq.weight.is_inference()
@@ -77,7 +77,7 @@ def test_layout_under_inference_mode_leaves_trainable_weights():
 
 
 def test_lora_after_layout_is_not_bypassed():
-    model = tiny_model()
+    model = tiny_model(fast=True)
     use_decode_layout(model)
     reference = copy.deepcopy(model)
     for m in (model, reference):
@@ -90,11 +90,11 @@ def test_lora_after_layout_is_not_bypassed():
         out = model(ids)[0]
         torch.testing.assert_close(out, reference(ids)[0])
         # the LoRA update is really applied (not the bare fused base weights)
-        assert not torch.allclose(out, tiny_model()(ids)[0], atol=1e-3)
+        assert not torch.allclose(out, tiny_model(fast=True)(ids)[0], atol=1e-3)
 
 
 def test_moved_model_drops_stale_fusion():
-    model = tiny_model()
+    model = tiny_model(fast=True)
     use_decode_layout(model)
     model.to(torch.float64)
     attn = model.layers[0].attention
@@ -105,7 +105,7 @@ def test_moved_model_drops_stale_fusion():
 
 
 def test_non_float32_weights_are_left_alone():
-    model = tiny_model().to(torch.bfloat16)
+    model = tiny_model(fast=True).to(torch.bfloat16)
     use_decode_layout(model)
     assert fused_weight(model.layers[0].attention) is None
     assert model.output.weight.is_contiguous()
@@ -113,7 +113,7 @@ def test_non_float32_weights_are_left_alone():
 
 @pytest.mark.parametrize("fmt", ["pt", "bin"])
 def test_checkpoint_of_laid_out_model_round_trips(tmp_path, fmt):
-    model = tiny_model().eval()
+    model = tiny_model(fast=True).eval()
     use_decode_layout(model)
     path = str(tmp_path / f"m.{fmt}")
     save_checkpoint(model, path, fmt)

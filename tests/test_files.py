@@ -90,3 +90,44 @@ def test_check_distinct_paths_refuses_same_file(tmp_path):
         check_distinct_paths({"--mmlu_out": str(tmp_path / "m.json"),
                               "--save_adapter (.json)": str(tmp_path / "m") + ".json"})
     check_distinct_paths({"--dev": str(dev), "--dev_out": str(tmp_path / "out.txt"), "--log_jsonl": None})
+
+
+def disk_full_on(monkeypatch, marker: str):
+    """files.write_file writes half of any file whose temporary path holds `marker`, then
+    fails as a full disk does."""
+    import errno
+    from minillama import files
+    real = files.write_file
+
+    def write(path, data):
+        if marker in path:
+            real(path, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        real(path, data)
+    monkeypatch.setattr(files, "write_file", write)
+
+
+def test_a_full_disk_in_a_group_lands_none_of_its_files(tmp_path, monkeypatch):
+    from minillama.files import atomic_write_group, contents, start_run
+    start_run()
+    (tmp_path / "b.json").write_text("older b")
+    atomic_write_text(str(tmp_path / "log.txt"), "written before")
+    disk_full_on(monkeypatch, "b.json.tmp")
+    with pytest.raises(MinillamaError) as e:
+        atomic_write_group([(str(tmp_path / "a.bin"), contents(b"12345678")),
+                            (str(tmp_path / "b.json"), contents("{}"))])
+    assert str(e.value) == (f"no space left on device writing {tmp_path / 'a.bin'} and {tmp_path / 'b.json'}: "
+                            f"none of them was written and no partial file remains (the older "
+                            f"{tmp_path / 'b.json'} untouched); kept from this run: {tmp_path / 'log.txt'}; "
+                            f"free some space and run again")
+    assert sorted(os.listdir(tmp_path)) == ["b.json", "log.txt"] and (tmp_path / "b.json").read_text() == "older b"
+
+
+def test_another_failure_in_a_group_is_not_called_a_full_disk(tmp_path):
+    from minillama.files import atomic_write_group, contents
+
+    def broken(tmp):
+        raise OSError(5, "Input/output error", tmp)
+    with pytest.raises(OSError, match="Input/output error"):
+        atomic_write_group([(str(tmp_path / "a.txt"), contents("a")), (str(tmp_path / "b.txt"), broken)])
+    assert os.listdir(tmp_path) == []

@@ -1,4 +1,4 @@
-"""E2E scores (minillama/metrics.py): the official scorer's example to its printed
+"""E2E scores (minillama/metrics/): the official scorer's example to its printed
 digits and beyond, BLEU/NIST cases small enough to check by hand, mteval's
 tokenisation, the Java-missing path, and the command line on the official formats.
 

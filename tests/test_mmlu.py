@@ -14,7 +14,7 @@ from minillama.errors import MinillamaError
 from minillama.mmlu_data import Question
 from minillama.core.sampling import generate
 from minillama import mmlu
-from minillama.core.sampling import strip_after_stop as strip_stop
+from minillama.core.decoding import strip_after_stop as strip_stop
 from minillama.tokenizer import load_tokenizer
 
 # tok512 splits " A" into "▁" + "A": the approximation warning is expected here

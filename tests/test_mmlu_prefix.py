@@ -19,10 +19,12 @@ pytestmark = pytest.mark.filterwarnings("ignore:this tokenizer splits")
 
 
 def prefix_mmlu_argv(tmp_path, root, ckpt, mode, *extra):
+    """The training flags only when something trains (with --load_adapter they are refused)."""
+    training = ["--epochs", "3", "--lr", "0.05", "--mmlu_holdout", "0.5", "--weight_decay", "0.01",
+                "--prefix_mode", mode, "--prefix_length", "3", "--save_adapter", str(tmp_path / mode)]
     return ["--option", "prefix", "--task", "mmlu", "--pretrained-model-path", ckpt,
             "--tokenizer", asset("llama2c/tok512.model"), "--norm", "rmsnorm", "--mmlu_dir", root,
-            "--epochs", "3", "--lr", "0.05", "--batch_size", "2", "--mmlu_holdout", "0.5", "--weight_decay", "0.01",
-            "--prefix_mode", mode, "--prefix_length", "3", "--save_adapter", str(tmp_path / mode),
+            "--batch_size", "2", *([] if "--load_adapter" in extra else training),
             "--log_jsonl", str(tmp_path / f"{mode}.jsonl"), "--mmlu_out", str(tmp_path / f"report-{mode}.json"),
             *extra]
 

@@ -79,7 +79,7 @@ def test_causality_future_tokens_do_not_change_past_logits():
 
 
 @pytest.mark.parametrize("overrides", [
-    {"tie_embeddings": True}, {"n_kv_heads": 4}, {"n_kv_heads": 1, "use_sdpa": True},
+    {"tie_embeddings": True}, {"n_kv_heads": 4}, {"n_kv_heads": 4, "fast": True}, {"n_kv_heads": 1, "use_sdpa": True},
     # Llama 3 style: large base and llama3 scaling that changes these frequencies (short original context)
     {"rope_theta": 500000.0, "rope_scaling": {"factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                                               "original_max_position_embeddings": 16}},
@@ -110,9 +110,9 @@ def test_prefill_then_incremental_equals_full_forward():
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
-@pytest.mark.parametrize("use_sdpa", [False, True])
-def test_padded_batch_equals_unpadded_singles(side, use_sdpa):
-    model = _lively_model(use_sdpa=use_sdpa, tie_embeddings=True)
+@pytest.mark.parametrize("path", ["core", "fast", "fast+sdpa"])
+def test_padded_batch_equals_unpadded_singles(side, path):
+    model = _lively_model(fast=path != "core", use_sdpa=path == "fast+sdpa", tie_embeddings=True)
     g = torch.Generator().manual_seed(5)
     lengths = [9, 4, 6]
     seqs = [torch.randint(3, 97, (n,), generator=g) for n in lengths]
@@ -133,28 +133,33 @@ def test_padded_batch_equals_unpadded_singles(side, use_sdpa):
 
 @pytest.mark.parametrize("use_sdpa", [False, True])
 def test_causal_query_blocks_leave_logits_and_gradients_unchanged(monkeypatch, use_sdpa):
-    """Attention in blocks of 3 queries (Attention._attend_in_blocks) = one block,
-    for a left-padded batch of 10 tokens after a 4-token cache: logits and every gradient."""
-    from minillama.core.attention import Attention
-    model = _lively_model(use_sdpa=use_sdpa).train()
+    """The fast model's attention in blocks of 3 queries (FastAttention.attend) = in one block
+    = the plain core, for a left-padded batch of 10 tokens after a 4-token cache: logits and
+    every gradient."""
+    from minillama.fast import FastAttention
+    model = _lively_model(fast=True, use_sdpa=use_sdpa).train()
+    plain = _lively_model().train()
     g = torch.Generator().manual_seed(8)
     ids = torch.randint(3, 97, (3, 14), generator=g)
     mask = torch.ones(3, 14, dtype=torch.long)
     mask[1, 4:7] = 0  # left padding of the new tokens
     results = []
-    for block in (64, 3):
-        monkeypatch.setattr(Attention, "query_block", block)
+    for block in (64, 3, None):
+        monkeypatch.setattr(FastAttention, "query_block", block or 64)
+        model = plain if block is None else model
         model.zero_grad()
         cache = model.new_cache(3)
         model(ids[:, :4], mask[:, :4], cache=cache)
         logits, _ = model(ids[:, 4:], mask[:, 4:], cache=cache)
         (logits[mask[:, 4:].bool()] ** 2).mean().backward()
         results.append((logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
-    (one, one_grads), (blocked, blocked_grads) = results
+    (one, one_grads), (blocked, blocked_grads), (core, core_grads) = results
     real = mask[:, 4:].bool()
     torch.testing.assert_close(blocked[real], one[real], atol=ATOL, rtol=1e-4)
+    torch.testing.assert_close(blocked[real], core[real], atol=ATOL, rtol=1e-4)
     for name in one_grads:
         torch.testing.assert_close(blocked_grads[name], one_grads[name], atol=1e-6, rtol=1e-4, msg=name)
+        torch.testing.assert_close(blocked_grads[name], core_grads[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_left_padded_incremental_decoding_equals_singles():

@@ -1,13 +1,16 @@
 """Training that survives interruption (minillama/resume.py, train.fit): a run SIGKILLed after
 a checkpoint and resumed with --resume writes byte-identical predictions, adapters and curves,
 and prints the same accuracies, as the same run never interrupted; it loses at most the work
-since its last checkpoint; a checkpoint of another run, a missing or damaged one, and bad
-flags are refused in one line (exit 2) before anything is written.
+since its last checkpoint; a checkpoint of another run (other settings, or data edited in
+place), a missing, damaged or inconsistent one, a directory another run holds, and bad flags
+are refused in one line (exit 2) before anything is written; a full disk keeps the previous
+checkpoint and says so.
 
 The interrupted runs are the real CLI (run_llama.py) in a subprocess.  Most stop themselves
 right after their k-th checkpoint is written (the wrapped resume.save sends itself SIGSTOP)
 and are then SIGKILLed by the test, so where they die is known; one is killed from outside
 at whatever point it has reached when its first checkpoint appears."""
+import errno
 import os
 import re
 import shutil
@@ -20,6 +23,7 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT, run_unprivileged, tiny_model
+from minillama import resume
 from minillama.cli import main
 from minillama.formats import save_checkpoint
 from test_classify import course_argv, data_slice
@@ -256,6 +260,9 @@ def test_a_checkpoint_of_another_run_is_refused_naming_the_setting(tmp_path, cap
         argv[argv.index("--pretrained-model-path") + 1] = ckpts["other"]
     elif flag == "--option":
         argv[argv.index("--option") + 1] = "lora"
+        for prefix_flag in ("--prefix_length", "--prefix_hidden"):  # LoRA has no use for them (refused)
+            i = argv.index(prefix_flag)
+            del argv[i:i + 2]
     elif flag == "--dev":
         other_dev = tmp_path / "other-dev.txt"  # a different dev set: the train file's copy
         shutil.copy(saved_run["data"]["train"], other_dev)
@@ -280,9 +287,9 @@ def test_the_same_settings_resume_a_finished_run(tmp_path, capsys, saved_run):
 @pytest.mark.parametrize("case,message", [
     ("no_checkpoint", "--resume: no checkpoint in"),
     ("missing_dir", "--resume: no checkpoint in"),
-    ("corrupt", "unreadable training checkpoint, truncated or corrupt"),
-    ("truncated", "unreadable training checkpoint, truncated or corrupt"),
-    ("not_a_checkpoint", "unreadable training checkpoint, truncated or corrupt"),
+    ("corrupt", "is damaged (no checksum line and unreadable: truncated or corrupt"),
+    ("truncated", "is damaged (no checksum line and unreadable: truncated or corrupt"),
+    ("not_a_checkpoint", "is damaged (no checksum line: truncated, or not a minillama training checkpoint)"),
     ("resume_without_dir", "--resume and --save_every need --checkpoint_dir"),
     ("save_every_without_dir", "--resume and --save_every need --checkpoint_dir"),
     ("grad_accum_0", "--grad_accum must be a positive number of micro-batches, got 0"),
@@ -345,3 +352,212 @@ def test_an_unwritable_checkpoint_dir_fails_before_training(tmp_path, ckpts, sav
     err = done.stderr.strip().splitlines()
     assert err[-1].startswith("error: --checkpoint_dir: cannot create") and "epoch 0" not in done.stdout, done.stderr
     assert os.listdir(locked) == [] and not (tmp_path / "dev.txt").exists()
+
+
+# -- the data by content, paths by their resolved form ------------------------------------------------------
+def small_run(tmp_path, ckpts, data, *extra):
+    """The saved_run's flags on `data`, its checkpoint and outputs under tmp_path."""
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    return course_run("prefix", ckpts["tiny"], data, str(out), "--epochs", "1", "--prefix_length", "2",
+                      "--prefix_hidden", "8", "--checkpoint_dir", str(tmp_path / "ck"), *extra)
+
+
+def drop_last_row(path):
+    with open(path, encoding="utf-8") as f:
+        lines = f.readlines()
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(lines[:-1])
+
+
+def flip_first_label(path):
+    """Another label on the first row, the file's size unchanged (sst labels are 0..4)."""
+    text = open(path, encoding="utf-8").read()
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(("1" if text[0] != "1" else "2") + text[1:])
+
+
+@pytest.mark.parametrize("edit,change", [
+    (drop_last_row, "bytes then, "),
+    (flip_first_label, "(the same "),
+])
+def test_a_training_file_edited_in_place_is_refused_naming_it(tmp_path, capsys, ckpts, edit, change):
+    data = data_slice(tmp_path, "sst", n=8)
+    argv = small_run(tmp_path, ckpts, data)
+    assert main(argv) == 0
+    capsys.readouterr()
+    before = open(tmp_path / "ck" / "checkpoint.pt", "rb").read()
+    size = os.path.getsize(data["train"])
+    edit(data["train"])
+    err = refused(argv + ["--resume"], tmp_path / "out", capsys)
+    assert f"belongs to another run (train: {os.path.realpath(data['train'])} changed since the checkpoint " \
+           "was written (" in err, err
+    assert change in err and f"{size} bytes" in err, err
+    assert open(tmp_path / "ck" / "checkpoint.pt", "rb").read() == before
+
+
+def test_the_same_files_named_otherwise_resume(tmp_path, capsys, monkeypatch, ckpts):
+    """Absolute paths when saved; then '../data/...' from another directory, through a symlinked
+    directory, and the dev set copied elsewhere (same bytes): the same run, resumed."""
+    (tmp_path / "data").mkdir()
+    data = data_slice(tmp_path / "data", "sst", n=8)
+    argv = small_run(tmp_path, ckpts, data)
+    assert main(argv) == 0
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "data", tmp_path / "linked")
+    shutil.copy(data["dev"], tmp_path / "elsewhere" / "dev-copy.txt")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    spelled = {"--train": "../data/sst-train.txt", "--dev": "dev-copy.txt", "--test": "../linked/sst-test.txt"}
+    for flag, path in spelled.items():
+        argv[argv.index(flag) + 1] = path
+    capsys.readouterr()
+    assert main(argv + ["--resume"]) == 0
+    assert f"resumed from {tmp_path / 'ck' / 'checkpoint.pt'}: epoch 1, step 0 of 1" in capsys.readouterr().out
+
+
+def test_a_checkpoint_of_the_earlier_format_is_refused_in_one_line(tmp_path, capsys, ckpts, saved_run):
+    """Format 1 (no checksum line, data known by path) cannot be checked: refused, not a traceback."""
+    payload = resume.read_checkpoint(os.path.join(saved_run["ck"], "checkpoint.pt"))
+    del payload["format"]
+    for key in ("train", "dev", "label_names"):
+        payload["fingerprint"][key] = payload["fingerprint"][key]["data"]
+    (tmp_path / "ck").mkdir()
+    torch.save(payload, str(tmp_path / "ck" / "checkpoint.pt"))
+    err = refused(small_run(tmp_path, ckpts, saved_run["data"], "--resume"), tmp_path / "out", capsys)
+    assert "checkpoint.pt was written by an earlier minillama (no checksum" in err and "delete it" in err, err
+
+
+# -- a damaged checkpoint, an inconsistent one ----------------------------------------------------------------
+def test_a_checkpoint_with_64_flipped_bytes_is_refused(tmp_path, capsys, ckpts, saved_run):
+    ck = tmp_path / "ck"
+    shutil.copytree(saved_run["ck"], ck)
+    path = ck / "checkpoint.pt"
+    damaged = bytearray(path.read_bytes())
+    middle = len(damaged) // 2
+    damaged[middle:middle + 64] = bytes(b ^ 0xFF for b in damaged[middle:middle + 64])
+    path.write_bytes(bytes(damaged))
+    err = refused(small_run(tmp_path, ckpts, saved_run["data"], "--resume"), tmp_path / "out", capsys)
+    assert err == (f"error: {path} is damaged (its bytes do not match the sha256 written with it): delete it to "
+                   "start over, or resume from an undamaged copy")
+    assert path.read_bytes() == bytes(damaged) and os.listdir(ck) == ["checkpoint.pt"]
+
+
+def edited(payload, case):
+    """The checkpoint `payload` made inconsistent in one way."""
+    first = sorted(payload["weights"])[0]  # backbone.mlp.0.bias, of the prefix MLP
+    if case == "weight_shape":
+        payload["weights"][first] = torch.zeros(*payload["weights"][first].shape, 2)
+    elif case == "missing_weight":
+        del payload["weights"][first]
+    elif case == "extra_weight":
+        payload["weights"]["head.surplus"] = torch.zeros(3)
+    elif case == "no_optimizer":
+        del payload["optimizer"]
+    elif case == "no_moments":
+        payload["optimizer"]["state"] = {}
+    elif case == "moment_shape":
+        payload["optimizer"]["state"][0]["exp_avg"] = torch.zeros(3)
+    elif case == "unknown_loop_field":
+        payload["loop"]["surprise"] = 1
+    elif case == "loop_position":
+        payload["loop"]["step_in_epoch"] = 10
+    elif case == "bad_torch_rng":
+        payload["random"]["torch"] = torch.zeros(10, dtype=torch.uint8)
+    elif case == "bad_python_rng":
+        payload["random"]["python"][1] = [1, 2, 3]
+    elif case == "bad_data_rng":
+        payload["loop"]["data_rng"] = torch.zeros(3)
+    return payload
+
+
+@pytest.mark.parametrize("case,message", [
+    ("weight_shape", "its weights' backbone.mlp.0.bias has shape [8, 2], this run's is [8]"),
+    ("missing_weight", "its weights have no "),
+    ("extra_weight", "its weights hold head.surplus, which this run does not train"),
+    ("no_optimizer", "it has no optimizer state"),
+    ("no_moments", "its optimizer holds no moments after 1 step(s)"),
+    ("moment_shape", "its optimizer's exp_avg of parameter 0 has shape [3]"),
+    ("unknown_loop_field", "its loop state has an unknown field 'surprise'"),
+    ("loop_position", "its loop position (epoch 1, step 10, 1 in all) is not one of this run's 1 epochs of 1 steps"),
+    ("bad_torch_rng", "its torch random state does not restore"),
+    ("bad_python_rng", "its python random state does not restore"),
+    ("bad_data_rng", "its loop.data_rng (the batch order) does not restore"),
+])
+def test_an_inconsistent_checkpoint_is_refused_naming_what_is_wrong(tmp_path, capsys, ckpts, saved_run, case,
+                                                                    message):
+    """Each edit re-saved with a valid checksum: the file is whole, its contents do not fit the run."""
+    payload = resume.read_checkpoint(os.path.join(saved_run["ck"], "checkpoint.pt"))
+    (tmp_path / "ck").mkdir()
+    path = tmp_path / "ck" / "checkpoint.pt"
+    resume.write_checkpoint(str(path), edited(payload, case))
+    before = path.read_bytes()
+    err = refused(small_run(tmp_path, ckpts, saved_run["data"], "--resume"), tmp_path / "out", capsys)
+    assert err.startswith(f"error: {path} does not fit this run: ") and err.endswith("; delete it to start over")
+    assert message in err, err
+    assert path.read_bytes() == before
+
+
+# -- one run per checkpoint directory --------------------------------------------------------------------------
+def test_a_second_run_on_a_checkpoint_dir_in_use_is_refused(tmp_path, capsys, ckpts, saved_run):
+    ck = tmp_path / "ck"
+    shutil.copytree(saved_run["ck"], ck)
+    before = (ck / "checkpoint.pt").read_bytes()
+    with resume.run_lock(str(ck)):  # another run holds it
+        for extra in (["--resume"], []):  # resuming it, or starting over in it
+            err = refused(small_run(tmp_path, ckpts, saved_run["data"], *extra), tmp_path / "out", capsys)
+            assert err == (f"error: --checkpoint_dir {ck} is in use by another run (pid {os.getpid()}, holding "
+                           f"{ck / 'run.lock'}): wait for it to end, or choose another --checkpoint_dir")
+    assert (ck / "checkpoint.pt").read_bytes() == before and os.listdir(ck) == ["checkpoint.pt"]
+
+
+def test_the_lock_of_a_dead_run_is_taken_over(tmp_path, capsys, ckpts, saved_run):
+    ck = tmp_path / "ck"
+    shutil.copytree(saved_run["ck"], ck)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (ck / "run.lock").write_text(f"{dead.pid}\n")  # left by a run killed while training
+    assert main(small_run(tmp_path, ckpts, saved_run["data"], "--resume")) == 0
+    assert "resumed from" in capsys.readouterr().out and os.listdir(ck) == ["checkpoint.pt"]
+
+
+def test_the_lock_is_released_however_the_run_ends(tmp_path, capsys, ckpts, saved_run):
+    ck = tmp_path / "ck"
+    shutil.copytree(saved_run["ck"], ck)
+    refused(small_run(tmp_path, ckpts, saved_run["data"], "--resume", "--lr", "2e-3"), tmp_path / "out", capsys)
+    with pytest.raises(KeyboardInterrupt):
+        with resume.run_lock(str(ck)):
+            assert (ck / "run.lock").read_text() == f"{os.getpid()}\n"
+            raise KeyboardInterrupt
+    assert os.listdir(ck) == ["checkpoint.pt"]
+    with resume.run_lock(str(ck)):  # free again
+        pass
+
+
+# -- a full disk -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("failure,reason", [
+    (OSError(errno.ENOSPC, "No space left on device"), "(No space left on device)"),
+    (RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: "
+                  "file write failed"), "(torch could not write it, "),
+])
+def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path, capsys, monkeypatch, ckpts, saved_run,
+                                                               failure, reason):
+    real_save, calls = torch.save, []
+
+    def save_until_full(*args, **kwargs):  # the first checkpoint fits, the second does not
+        calls.append(1)
+        if len(calls) > 1:
+            raise failure
+        real_save(*args, **kwargs)
+    monkeypatch.setattr(torch, "save", save_until_full)
+    argv = small_run(tmp_path, ckpts, saved_run["data"], "--epochs", "2")
+    assert main(argv) == 2
+    stderr = capsys.readouterr().err  # tqdm's bars, then the error
+    err = stderr.strip().splitlines()[-1]
+    path = tmp_path / "ck" / "checkpoint.pt"
+    assert "Traceback" not in stderr and stderr.count("error: ") == 1
+    assert err.startswith(f"error: --checkpoint_dir: cannot write {path} {reason}"), err
+    assert err.endswith("; the previous checkpoint (epoch 1, step 0) is kept and no output was written: "
+                        "free some space, then rerun with --resume"), err
+    assert os.listdir(tmp_path / "ck") == ["checkpoint.pt"]  # no temporary file, no lock left
+    assert resume.read_checkpoint(str(path))["loop"]["epoch"] == 1
+    assert sorted(os.listdir(tmp_path / "out")) == ["log.jsonl"]  # epoch 0's record; no prediction, adapter, curves

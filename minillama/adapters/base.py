@@ -60,6 +60,11 @@ class AdaptedModel(nn.Module):
         """Positions left for input tokens."""
         return self.base.input_room - self.virtual_tokens
 
+    @property
+    def cache_type(self) -> type:
+        """The base's KV cache class (prefix adapters build their caches with it)."""
+        return self.base.cache_type
+
     def new_cache(self, batch: int, capacity: int = 0) -> KVCache:
         return self.base.new_cache(batch, capacity + self.virtual_tokens)
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
 from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-from ..errors import MinillamaError
-from ..files import atomic_write, atomic_write_text
+from ..errors import MinillamaError, warn
+from ..files import atomic_write_group, contents
 from .base import AdaptedModel
 
 SHAPE_KEYS = ("n_layers", "n_kv_heads", "head_dim", "dim", "vocab_size")
@@ -61,8 +60,8 @@ def parameter_counts(model: AdaptedModel) -> Dict[str, float]:
 def save_adapter(model: AdaptedModel, path: str, label_names: Optional[List[str]] = None,
                  head_state: Optional[Dict[str, torch.Tensor]] = None, extra: Optional[dict] = None) -> int:
     """Write <path>.safetensors (the adapter's tensors, plus head.* tensors) and <path>.json,
-    each through a temporary file (files.atomic_write).  Returns the bytes written."""
-    from safetensors.torch import save_file
+    as one unit through temporary files (files.atomic_write_group).  Returns the bytes written."""
+    from safetensors.torch import save
     as_saved = lambda t: t.detach().float().contiguous().cpu()  # noqa: E731
     tensors = {k: as_saved(v) for k, v in model.adapter_tensors().items()}
     tensors.update({HEAD_PREFIX + k: as_saved(v) for k, v in (head_state or {}).items()})
@@ -70,15 +69,18 @@ def save_adapter(model: AdaptedModel, path: str, label_names: Optional[List[str]
             "label_names": label_names, "head": sorted(head_state) if head_state else None, **(extra or {})}
     if hasattr(model, "length"):  # the previous release's keys, so its readers still load prefixes
         meta.update(mode=model.method, length=model.length)
-    # tensors first, then the JSON that makes the adapter loadable: no half-written adapter
-    atomic_write(path + ".safetensors", lambda tmp: save_file(tensors, tmp))
-    atomic_write_text(path + ".json", json.dumps(meta, indent=1))
+    # one unit, the JSON that makes the adapter loadable last: both files land, or neither
+    atomic_write_group([(path + ".safetensors", contents(save(tensors))),
+                        (path + ".json", contents(json.dumps(meta, indent=1)))])
     return sum(os.path.getsize(path + s) for s in (".safetensors", ".json"))
 
 
 # -- reading ------------------------------------------------------------------------------
 def read_adapter_meta(path: str) -> dict:
     """The JSON of the adapter at <path>, with 'method' and 'config' filled in for old files."""
+    if os.path.isfile(path + ".safetensors") and not os.path.isfile(path + ".json"):
+        raise MinillamaError(f"adapter {path}.safetensors has no {path}.json beside it: that adapter was not "
+                             "saved completely (its run stopped while writing it); train and save it again")
     for suffix in (".json", ".safetensors"):
         if not os.path.isfile(path + suffix):
             raise MinillamaError(f"adapter file {path + suffix} not found: pass the --save_adapter path of a "
@@ -96,6 +98,15 @@ def read_adapter_meta(path: str) -> dict:
     return meta
 
 
+def peek_adapter(path: str) -> dict:
+    """What a saved adapter's JSON says (method, config, label names, ...), read before any
+    model loads; a PEFT directory: its method only as PEFT names it, and no label names."""
+    from .peft_format import is_peft_dir
+    if is_peft_dir(path):
+        return {"method": None, "config": {}, "label_names": None}
+    return read_adapter_meta(path)
+
+
 def check_base(meta: dict, base: nn.Module, path: str, where: Optional[str] = None):
     """Refuse another shape; warn for the same shape with other weights.  `where` names the
     file in messages (default <path>.json)."""
@@ -107,7 +118,7 @@ def check_base(meta: dict, base: nn.Module, path: str, where: Optional[str] = No
     same = _same_architecture(want.get("config_sha256"), base) and \
         want.get("embedding_fingerprint") == have["embedding_fingerprint"]
     if not same:
-        warnings.warn(f"{path}: adapter was trained on a different base model of the same shape "
+        warn(f"{path}: adapter was trained on a different base model of the same shape "
                       f"({base_difference(want, have)})")
 
 
@@ -131,6 +142,16 @@ def read_tensors(path: str) -> Dict[str, torch.Tensor]:
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise MinillamaError(f"{path}.safetensors: unreadable adapter tensors, truncated or corrupt "
                              f"({str(e).splitlines()[0][:80]}): re-save or re-copy the adapter") from None
+
+
+def check_finite(tensors: Dict[str, torch.Tensor], where: str):
+    """A tensor holding NaN or inf would make every answer NaN: refused, naming it."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise MinillamaError(f"{where}: tensor {name!r} holds {bad} non-finite values (NaN or inf) of "
+                                 f"{t.numel()}: the adapter is damaged (or its training diverged); re-train or "
+                                 "re-copy it")
 
 
 def check_tensors(expected: Dict[str, torch.Tensor], found: Dict[str, torch.Tensor], path: str):
@@ -160,6 +181,7 @@ def load_adapter(base: nn.Module, path: str, tokenizer=None) -> AdaptedModel:
         raise MinillamaError(f"{path}.json: unknown adapter method {meta['method']!r} "
                              f"(this minillama knows {', '.join(METHODS)})")
     tensors = read_tensors(path)
+    check_finite(tensors, f"{path}.safetensors")
     config = {k: v for k, v in meta["config"].items() if k not in ("init", "init_text", "init_ids")}
     model = METHODS[meta["method"]](base, make_config(meta["method"], **config), tokenizer)
     check_tensors(model.expected_tensors(), tensors, path)

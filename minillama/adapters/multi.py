@@ -104,7 +104,7 @@ class RowPrefixes(AdaptedModel):
         if self.virtual_tokens == 0:
             return self.base.new_cache(batch, capacity)
         layers = range(self.kv.shape[1])
-        cache = KVCache.from_prefix([self.kv[:, i, 0] for i in layers], [self.kv[:, i, 1] for i in layers],
+        cache = self.base.cache_type.from_prefix([self.kv[:, i, 0] for i in layers], [self.kv[:, i, 1] for i in layers],
                                     capacity + self.virtual_tokens)
         cache.mask[:, : self.virtual_tokens] = self.key_mask
         return cache

@@ -39,14 +39,13 @@ import json
 import math
 import os
 import re
-import warnings
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-from ..errors import MinillamaError
-from ..files import atomic_write, atomic_write_text, check_writable
+from ..errors import MinillamaError, warn
+from ..files import atomic_write_group, check_writable, contents
 from ..formats.hf import HF_LAYER_NAMES, hf_to_meta_qk, meta_to_hf_qk
 from .base import AdaptedModel
 from .lora import TARGET_PARENTS
@@ -130,9 +129,6 @@ def prompt_to_peft(adapter: AdaptedModel) -> Tuple[dict, Dict[str, torch.Tensor]
 
 
 def adapter_to_peft(adapter: AdaptedModel) -> Tuple[dict, Dict[str, torch.Tensor]]:
-    if adapter.cfg.gate != "scalar":
-        raise MinillamaError(f"--export_peft: PEFT's AdaptionPrompt has one plain gate per layer; this adapter "
-                             f"has --adapter_gate {adapter.cfg.gate}: train with --adapter_gate scalar to export it")
     tensors = {}
     for i, attn in adapter.prompted().items():
         tensors[f"{PEFT_PREFIX}model.layers.{i}.self_attn.adaption_prompt"] = attn.prompt[None]
@@ -143,6 +139,26 @@ def adapter_to_peft(adapter: AdaptedModel) -> Tuple[dict, Dict[str, torch.Tensor
 
 TO_PEFT: Dict[str, Callable] = {"lora": lora_to_peft, "prefix": prefix_to_peft, "ptuning2": prefix_to_peft,
                                 "prompt": prompt_to_peft, "adapter": adapter_to_peft}
+
+
+def check_exportable(method: str, config: dict):
+    """Whether PEFT has a format for an adapter of `method` with `config` (AdapterConfig.to_dict()),
+    decidable from the flags alone: checked before anything trains or loads."""
+    if method not in TO_PEFT:
+        raise MinillamaError(f"--export_peft: {method} has no PEFT adapter "
+                             + ("(every weight trained: save the whole model with formats.hf.save_hf_dir)"
+                                if method == "finetune" else f"(PEFT formats: {', '.join(TO_PEFT)})"))
+    if method == "adapter" and config.get("gate", "scalar") != "scalar":
+        raise MinillamaError(f"--export_peft: PEFT's AdaptionPrompt has one plain gate per layer; this adapter "
+                             f"has --adapter_gate {config['gate']}: train with --adapter_gate scalar to export it")
+
+
+def check_saved_exportable(path: str):
+    """check_exportable for a saved adapter (--load_adapter A --export_peft DIR), from its JSON alone."""
+    from .io import peek_adapter
+    meta = peek_adapter(path)
+    if meta.get("method"):
+        check_exportable(meta["method"], meta.get("config") or {})
 
 
 def check_export_dir(directory: Optional[str], flag: str = "--export_peft"):
@@ -157,22 +173,24 @@ def check_export_dir(directory: Optional[str], flag: str = "--export_peft"):
 def export_peft(adapter: AdaptedModel, directory: str, base_path: Optional[str] = None) -> int:
     """Write `adapter` as a PEFT directory (adapter_config.json + adapter_model.safetensors);
     base_path becomes base_model_name_or_path.  Returns the bytes written."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
     from .io import base_identity
-    if adapter.method not in TO_PEFT:
-        raise MinillamaError(f"--export_peft: {adapter.method} has no PEFT adapter "
-                             + ("(every weight trained: save the whole model with formats.hf.save_hf_dir)"
-                                if adapter.method == "finetune" else f"(PEFT formats: {', '.join(TO_PEFT)})"))
+    check_exportable(adapter.method, adapter.cfg.to_dict())
     check_export_dir(directory)
     peft_config, tensors = TO_PEFT[adapter.method](adapter)
     peft_config.update(task_type=TASK_TYPE, inference_mode=True, base_model_name_or_path=base_path)
     tensors = {k: v.detach().float().contiguous().cpu() for k, v in tensors.items()}
     metadata = {"format": "pt", IDENTITY_KEY: json.dumps(base_identity(adapter.base))}
+    created = not os.path.isdir(directory)
     os.makedirs(directory, exist_ok=True)
     weights, config = os.path.join(directory, WEIGHTS_FILE), os.path.join(directory, CONFIG_FILE)
-    # tensors first, then the config that makes the directory loadable
-    atomic_write(weights, lambda tmp: save_file(tensors, tmp, metadata=metadata))
-    atomic_write_text(config, json.dumps(peft_config, indent=2, sort_keys=True))
+    try:  # one unit, the config that makes the directory loadable last
+        atomic_write_group([(weights, contents(save(tensors, metadata=metadata))),
+                            (config, contents(json.dumps(peft_config, indent=2, sort_keys=True)))])
+    except BaseException:
+        if created and not os.listdir(directory):  # a failed export leaves no empty directory behind
+            os.rmdir(directory)
+        raise
     return os.path.getsize(weights) + os.path.getsize(config)
 
 
@@ -363,6 +381,8 @@ def read_peft_dir(directory: str) -> Tuple[dict, Dict[str, torch.Tensor], dict]:
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise MinillamaError(f"{weights}: unreadable adapter tensors, truncated or corrupt "
                              f"({str(e).splitlines()[0][:80]}): re-save or re-copy the adapter") from None
+    from .io import check_finite
+    check_finite(tensors, weights)
     return cfg, tensors, metadata
 
 
@@ -393,7 +413,7 @@ def check_named_base(cfg: dict, base: nn.Module, directory: str):
                 probe.config, probe.tok_embeddings = base.config, nn.Embedding.from_pretrained(
                     f.get_tensor("model.embed_tokens.weight"))
                 if base_identity(probe)["embedding_fingerprint"] != base_identity(base)["embedding_fingerprint"]:
-                    warnings.warn(f"{directory}: PEFT adapter was trained on {path}, whose weights differ from "
+                    warn(f"{directory}: PEFT adapter was trained on {path}, whose weights differ from "
                                   "this model's (same shape)")
                 return
 
@@ -430,4 +450,5 @@ def load_peft(base: nn.Module, directory: str, tokenizer=None) -> AdaptedModel:
     return model
 
 
-__all__ = ["export_peft", "export_for_task", "load_peft", "is_peft_dir", "check_export_dir"]
+__all__ = ["export_peft", "export_for_task", "load_peft", "is_peft_dir", "check_export_dir", "check_exportable",
+           "check_saved_exportable"]

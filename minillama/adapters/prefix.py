@@ -128,13 +128,13 @@ class PTuningV2(AdaptedModel):
             return self.base.new_cache(batch, capacity)
         kv = self.prefix_tensor()
         expand = lambda t: t[None].expand(batch, -1, -1, -1)  # noqa: E731  [KV, P, hd] -> [B, KV, P, hd]
-        return KVCache.from_prefix([expand(t[0]) for t in kv], [expand(t[1]) for t in kv], capacity + self.length)
+        return self.base.cache_type.from_prefix([expand(t[0]) for t in kv], [expand(t[1]) for t in kv], capacity + self.length)
 
     def forward(self, input_ids: torch.Tensor, attention_mask=None, *, cache=None, last_only: bool = False):
         """input_ids, attention_mask: [B, T]; cache: from `new_cache` (decoding).
         Returns (logits [B, T, V], hidden [B, T, dim]) for the input positions."""
         if cache is None and self.length:
-            # capacity 0: a one-shot cache (the prefix tensors + one concatenation, see KVCache.from_prefix)
+            # capacity 0: a one-shot cache (the prefix tensors, then this input's keys)
             cache = self.new_cache(input_ids.shape[0], 0)
         return self.base(input_ids, attention_mask, cache=cache, last_only=last_only)
 

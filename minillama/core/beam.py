@@ -31,8 +31,7 @@ from typing import Optional
 import torch
 
 from ..errors import MinillamaError
-from ..fast.layout import use_decode_layout
-from .sampling import as_id_set, fit_new_tokens
+from .decoding import as_id_set, fit_new_tokens
 
 NO_BEAM = -1e9  # the score of beams 1..k-1 before the first step: a prompt starts as one beam
 
@@ -48,22 +47,6 @@ def _take(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """tensor [L, n, ...] -> [L, m, ...]: entries index [L, m] along dim 1, per row."""
     index = index.view(index.shape + (1,) * (tensor.dim() - 2)).expand(index.shape + tensor.shape[2:])
     return tensor.gather(1, index)
-
-
-def _settle(parent: torch.Tensor) -> torch.Tensor:
-    """Which new beam takes which of its prompt's k cache rows ("slots"): the first beam
-    that extends beam p takes slot p, where p's history already is, so its row needs no
-    copy; beams extending a parent already taken go to the slots of beams that ended
-    their line.  parent [L, k] (new beams best first) -> order [L, k]: slot s gets new
-    beam order[:, s].  (The order of a prompt's beams decides nothing but exact ties.)"""
-    L, k = parent.shape
-    j = torch.arange(k, device=parent.device)
-    earlier_sibling = (parent[:, :, None] == parent[:, None, :]) & (j[None, :] < j[:, None])  # [L, k, k]
-    first = ~earlier_sibling.any(dim=2)  # [L, k]: the first new beam on its parent
-    taken = torch.zeros_like(first).scatter_(1, parent, True)  # [L, k]: slots whose line goes on
-    free = torch.sort(taken.long(), dim=1, stable=True).indices  # the free slots first, in order
-    slot = torch.where(first, parent, free.gather(1, ((~first).long().cumsum(dim=1) - 1).clamp(min=0)))
-    return torch.empty_like(slot).scatter_(1, slot, j.expand(L, k))
 
 
 class Hypotheses:
@@ -110,7 +93,6 @@ def beam_search(model, input_ids: torch.Tensor, max_new_tokens: int, beam_size: 
     model: any backbone with new_cache / forward(ids, mask, cache=, last_only=) /
     input_room (Llama, PrefixModel, PrefixBank).  beam_size 1 is greedy decoding."""
     check_beam_args(beam_size, length_penalty)
-    use_decode_layout(model)  # fused, column-major fp32 CPU weights (layout.py)
     B, T = input_ids.shape
     k, device = beam_size, input_ids.device
     N = fit_new_tokens(model, T, max_new_tokens)
@@ -153,7 +135,7 @@ def beam_search(model, input_ids: torch.Tensor, max_new_tokens: int, beam_size: 
 
         # The best k candidates that go on are the next beams.
         keep = cand_scores.masked_fill(ends, -math.inf).topk(k, dim=1).indices  # [L, k]
-        keep = keep.gather(1, _settle(parent.gather(1, keep)))  # in cache-row order (fewer copies)
+        keep = keep.gather(1, cache.beam_rows(parent.gather(1, keep)))  # which cache row each beam takes
         scores, parent, token = cand_scores.gather(1, keep), parent.gather(1, keep), token.gather(1, keep)
         beams = torch.cat([_take(beams, parent), token[:, :, None]], dim=2)
 

@@ -73,7 +73,6 @@ class Runtime:
     """How a model runs, not what it is: never stored in a checkpoint or in an
     adapter's base identity, and free to differ between two runs of one model."""
 
-    use_sdpa: bool = False  # opt-in fast path: torch's scaled_dot_product_attention (proven equal in tests)
     dropout: float = 0.0    # attention, residual and embedding dropout while training
 
     def __post_init__(self):

@@ -17,15 +17,12 @@ from torch import nn
 from .attention import Attention, KVCache, attention_bias
 from .config import LlamaConfig, Runtime
 from ..errors import MinillamaError
-from ..fast.layout import fused_weight
 from .norms import make_norm
 from .rope import precompute_rope_table
 
 
 class FeedForward(nn.Module):
     """SwiGLU: w2(silu(w1 x) * w3 x).  w1 is the gate, w3 the up, w2 the down projection."""
-
-    fused_projections = ("w1", "w3")  # may share one weight tensor (layout.py)
 
     def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0):
         super().__init__()
@@ -36,10 +33,7 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, T, dim] -> [B, T, dim]"""
-        fused = fused_weight(self)  # [dim, 2 * hidden] after use_decode_layout, else None
-        gate, up = (x @ fused).chunk(2, dim=-1) if fused is not None else (self.w1(x), self.w3(x))
-        out = self.w2(F.silu(gate) * up)
-        return self.dropout(out) if self.training else out  # eval: skip a no-op module call (decode speed)
+        return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
 
 
 class TransformerBlock(nn.Module):
@@ -56,12 +50,14 @@ class TransformerBlock(nn.Module):
         """x: [B, T, dim] -> [B, T, dim], or [B, 1, dim] (the last position) when last_only"""
         attn = self.attention(self.attention_norm(x), cos, sin, bias, cache, self.layer_id, last_only)
         x = x[:, -1:] if last_only else x
-        h = x + (self.resid_dropout(attn) if self.training else attn)
+        h = x + self.resid_dropout(attn)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
 class Llama(nn.Module):
-    """config: the architecture; runtime: how it runs (attention kernel, dropout)."""
+    """config: the architecture; runtime: how it runs (dropout)."""
+
+    cache_type = KVCache  # what new_cache builds (minillama.fast swaps in a preallocating one)
 
     def __init__(self, config: LlamaConfig, runtime: Optional[Runtime] = None):
         super().__init__()
@@ -113,7 +109,7 @@ class Llama(nn.Module):
         """An empty KV cache for incremental decoding (adapters may pre-fill it)."""
         p = next(self.parameters())
         c = self.config
-        return KVCache(c.n_layers, batch, c.n_kv_heads, c.head_dim, capacity, p.dtype, p.device)
+        return self.cache_type(c.n_layers, batch, c.n_kv_heads, c.head_dim, capacity, p.dtype, p.device)
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """[B, T] ids -> [B, T, dim] embeddings."""

@@ -8,12 +8,13 @@ epsilon e          -> drop tokens whose probability is below e, renormalise,
 from __future__ import annotations
 
 import math
-from typing import Iterable, Optional, Union
+from typing import Optional
 
 import torch
 
 from ..errors import MinillamaError
-from ..fast.layout import use_decode_layout
+from .beam import beam_search
+from .decoding import as_id_set, fit_new_tokens
 
 
 def check_sampling_args(temperature: float, epsilon: Optional[float]):
@@ -37,24 +38,6 @@ def sample_next_token(logits: torch.Tensor, temperature: float = 0.0, epsilon: O
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
 
 
-def as_id_set(eos_id: Union[None, int, Iterable[int]]) -> Optional[torch.Tensor]:
-    """eos_id (None, an id or ids) -> None or the ids [n]; the first is what finished rows emit."""
-    if eos_id is None:
-        return None
-    return torch.tensor([eos_id] if isinstance(eos_id, int) else list(eos_id))
-
-
-def fit_new_tokens(model, prompt_len: int, max_new_tokens: int) -> int:
-    """max_new_tokens, cut so prompt + new tokens fit the positions the model has for input."""
-    if max_new_tokens < 0:
-        raise MinillamaError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    room = model.input_room - prompt_len
-    if room < 0 or prompt_len == 0:
-        raise MinillamaError(f"prompt of {prompt_len} tokens does not fit the model's context of "
-                             f"{model.input_room} tokens")
-    return min(max_new_tokens, room)
-
-
 @torch.inference_mode()  # no autograd bookkeeping at all: cheaper per op than no_grad on the decode path
 def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
              epsilon: Optional[float] = None, eos_id=None, attention_mask: Optional[torch.Tensor] = None,
@@ -74,10 +57,8 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: f
         if temperature or epsilon or not use_cache:
             raise MinillamaError(f"beam search (beam size {beam_size}) is deterministic and uses the KV cache: "
                                  f"drop temperature/epsilon/use_cache=False, or use beam size 1")
-        from .beam import beam_search  # here, not at the top: beam.py imports this module's helpers
         return beam_search(model, input_ids, max_new_tokens, beam_size, length_penalty, eos_id, attention_mask)
     check_sampling_args(temperature, epsilon)
-    use_decode_layout(model)  # fused, column-major fp32 CPU weights: faster one-row products (layout.py)
     B, T = input_ids.shape
     max_new_tokens = fit_new_tokens(model, T, max_new_tokens)
     if attention_mask is None:
@@ -99,13 +80,4 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: f
         step_ids, step_mask = (next_id[:, None], mask[:, -1:]) if use_cache else (ids, mask)
         if stop_ids is not None and bool(finished.all()):
             break
-    return ids
-
-
-def strip_after_stop(ids, stop_ids):
-    """Cut the sequence at the first stop id (generate keeps emitting it once finished)."""
-    stops = set(int(i) for i in stop_ids)
-    for n, i in enumerate(ids):
-        if i in stops:
-            return ids[:n]
     return ids

@@ -13,15 +13,15 @@ that into a ready model, and `save_checkpoint` writes any of the four.
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Dict, Optional, Tuple, Union
 
 import torch
 
 from ..core.config import NORMS, LlamaConfig, Runtime
-from ..errors import MinillamaError
+from ..errors import MinillamaError, warn
 from ..files import not_found
 from ..core.model import Llama
+from ..fast import speed_up
 from . import hf, llama2c, meta
 
 def checkpoint_hint(path: str) -> str:
@@ -106,20 +106,22 @@ def choose_norm(fmt: str, norm: Optional[str]) -> str:
         raise MinillamaError(f"--norm must be one of {', '.join(NORMS)}, got {norm!r}")
     if fmt in ("hf_dir", "meta_dir"):
         if norm == "layernorm":
-            warnings.warn("Llama 3.2 checkpoints use RMSNorm; ignoring --norm layernorm")
+            warn("Llama 3.2 checkpoints use RMSNorm; ignoring --norm layernorm")
         return "rmsnorm"
     return norm or COURSE_DEFAULT_NORM
 
 
 def load_model(path: str, norm: Optional[str] = None, device: Union[str, torch.device] = "cpu",
                dtype: Union[None, str, torch.dtype] = None, use_sdpa: bool = False,
-               max_seq_len: Optional[int] = None) -> Llama:
+               max_seq_len: Optional[int] = None, fast: bool = False) -> Llama:
     """Load a llama2.c .pt/.bin file or a Llama 3.2 directory (HF or Meta layout),
     detecting the format from content.  Returns the model in eval mode.
 
     norm: 'layernorm' or 'rmsnorm' (stories default: layernorm, the course's);
     dtype: None keeps the checkpoint's (float32 for llama2.c), or
-    'float32' / 'bfloat16' / 'float16'; max_seq_len: shrink the RoPE table/context."""
+    'float32' / 'bfloat16' / 'float16'; max_seq_len: shrink the RoPE table/context.
+    fast: minillama.fast.speed_up (same outputs, faster); use_sdpa: that, with torch's
+    fused attention kernel.  Neither: the plain hand-written core."""
     dtype = resolve_dtype(dtype)
     check_dtype_on_device(dtype, device)
     fmt = detect_format(path)
@@ -128,7 +130,7 @@ def load_model(path: str, norm: Optional[str] = None, device: Union[str, torch.d
     if max_seq_len is not None:
         config.max_seq_len = max_seq_len
     with torch.device("meta"):  # shapes only: the checkpoint's tensors are assigned, never copied
-        model = Llama(config, Runtime(use_sdpa=use_sdpa))
+        model = Llama(config, Runtime())
     expected = set(model.state_dict().keys())
     missing = expected - set(state)
     if missing:
@@ -142,4 +144,5 @@ def load_model(path: str, norm: Optional[str] = None, device: Union[str, torch.d
     model.load_state_dict(state, assign=True, strict=True)
     if config.tie_embeddings:
         model.output.weight = model.tok_embeddings.weight
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    return speed_up(model, sdpa=use_sdpa) if fast or use_sdpa else model

@@ -22,22 +22,23 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from ..adapters import AdapterConfig, attach, load_adapter, load_adapters, parameter_counts, save_adapter
-from ..adapters.io import check_adapter_sources
+from ..adapters.io import check_adapter_sources, peek_adapter
 from ..curves import curves_path, plot_curves
-from ..adapters.peft_format import check_export_dir, export_for_task
+from ..adapters.peft_format import check_export_dir, check_exportable, check_saved_exportable, export_for_task
 from ..data import load_split, pad_batch, read_examples, read_label_names, write_predictions
 from ..errors import MinillamaError
 from ..files import check_all_writable, check_distinct_paths
 from ..heads import HeadClassifier, RowReader, VerbalizerClassifier, label_token_ids
+from ..resume import data_identity, resolved
 from ..runconfig import RunConfig
 from ..runlog import RunLog
-from ..train import TrainConfig, accuracy, describe_trainable, fit, predict
+from ..train import TrainConfig, accuracy, check_warmup, describe_trainable, fit, predict
 
 COURSE_PROMPT = "Is this movie {names}? This movie is "
 OUTPUT_WORDS = {"prompt": "prompting", "finetune": "finetuning", "lora": "lora", "prefix": "prefix"}
@@ -50,6 +51,9 @@ OUTPUT_WORDS = {"prompt": "prompting", "finetune": "finetuning", "lora": "lora",
 # at seeds 0 / 1 / 2, against 0.314 at 40 and 0.317 at 30 for seed 0).
 PREFIX_RECIPE = {"mode": "ptuning2", "init": "vocab", "length": 60}
 PREFIX_HEAD = "mean"
+# The course's default data set, for the fields left unset (train, label_names)
+DEFAULT_TRAIN = "data/cfimdb-train.txt"
+DEFAULT_LABEL_NAMES = "data/cfimdb-label-mapping.json"
 HEADS = ("cls", "mean", "verbalizer")
 POOL_OF_HEAD = {"cls": "last", "mean": "mean"}  # HeadClassifier's pooling of each linear head
 
@@ -80,11 +84,11 @@ class ClassifyConfig:
     # None: verbalizer for the frozen model, PREFIX_HEAD for the prefix family, else cls (the
     # course's; bench/accuracy.py on stories260K: as accurate as the verbalizer and 6-9x faster).
     head: Optional[str] = None
-    train: str = "data/cfimdb-train.txt"
+    train: Optional[str] = None              # None: DEFAULT_TRAIN when it trains; names the default outputs
     dev: str = "data/cfimdb-dev.txt"
     test: str = "data/cfimdb-test.txt"
-    label_names: str = "data/cfimdb-label-mapping.json"
-    dev_out: Optional[str] = None            # None: <dataset>-dev-<word>-output.txt
+    label_names: Optional[str] = None        # None: the names saved with --load_adapter's adapter, else DEFAULT_LABEL_NAMES
+    dev_out: Optional[str] = None            # None: <dataset>-dev-<word>-output.txt (see `dataset`)
     test_out: Optional[str] = None
     max_sentence_len: Optional[int] = None
     hidden_dropout_prob: float = 0.3
@@ -116,6 +120,8 @@ class ClassifyConfig:
         if self.export_peft and (self.option in ("prompt", "finetune") and not self.load_adapter):
             raise MinillamaError(f"--export_peft: --option {self.option} trains no adapter "
                                  "(use --option lora or prefix, or --load_adapter an adapter to convert)")
+        if self.export_peft and self.trains:  # decided now, not after the training
+            check_exportable(self.method.method, self.method.to_dict())
         if self.trains and getattr(self.method, "length", 1) <= 0:
             raise MinillamaError(f"--prefix_length must be >= 1 to train a prefix, got {self.method.length} "
                                  "(length 0 is the frozen model alone: --option prompt evaluates it)")
@@ -128,8 +134,19 @@ class ClassifyConfig:
         return self.method is not None and not self.load_adapter
 
     @property
+    def train_path(self) -> str:
+        return self.train or DEFAULT_TRAIN
+
+    @property
+    def dataset(self) -> str:
+        """The data set's name in the default output names: --train's ('data/sst-train.txt' -> 'sst');
+        a run that only evaluates, given no --train, names them after --dev's file (sst-dev.txt ->
+        sst): the predictions are of that file."""
+        return dataset_name(self.train or (DEFAULT_TRAIN if self.trains else self.dev))
+
+    @property
     def outputs(self) -> Dict[str, str]:
-        name, word = dataset_name(self.train), OUTPUT_WORDS[self.option]
+        name, word = self.dataset, OUTPUT_WORDS[self.option]
         return {"dev": self.dev_out or f"{name}-dev-{word}-output.txt",
                 "test": self.test_out or f"{name}-test-{word}-output.txt"}
 
@@ -139,7 +156,7 @@ class ClassifyConfig:
         next to the dev output for the prefix family (other methods only when asked)."""
         if not self.trains or (self.save_adapter is None and self.option != "prefix"):
             return None
-        default = os.path.join(os.path.dirname(self.outputs["dev"]), f"{dataset_name(self.train)}-prefix-adapter")
+        default = os.path.join(os.path.dirname(self.outputs["dev"]), f"{self.dataset}-prefix-adapter")
         return self.save_adapter or default
 
 
@@ -166,7 +183,7 @@ def saved_head(adapter: nn.Module, head_state: Optional[Dict[str, torch.Tensor]]
 
 
 def build_classifier(cfg: ClassifyConfig, backbone: nn.Module, tokenizer, label_names: List[str],
-                     head_state: Optional[Dict[str, torch.Tensor]]) -> nn.Module:
+                     head_state: Optional[Dict[str, torch.Tensor]], names_from: str = "") -> nn.Module:
     head = saved_head(backbone, head_state) if cfg.load_adapter else cfg.head
     if head == "verbalizer":
         return VerbalizerClassifier(backbone, label_token_ids(tokenizer, label_names))
@@ -175,7 +192,7 @@ def build_classifier(cfg: ClassifyConfig, backbone: nn.Module, tokenizer, label_
     if head_state:
         if head_state["weight"].shape[0] != len(label_names):
             raise MinillamaError(f"the adapter's head has {head_state['weight'].shape[0]} labels but "
-                                 f"{cfg.label_names} names {len(label_names)}: use the adapter's data set")
+                                 f"{names_from or cfg.label_names} names {len(label_names)}: use the adapter's data set")
         classifier.head.load_state_dict(head_state)
     return classifier
 
@@ -208,7 +225,8 @@ def finish(cfg: ClassifyConfig, classifier: nn.Module, label_names: List[str], m
     if cfg.trains:
         backbone.finalize()
     if path is not None:
-        nbytes = save_adapter(backbone, path, label_names, head_state, extra={"prefix_head": cfg.head})
+        nbytes = save_adapter(backbone, path, label_names, head_state,
+                              extra={"prefix_head": cfg.head, "dataset": cfg.dataset})
         model_bytes = sum(p.numel() * p.element_size() for p in backbone.base.parameters())
         print(f"finalized {backbone.method}: {parameter_counts(backbone)['trainable']:,} adapter parameters; "
               f"saved adapter {path}.safetensors/.json: {nbytes:,} bytes vs {model_bytes:,} bytes of model weights "
@@ -249,22 +267,50 @@ def note_cut_sentences(splits, tokenizer, max_len: int, asked: Optional[int]):
 # -- run ------------------------------------------------------------------------------------
 def fingerprint(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict:
     """What a resumed run must share with the interrupted one, beside the training settings."""
-    return {"model": run_cfg.model_path, "norm": run_cfg.norm, "option": cfg.option, "head": cfg.head,
-            "method": cfg.method.to_dict(), "train": cfg.train, "dev": cfg.dev, "label_names": cfg.label_names,
+    return {"model": resolved(run_cfg.model_path), "norm": run_cfg.norm, "option": cfg.option, "head": cfg.head,
+            "method": cfg.method.to_dict(), "train": data_identity(cfg.train_path), "dev": data_identity(cfg.dev),
+            "label_names": data_identity(cfg.label_names or DEFAULT_LABEL_NAMES),
             "max_sentence_len": cfg.max_sentence_len,
             "hidden_dropout_prob": cfg.hidden_dropout_prob}
+
+
+def saved_label_names(path: str) -> Optional[List[str]]:
+    """The label names a saved adapter records (None: a PEFT directory, or a file without any)."""
+    names = peek_adapter(path).get("label_names")
+    if names is None:
+        return None
+    if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) and n.strip() for n in names):
+        raise MinillamaError(f"{path}.json: 'label_names' must be a list of at least two names, got {names!r}: "
+                             "give --label-names")
+    return names
+
+
+def resolve_label_names(cfg: ClassifyConfig) -> Tuple[List[str], str]:
+    """(label names, where they come from): --label-names; else the names saved with the
+    (first) --load_adapter adapter; else DEFAULT_LABEL_NAMES."""
+    if cfg.label_names:
+        return read_label_names(cfg.label_names), cfg.label_names
+    saved = saved_label_names(cfg.load_adapter[0]) if cfg.load_adapter else None
+    if saved:
+        return saved, f"the label names saved with {cfg.load_adapter[0]}"
+    return read_label_names(DEFAULT_LABEL_NAMES), DEFAULT_LABEL_NAMES
 
 
 def run(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, float]:
     if cfg.adapter_names:
         return run_mixed(run_cfg, cfg)
     # every input and output check before the model loads
-    label_names = read_label_names(cfg.label_names)
+    label_names, names_from = resolve_label_names(cfg)
+    if names_from != cfg.label_names:
+        print(f"label names: {', '.join(label_names)} ({names_from})")
     num_labels = len(label_names)
-    paths = {"train": cfg.train} if cfg.trains else {}
+    paths = {"train": cfg.train_path} if cfg.trains else {}
     paths.update(dev=cfg.dev, test=cfg.test)
-    for path in paths.values():
-        read_examples(path, num_labels)
+    rows = {name: len(read_examples(path, num_labels)) for name, path in paths.items()}
+    if cfg.trains:
+        check_warmup(cfg.training, -(-rows["train"] // cfg.training.batch_size))
+    if cfg.export_peft and cfg.load_adapter:
+        check_saved_exportable(cfg.load_adapter[0])
     adapter = cfg.adapter_path
     curves = curves_path(cfg.outputs["dev"]) if cfg.trains else None
     check_distinct_paths({**{f"--{k}": v for k, v in paths.items()}, "--dev_out": cfg.outputs["dev"],
@@ -279,7 +325,7 @@ def run(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, float]:
     model, tokenizer = run_cfg.load()
     print(f"load model from {run_cfg.model_path}")
     backbone, head_state = build_backbone(cfg, model, tokenizer)
-    classifier = build_classifier(cfg, backbone, tokenizer, label_names, head_state).to(run_cfg.device)
+    classifier = build_classifier(cfg, backbone, tokenizer, label_names, head_state, names_from).to(run_cfg.device)
     if cfg.trains:
         print(describe_method(cfg, classifier))
         print(describe_trainable(classifier))
@@ -297,7 +343,7 @@ def run(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, float]:
                           on_epoch=lambda r: log.log("epoch", epoch=r.epoch, train_loss=r.train_loss,
                                                      train_acc=r.train_acc, dev_acc=r.dev_acc),
                           fingerprint=fingerprint(run_cfg, cfg))
-            plot_curves(history, curves, f"{cfg.option} on {dataset_name(cfg.train)}", cfg.training.min_delta)
+            plot_curves(history, curves, f"{cfg.option} on {cfg.dataset}", cfg.training.min_delta)
             print(f"wrote training curves to {curves}")
         finish(cfg, classifier, label_names, run_cfg.model_path)
         results = {}
@@ -310,6 +356,7 @@ def run(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, float]:
             preds, acc = results[name]
             write_predictions(cfg.outputs[name], preds.tolist(), splits[name].sentences)
             print(f"{name} acc :: {acc:.3f}")
+            print(f"wrote {name} predictions to {cfg.outputs[name]}")
         log.log("eval", **{f"{name}_acc": acc for name, (_, acc) in results.items()})
     note = placeholder_note(cfg.test, splits["test"].labels)
     if note:
@@ -330,7 +377,7 @@ def per_adapter(value: Optional[str], names: List[str], flag: str) -> List[str]:
 def mixed_label_names(cfg: ClassifyConfig, adapters: Dict[str, nn.Module]) -> Dict[str, List[str]]:
     """--label-names with one file per adapter, else the names each adapter file saved."""
     names = cfg.adapter_names
-    if len([v for v in cfg.label_names.split(",") if v.strip()]) == len(names):
+    if cfg.label_names:
         return {n: read_label_names(p) for n, p in zip(names, per_adapter(cfg.label_names, names, "--label-names"))}
     out = {}
     for name, path in zip(names, cfg.load_adapter):
@@ -405,6 +452,7 @@ def run_mixed(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, Dict[str, fl
             write_predictions(outs[split][i], preds[key].tolist(), splits[key].sentences)
             results[name][split] = accuracy(preds[key], splits[key].labels)
             print(f"{name}: {split} acc :: {results[name][split]:.3f}")
+            print(f"{name}: wrote {split} predictions to {outs[split][i]}")
             note = placeholder_note(files[split][i], splits[key].labels) if split == "test" else None
             if note:
                 print(f"{name}: {note}")

@@ -13,10 +13,14 @@ metrics (minillama/metrics.py).
 Outputs: `--test_out` one generation per unique test source in the file's order (newlines
 inside a generation become spaces; an empty one stays an empty line), the five metrics as
 a table on stdout and in a JSON report (`--scores_out`); `--dev_out` likewise on dev.
+A source whose prompt leaves fewer than max_new_tokens positions in the model's context is
+decoded in a batch of its own length (no other row loses tokens to it) and named in one
+note on stderr and in the report's `short_of_room`.
 """
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -24,16 +28,20 @@ import torch
 
 from ..adapters import AdapterConfig, FullConfig, attach, load_adapters, save_adapter
 from ..adapters.io import check_adapter_sources
+from ..adapters.peft_format import check_export_dir, export_for_task
 from ..curves import curves_path, plot_curves
+from ..fast import prepare_for_decoding
 from ..data import pad_left
+from ..distributed import is_main
 from ..errors import MinillamaError
-from ..files import atomic_write_text, check_all_writable, check_distinct_paths, resolve_repo_path
+from ..files import atomic_write_group, check_all_writable, contents, check_distinct_paths, resolve_repo_path
 from ..lm_data import LMSplit, prompt_ids
 from ..metrics import e2e_scores, format_scores, require_java
 from ..pairs_data import DEFAULT_SOURCE_COLUMN, DEFAULT_TARGET_COLUMN, group_references, read_pairs
+from ..resume import data_identity, resolved
 from ..runconfig import RunConfig
 from ..runlog import RunLog
-from ..core.sampling import strip_after_stop
+from ..core.decoding import strip_after_stop
 from ..train import CausalLM, TrainConfig, autocast, describe_trainable, fit
 from .classify import OUTPUT_WORDS
 
@@ -67,6 +75,7 @@ class E2EConfig:
     save_adapter: Optional[str] = None       # None: e2e-<method>-adapter for the adapter methods
     load_adapter: Optional[List[str]] = None  # decode with a saved adapter, no training
     interpolate: Optional[float] = None      # with two adapters: alpha * A + (1 - alpha) * B
+    export_peft: Optional[str] = None        # also write the adapter as a Hugging Face PEFT directory
     log_jsonl: Optional[str] = None
     wandb: bool = False
 
@@ -81,6 +90,9 @@ class E2EConfig:
             if value is not None and value <= 0:
                 raise MinillamaError(f"{flag} must be a positive integer, got {value}")
         check_adapter_sources(self.load_adapter, self.interpolate)
+        if self.export_peft and self.option == "finetune" and not self.load_adapter:
+            raise MinillamaError("--export_peft: --option finetune trains no adapter "
+                                 "(use --option lora or prefix, or --load_adapter an adapter to convert)")
         if self.trains and getattr(self.method, "length", 1) <= 0:
             raise MinillamaError(f"--prefix_length must be >= 1 to train a prefix, got {self.method.length}")
         self.training = self.training.with_lr(E2E_LR.get(self.method.method, self.method.default_lr))
@@ -133,28 +145,67 @@ def default_new_tokens(train: LMSplit) -> int:
 
 
 # -- decoding ---------------------------------------------------------------------------------
+def decode_batches(lengths: List[int], batch_size: int, room: int, max_new: int) -> List[List[int]]:
+    """Row indices grouped into decode batches, longest first.  Left padding makes every row of
+    a batch as long as its longest, and a batch decodes at most room - longest new tokens; so a
+    row whose prompt leaves fewer than max_new shares its batch only with rows of its own length.
+    Each row then gets min(max_new, room - its length) new tokens: what decoding it alone gives."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    short = [i for i in order if lengths[i] + max_new > room]
+    groups = [[i for i in short if lengths[i] == n] for n in sorted({lengths[i] for i in short}, reverse=True)]
+    groups.append([i for i in order if lengths[i] + max_new <= room])
+    return [g[s:s + batch_size] for g in groups for s in range(0, len(g), batch_size)]
+
+
+def rows_short_of_room(lengths: List[int], room: int, max_new: int) -> Dict[int, int]:
+    """{row: the new tokens it gets} for the rows whose prompt leaves fewer than max_new."""
+    return {i: room - n for i, n in enumerate(lengths) if room - n < max_new}
+
+
 @torch.no_grad()
-def decode(backbone, tokenizer, sources: List[str], cfg: E2EConfig, max_new_tokens: int,
-           run: RunConfig) -> List[str]:
-    """One generation per source, in order: beam search (or greedy) from [bos] SOURCE [bos],
-    batched longest-first with left padding; newlines become spaces."""
+def generate_rows(backbone, prompts: List[List[int]], max_new_tokens: int, cfg: E2EConfig, run: RunConfig,
+                  pad_id: int, eos_id: Optional[int]) -> List[List[int]]:
+    """The new token ids of each prompt, in order (cut at eos): beam search (or greedy) in
+    batches from decode_batches, left-padded."""
     from tqdm import tqdm
-    prompts = [prompt_ids(tokenizer, s) for s in sources]
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    out: List[Optional[str]] = [None] * len(prompts)
-    batch = cfg.training.batch_size
+    out: List[Optional[List[int]]] = [None] * len(prompts)
+    batches = decode_batches([len(p) for p in prompts], cfg.training.batch_size, backbone.input_room,
+                             max_new_tokens)
     backbone.eval()
-    for start in tqdm(range(0, len(order), batch), desc="decode", disable=not run.progress, leave=False):
-        idx = order[start:start + batch]
-        ids, mask = pad_left([prompts[i] for i in idx], tokenizer.pad_id)
+    prepare_for_decoding(backbone)  # a sped-up model's decode layout (fast/layout.py)
+    for idx in tqdm(batches, desc="decode", disable=not run.progress, leave=False):
+        ids, mask = pad_left([prompts[i] for i in idx], pad_id)
         with autocast(run.device, run.bf16):
-            gen = backbone.generate(ids.to(run.device), max_new_tokens, eos_id=tokenizer.eos_id,
+            gen = backbone.generate(ids.to(run.device), max_new_tokens, eos_id=eos_id,
                                     attention_mask=mask.to(run.device), beam_size=cfg.beam_size,
                                     length_penalty=cfg.length_penalty)
         for row, i in enumerate(idx):
-            new = strip_after_stop(gen[row, ids.shape[1]:].tolist(), [tokenizer.eos_id])
-            out[i] = " ".join(tokenizer.decode(new).split("\n")).strip()
+            new = gen[row, ids.shape[1]:].tolist()
+            out[i] = strip_after_stop(new, [eos_id]) if eos_id is not None else new
     return out
+
+
+def decode(backbone, tokenizer, sources: List[str], cfg: E2EConfig, max_new_tokens: int,
+           run: RunConfig) -> List[str]:
+    """One generation per source, in order, from [bos] SOURCE [bos]; newlines become spaces."""
+    prompts = [prompt_ids(tokenizer, s) for s in sources]
+    new = generate_rows(backbone, prompts, max_new_tokens, cfg, run, tokenizer.pad_id, tokenizer.eos_id)
+    return [" ".join(tokenizer.decode(ids).split("\n")).strip() for ids in new]
+
+
+def note_short_of_room(tokenizer, sources: List[str], lines: List[int], path: str, room: int,
+                       max_new: int) -> List[Dict[str, int]]:
+    """One line on stderr naming the sources whose prompt leaves fewer than max_new tokens in
+    the context (their generations may be cut); the same as records for the scores report."""
+    lengths = [len(prompt_ids(tokenizer, s)) for s in sources]
+    short = rows_short_of_room(lengths, room, max_new)
+    if not short:
+        return []
+    named = ", ".join(f"{path}:{lines[i]} ({lengths[i]} tokens: {n} new)" for i, n in short.items())
+    if is_main():  # rank 0 alone speaks (the CLI closes the others' stdout, not their stderr)
+        print(f"note: {len(short)} source(s) leave fewer than the {max_new} new tokens asked in the model's "
+              f"context of {room}, so their generations may be cut: {named}", file=sys.stderr)
+    return [{"line": lines[i], "source_tokens": lengths[i], "new_tokens": n} for i, n in short.items()]
 
 
 def score(references: List[List[str]], outputs: List[str], cfg: E2EConfig) -> Dict[str, Optional[float]]:
@@ -185,6 +236,7 @@ def run(run_cfg: RunConfig, cfg: E2EConfig) -> Dict:
     check_all_writable({"--test_out": outs["test"], "--dev_out": outs["dev"], "--scores_out": outs["scores"],
                         "--save_adapter": adapter and adapter + ".json", "--log_jsonl": cfg.log_jsonl,
                         "curves (beside --test_out)": curves})
+    check_export_dir(cfg.export_peft)
     train_pairs = read_split(cfg.train, cfg, cfg.max_train_rows) if cfg.trains else []
     dev_pairs, test_pairs = read_split(cfg.dev, cfg), read_split(cfg.test, cfg)
 
@@ -208,8 +260,9 @@ def run(run_cfg: RunConfig, cfg: E2EConfig) -> Dict:
             history = fit(backbone, splits["train"], splits["dev"], cfg.training, run_cfg, objective=CausalLM(),
                           on_epoch=lambda r: log.log("epoch", epoch=r.epoch, train_loss=r.train_loss,
                                                      dev_loss=r.dev_loss, seconds=r.seconds),
-                          fingerprint={"model": run_cfg.model_path, "norm": run_cfg.norm, "option": cfg.option,
-                                       "method": cfg.method.to_dict(), "train": cfg.train, "dev": cfg.dev,
+                          fingerprint={"model": resolved(run_cfg.model_path), "norm": run_cfg.norm,
+                                       "option": cfg.option, "method": cfg.method.to_dict(),
+                                       "train": data_identity(cfg.train), "dev": data_identity(cfg.dev),
                                        "max_train_rows": cfg.max_train_rows, "columns": [cfg.source_column,
                                                                                         cfg.target_column]})
             plot_curves(history, curves, f"{cfg.option} on {cfg.train}", cfg.training.min_delta)
@@ -219,16 +272,24 @@ def run(run_cfg: RunConfig, cfg: E2EConfig) -> Dict:
                 size = save_adapter(backbone, adapter, extra={"task": "e2e", "source_column": cfg.source_column,
                                                               "target_column": cfg.target_column})
                 print(f"saved adapter to {adapter}.safetensors/.json ({size:,} bytes)")
-        results = {}
-        for name, pairs in (("test", test_pairs), ("dev", dev_pairs if outs["dev"] else [])):
+        if cfg.export_peft:
+            export_for_task(backbone, cfg.export_peft, run_cfg.model_path)
+        results, short_of_room, generations = {}, {}, {}
+        for name, pairs, path in (("test", test_pairs, cfg.test), ("dev", dev_pairs if outs["dev"] else [], cfg.dev)):
             if not pairs:
                 continue
             grouped = group_references(pairs)
             sources, references = [s for s, _ in grouped], [r for _, r in grouped]
             print(f"decoding {len(sources)} {name} sources: beam {cfg.beam_size}, up to {max_new} new tokens")
+            first_lines = {}
+            for p in pairs:
+                first_lines.setdefault(p.source, p.line)
+            short = note_short_of_room(tokenizer, sources, [first_lines[s] for s in sources], path, room, max_new)
+            if short:
+                short_of_room[name] = short
             outputs = decode(backbone, tokenizer, sources, cfg, max_new, run_cfg)
             results[name] = score(references, outputs, cfg)
-            atomic_write_text(outs[name], "".join(o + "\n" for o in outputs))
+            generations[name] = "".join(o + "\n" for o in outputs)
             print(f"{name} scores ({len(sources)} sources, {sum(map(len, references))} references):")
             print(format_scores(results[name]))
             log.log("eval", split=name, **{k: v for k, v in results[name].items() if v is not None})
@@ -236,7 +297,9 @@ def run(run_cfg: RunConfig, cfg: E2EConfig) -> Dict:
               "config": {"beam_size": cfg.beam_size, "length_penalty": cfg.length_penalty,
                          "max_new_tokens": max_new, "lr": cfg.training.lr, "epochs": cfg.training.epochs,
                          "batch_size": cfg.training.batch_size, "lr_schedule": cfg.training.lr_schedule},
-              "scores": results}
-    atomic_write_text(outs["scores"], json.dumps(report, indent=1))
+              "scores": results, "short_of_room": short_of_room}
+    # the generations and their report are one unit, the report last: all land, or none
+    atomic_write_group([*((outs[name], contents(text)) for name, text in generations.items()),
+                        (outs["scores"], contents(json.dumps(report, indent=1)))])
     print(f"wrote {outs['test']} and the scores to {outs['scores']}")
     return results

@@ -21,10 +21,12 @@ from typing import Dict, List, Optional
 
 import torch
 
+from ..fast import prepare_for_decoding
 from ..errors import MinillamaError
 from ..files import atomic_write_text, check_all_writable, check_distinct_paths
 from ..runconfig import RunConfig
-from ..core.sampling import check_sampling_args, strip_after_stop
+from ..core.decoding import strip_after_stop
+from ..core.sampling import check_sampling_args
 
 COURSE_PROMPT = ("Victor Frankenstein, a young scientist obsessed with uncovering the secrets of life, "
                  "succeeds in animating a creature assembled from")
@@ -97,6 +99,7 @@ def run(run_cfg: RunConfig, cfg: GenerateConfig):
         print(f"note: --max_new_tokens {cfg.max_new_tokens} lowered to {room}: the prompt's {len(prompt_ids)} "
               f"tokens leave {room} of the model's {model.input_room}")
 
+    prepare_for_decoding(model)  # a sped-up model's decode layout (fast/layout.py)
     texts: Dict[str, str] = {}
     for temperature, path in zip(temps, outputs):
         new_ids = continue_prompt(model, tokenizer, prompt_ids, temperature, cfg, run_cfg.seed)

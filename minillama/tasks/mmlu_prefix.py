@@ -12,14 +12,14 @@ in logits mode and, with --mmlu_mode generate, also by generation.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Tuple
 
 from .. import mmlu_data
 from ..adapters import AdapterConfig, PrefixTuningConfig, attach, load_adapters, parameter_counts, save_adapter
 from ..adapters.io import check_adapter_sources
 from ..curves import curves_path, plot_curves
-from ..adapters.peft_format import check_export_dir, export_for_task
+from ..adapters.peft_format import check_export_dir, check_exportable, check_saved_exportable, export_for_task
 from ..data import Split
 from ..errors import MinillamaError
 from ..files import check_all_writable, check_distinct_paths
@@ -27,6 +27,7 @@ from ..heads import VerbalizerClassifier
 from ..mmlu import (MMLUSettings, encode_questions, evaluate_with, letter_token_ids, load_dev, load_questions,
                     write_report)
 from ..mmlu_data import Question
+from ..resume import data_identity, resolved
 from ..runconfig import RunConfig
 from ..runlog import RunLog
 from ..train import TrainConfig, describe_trainable, fit
@@ -52,6 +53,8 @@ class MMLUPrefixConfig:
         check_adapter_sources(self.load_adapter, self.interpolate)
         if not self.load_adapter and getattr(self.method, "length", 1) <= 0:
             raise MinillamaError(f"--prefix_length must be a positive number of virtual tokens, got {self.method.length}")
+        if self.export_peft and not self.load_adapter:  # decided now, not after the training
+            check_exportable(self.method.method, self.method.to_dict())
         self.training = self.training.with_lr(self.method.default_lr)
 
     @property
@@ -90,6 +93,16 @@ def side_by_side(results: Dict[str, Dict[str, Dict]]) -> str:
     return "\n".join(lines)
 
 
+def fingerprint(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
+    """What a resumed run must share with the interrupted one, beside the training settings:
+    the questions it trains on (val) and, with k-shot prompts, their exemplars (dev), by content."""
+    s = cfg.settings
+    return {"model": resolved(run_cfg.model_path), "method": cfg.method.to_dict(),
+            "settings": repr(replace(s, mmlu_dir=resolved(s.mmlu_dir))), "holdout": cfg.holdout,
+            "val": data_identity(mmlu_data.split_dir(s.mmlu_dir, "val")),
+            "dev": data_identity(mmlu_data.split_dir(s.mmlu_dir, "dev")) if s.k_shot else None}
+
+
 def run(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
     trains = cfg.trains
     curves = curves_path(cfg.save_adapter) if trains else None
@@ -101,6 +114,8 @@ def run(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
                         "--save_adapter": cfg.save_adapter + ".json" if trains else None,
                         "curves (beside --save_adapter)": curves})
     check_export_dir(cfg.export_peft)
+    if cfg.export_peft and cfg.load_adapter:
+        check_saved_exportable(cfg.load_adapter[0])
     s = cfg.settings
     train_q, held_q = split_holdout(load_questions(s, "val"), cfg.holdout, run_cfg.seed)
     test_q = mmlu_data.flatten(load_questions(s, "test"))
@@ -135,8 +150,7 @@ def run(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
             history = fit(classifier, splits["train"], splits["held-out"], cfg.training, run_cfg,
                           on_epoch=lambda r: log.log("epoch", epoch=r.epoch, train_loss=r.train_loss,
                                                      train_acc=r.train_acc, heldout_acc=r.dev_acc),
-                          fingerprint={"model": run_cfg.model_path, "method": cfg.method.to_dict(),
-                                       "settings": repr(s), "holdout": cfg.holdout})
+                          fingerprint=fingerprint(run_cfg, cfg))
             plot_curves(history, curves, f"prefix {cfg.method.method} on MMLU", cfg.training.min_delta)
             print(f"wrote training curves to {curves}")
             backbone.finalize()

@@ -44,11 +44,10 @@ from __future__ import annotations
 import math
 import re
 import shutil
-import sys
 from collections import Counter
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .errors import MinillamaError
+from ..errors import MinillamaError
 
 METRIC_NAMES = ("BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr")  # the official print order
 JAVA_METRICS = ("METEOR", "ROUGE_L", "CIDEr")
@@ -399,15 +398,10 @@ def read_and_check(refs_path: str, outputs_path: str) -> Tuple[List[List[str]], 
 
 
 def score_files(refs_path: str, outputs_path: str, java_metrics: bool = True) -> str:
-    """`python -m minillama.metrics REFS OUT` (flags in cli.metrics_main): the official
+    """`python -m minillama.metrics REFS OUT` (flags in cli.metrics_main; metrics/__main__.py runs it): the official
     script's SCORES block.  Without Java, BLEU and NIST are printed before the error."""
     references, outputs = read_and_check(refs_path, outputs_path)
     if java_metrics and not java_available():
         print(format_scores(e2e_scores(references, outputs, java_metrics=False)))
         require_java()   # raises the install message
     return format_scores(e2e_scores(references, outputs, java_metrics=java_metrics))
-
-
-if __name__ == "__main__":
-    from .cli import metrics_main  # the command line lives in cli.py, the only reader of flags
-    sys.exit(metrics_main())

@@ -1,0 +1,22 @@
+"""The documents say what the code is: docs/tour.md's line counts are the files' own, and every
+file the tour names exists."""
+import os
+import re
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_the_tour_counts_the_lines_of_each_file_it_names():
+    rows = re.findall(r"^\| \d+ \| `(minillama/[^`]+)` \| (\d+) \|", open(os.path.join(REPO, "docs", "tour.md")).read(),
+                      flags=re.M)
+    assert len(rows) >= 13
+    for path, count in rows:
+        with open(os.path.join(REPO, path)) as f:
+            assert sum(1 for _ in f) == int(count), f"docs/tour.md: {path} has changed length; update its row"
+
+
+def test_the_tour_total_is_the_sum_of_its_core_rows():
+    text = open(os.path.join(REPO, "docs", "tour.md")).read()
+    core = text.split("## Then")[0]
+    counts = [int(n) for n in re.findall(r"^\| \d+ \| `minillama/[^`]+` \| (\d+) \|", core, flags=re.M)]
+    assert f"Together: {sum(counts)} lines." in core
