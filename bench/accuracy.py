@@ -33,11 +33,14 @@ import dataclasses
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Dict, List
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "bench"))
+
+from progress import Runs  # noqa: E402
 
 MODES = {"prefix": "prefix", "prompttune": "prompt", "ptuning2": "ptuning2"}
 # bench name -> (run_llama.py option, method name in minillama.adapters.REGISTRY or None, head or None)
@@ -151,6 +154,32 @@ def title(name: str) -> str:
     return TITLES[base] + (f" ({head} head)" if head else "")
 
 
+def run_all(jobs: List[dict], n_jobs: int) -> List[dict]:
+    """one_run of every job, n_jobs at a time; a line as each begins and ends (with what remains);
+    the results in the jobs' order."""
+    runs = Runs(len(jobs))
+
+    def finished(r):
+        runs.done(f"{r['name']:22s} seed {r['seed']}  dev {r['dev']:.3f}  {r['seconds']:7.1f} s")
+
+    if n_jobs <= 1:
+        results = []
+        for job in jobs:
+            runs.begin(f"{job['name']} seed {job['seed']}")
+            results.append(one_run(job))
+            finished(results[-1])
+        return results
+    import multiprocessing as mp
+    with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(one_run, job): i for i, job in enumerate(jobs)}
+        print(f"{len(jobs)} runs, {n_jobs} at a time", file=sys.stderr, flush=True)
+        results = [None] * len(jobs)
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            finished(results[futures[future]])
+    return results
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default="stories42M.pt")
@@ -183,6 +212,11 @@ def main():
     for n in names:
         if n not in OPTIONS:
             sys.exit(f"unknown option {n!r}; choose from {', '.join(OPTIONS)}")
+    for flag, path in (("--checkpoint", args.checkpoint), ("--tokenizer", args.tokenizer)):
+        if path and not os.path.exists(path):
+            sys.exit(f"error: {flag} {path} not found" + (": `bash setup.sh` downloads it (or: curl -fL -o "
+                     "stories42M.pt https://www.cs.cmu.edu/~vijayv/stories42M.pt)" if path.endswith("stories42M.pt")
+                     else ""))
     d = data_dir(args.data_dir)
     tmp = args.keep or tempfile.mkdtemp(prefix="minillama-acc-")
     os.makedirs(tmp, exist_ok=True)
@@ -195,10 +229,11 @@ def main():
                        (args.max_test or 0) if args.with_test else 8)
     batch = args.batch_size or (80 if args.dataset == "sst" else 10)
     from minillama.cli import choose_device
+    device = choose_device(args.use_gpu)  # once: its note about a missing GPU is printed once
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0
     jobs = [dict(name=n, seed=args.first_seed + i, checkpoint=args.checkpoint, tokenizer=args.tokenizer, tmp=tmp,
                  labels=os.path.join(d, f"{args.dataset}-label-mapping.json"), epochs=args.epochs, batch_size=batch,
-                 norm=args.norm, max_sentence_len=args.max_sentence_len, device=choose_device(args.use_gpu),
+                 norm=args.norm, max_sentence_len=args.max_sentence_len, device=device,
                  use_sdpa=args.use_sdpa, sets=args.sets, threads=threads, **files)
             for n in names for i in range(args.seeds)]
     print(f"{os.path.basename(args.checkpoint)} on {args.dataset}: train {n_train} of {n_full}, dev {n_dev}, "
@@ -206,18 +241,7 @@ def main():
           f"{args.seeds} seed(s), epochs {args.epochs}, batch {batch}, jobs {args.jobs}; set {args.sets or '-'}",
           flush=True)
     start = time.perf_counter()
-    results = []
-    if args.jobs > 1:
-        import multiprocessing as mp
-        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
-            for r in pool.map(one_run, jobs):
-                results.append(r)
-                print(f"  {r['name']:22s} seed {r['seed']}  dev {r['dev']:.3f}  {r['seconds']:7.1f} s", flush=True)
-    else:
-        for job in jobs:
-            r = one_run(job)
-            results.append(r)
-            print(f"  {r['name']:22s} seed {r['seed']}  dev {r['dev']:.3f}  {r['seconds']:7.1f} s", flush=True)
+    results = run_all(jobs, args.jobs)
     wall = time.perf_counter() - start
     ds = {"sst": "SST", "cfimdb": "CFIMDB"}[args.dataset]
     print(f"\n{'option':24s} {'dev acc mean (std)':>20s} {'s/run':>8s}")

@@ -33,6 +33,7 @@ import time
 import warnings
 
 import torch
+from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -120,7 +121,8 @@ def run_model(name: str, mrs, args):
     in_model.seconds = 0.0
     new_tokens = 0
     for round_ in range(args.rounds):
-        for i, (ids, mask) in enumerate(data):
+        # the bar updates between timed calls, so it costs the timings nothing
+        for i, (ids, mask) in enumerate(tqdm(data, desc=f"{name} round {round_ + 1}/{args.rounds}", leave=False)):
             order = list(engines) if (i + round_) % 2 == 0 else list(engines)[::-1]
             outputs, batch_seconds = {}, {}
             for engine in order:

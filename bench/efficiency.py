@@ -57,6 +57,7 @@ from minillama.tokenizer import load_tokenizer  # noqa: E402
 from minillama.train import TrainConfig, count_parameters, make_optimizer, train_step  # noqa: E402
 from accuracy import data_dir, subsample  # noqa: E402  (bench/: fixed random subsets of the course data)
 from train_step import memory_mark, peak_since  # noqa: E402
+from progress import Runs  # noqa: E402
 
 METHODS = ("finetune", "lora", "prefix", "ptuning2", "prompt", "adapter")
 OPTION = {"finetune": "finetune", "lora": "lora"}  # run_llama.py --option of each method (else prefix)
@@ -130,7 +131,7 @@ def train_and_evaluate(method, cfg, lr, files, tmp, args) -> dict:
     adapter = None if method == "finetune" else os.path.join(tmp, "adapter")
     epochs = 1 if args.no_accuracy else args.epochs
     task = ClassifyConfig(option=OPTION.get(method, "prefix"), method=cfg, head="cls", train=files["train_acc"],
-                          dev=files["dev"], test=files["dev"], label_names=files["labels"],
+                          dev=files["dev"], test=files["test"], label_names=files["labels"],
                           dev_out=os.path.join(tmp, "dev.txt"), test_out=os.path.join(tmp, "test.txt"),
                           save_adapter=adapter, training=TrainConfig(epochs=epochs, lr=lr, batch_size=args.train_batch))
     run_cfg = RunConfig(model_path=args.checkpoint or save_random(tmp, args), tokenizer_path=args.tokenizer,
@@ -246,8 +247,13 @@ def main():
             args.n_train = subsample(files["train"], files["train_acc"], 16)
         args.n_dev = subsample(os.path.join(src, f"{args.dataset}-dev.txt"), files["dev"],
                                16 if args.no_accuracy else args.max_dev)
-        rows = []
-        for method in args.methods.split(","):
+        files["test"] = os.path.join(tmp, "test.txt")  # 8 lines: the task predicts a test set, the table ignores it
+        subsample(os.path.join(src, f"{args.dataset}-test.txt"), files["test"], 8)
+        rows, methods = [], args.methods.split(",")
+        runs = Runs(len(methods))
+        for method in methods:
+            runs.begin(f"{method} (its own process: step time, memory" +
+                       ("" if args.no_accuracy else f", {args.epochs} epoch(s) of training for dev acc") + ")")
             cmd = [sys.executable, os.path.abspath(__file__), "--child", method, "--files", json.dumps(files)] + \
                 [a for a in sys.argv[1:] if a not in ("--png", args.png or "", "--json", args.json or "")]
             start = time.perf_counter()
@@ -255,7 +261,7 @@ def main():
             if done.returncode:
                 sys.exit(f"{method} failed:\n{done.stderr[-3000:]}")
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(f"{method}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+            runs.done(f"{method}: {time.perf_counter() - start:.0f} s")
     print(table(rows, args))
     if args.png:
         chart(rows, args, args.png)

@@ -27,6 +27,7 @@ import sys
 import time
 
 import torch
+from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -168,7 +169,7 @@ def main():
     with torch.no_grad():
         for name, fn in engines.items():  # warm-up: allocator, kernels, lazy init
             (fn if name != "minillama (no cache)" else (lambda: model.generate(prompt, 4, use_cache=False)))()
-        for round_ in range(args.repeats):
+        for round_ in tqdm(range(args.repeats), desc="rounds (every engine)", leave=False):  # between timings
             for name, fn in engines.items():
                 if "no cache" in name and round_ > 0:
                     continue  # slow; one run is enough to show the cache's effect

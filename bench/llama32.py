@@ -35,6 +35,7 @@ from minillama import LlamaConfig, RopeScaling, load_model  # noqa: E402
 from minillama.formats.hf import save_hf_dir  # noqa: E402
 from minillama.core.model import Llama  # noqa: E402
 from minillama.fast import prepare_for_decoding  # noqa: E402
+from progress import Runs  # noqa: E402  (bench/, this script's folder)
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
 
@@ -188,7 +189,13 @@ def main():
               f"torch {torch.__version__}, transformers {transformers.__version__}")
         print(f"checkpoint: {size:.0f} MiB written in {time.perf_counter() - start:.1f}s")
 
-        ours_load, hf_load = measure_load("minillama", path, args), measure_load("transformers", path, args)
+        steps = Runs(4)  # the slow parts, one line as each begins and ends
+        steps.begin("minillama load (a fresh process)")
+        ours_load = measure_load("minillama", path, args)
+        steps.done("minillama load")
+        steps.begin("transformers load (a fresh process)")
+        hf_load = measure_load("transformers", path, args)
+        steps.done("transformers load")
         print(f"params {ours_load['params'] / 1e9:.3f}B, loaded dtype {ours_load['dtype']} / {hf_load['dtype']}")
         print(f"{'metric':34s} {'minillama':>11s} {'transformers':>13s} {'ratio':>7s}  (minillama / transformers)")
         row = lambda name, a, b: print(f"{name:34s} {a:11.2f} {b:13.2f} {a / b if b else float('nan'):7.2f}")
@@ -202,10 +209,14 @@ def main():
 
         ours = prepare_for_decoding(load_model(path, dtype=args.dtype, device=args.device, use_sdpa=args.use_sdpa, fast=True))
         theirs = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=args.device).eval()
+        steps.begin(f"decode {args.decode_tokens} tokens, both")
         tps_ours, tps_hf, same = decode(ours, theirs, args, config.vocab_size)
+        steps.done("decode")
         row(f"decode tokens/s (b=1, {args.decode_tokens} new)", tps_ours, tps_hf)
         print(f"  greedy tokens identical for the first {same}/{args.decode_tokens} steps")
+        steps.begin(f"MMLU-style scoring, batch {args.mmlu_batch}, both")
         eps_ours, eps_hf, agree = scoring(ours, theirs, args, config.vocab_size)
+        steps.done("scoring")
         row(f"MMLU scoring examples/s (b={args.mmlu_batch}, T~{args.prompt_len})", eps_ours, eps_hf)
         print(f"  argmax of last-position logits agrees on {agree:.0%} of the batch")
 

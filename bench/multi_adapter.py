@@ -21,6 +21,7 @@ import sys
 import time
 
 import torch
+from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -80,7 +81,7 @@ def main():
     with torch.inference_mode():
         for job in jobs.values():  # warm-up (decode layout, allocator)
             job()
-        for _ in range(args.rounds):
+        for _ in tqdm(range(args.rounds), desc="rounds", leave=False):  # the bar moves between timings
             for key, job in jobs.items():
                 if args.device.startswith("cuda"):
                     torch.cuda.synchronize()

@@ -58,6 +58,7 @@ from minillama.adapters import inject_lora  # noqa: E402
 from minillama.core.model import Llama  # noqa: E402
 from minillama.heads import HeadClassifier  # noqa: E402
 from minillama.train import count_parameters, make_optimizer, TrainConfig  # noqa: E402
+from progress import Runs  # noqa: E402  (bench/, this script's folder)
 
 STORIES42M = dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=8, vocab_size=32000, multiple_of=32,
                   max_seq_len=1024)
@@ -218,14 +219,17 @@ def measure_pair(num: str, den: str, scenario: str, args) -> dict:
 
 def run_pairs(args, scenarios):
     """--paired NUM/DEN ...: one process per (pair, scenario); prints the median per-pair ratio."""
+    runs = Runs(len(args.paired) * len(scenarios))
     for pair in args.paired:
         num, _, den = pair.partition("/")
         for scenario in scenarios:
+            runs.begin(f"{scenario} {num}/{den}")
             cmd = child_command(args, ["--child_pair", num, den, scenario])
             r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
             print(f"{scenario:7s} batch {r['batch']:3d} x {r['tokens']:4d}  {num}/{den}  time x{r['median_ratio']:.2f} "
                   f"(median of {args.steps} alternating pairs; range {r['min_ratio']:.2f}-{r['max_ratio']:.2f}; "
                   f"fastest steps {r['best_num']:.3f} / {r['best_den']:.3f} s)", flush=True)
+            runs.done(f"{scenario} {num}/{den}")
 
 
 def child_command(args, what):
@@ -279,13 +283,15 @@ def main():
         run_pairs(args, scenarios)
         return
     rows = {}
+    runs = Runs(args.rounds * len(scenarios) * len(methods))
     for round_ in range(args.rounds):
         for scenario in scenarios:
             for method in methods:
+                runs.begin(f"round {round_ + 1}/{args.rounds}: {scenario} {method}")
                 cmd = child_command(args, ["--child", method, scenario])
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                 r = json.loads(out.strip().splitlines()[-1])
-                print(f"  round {round_ + 1}/{args.rounds}: {scenario} {method} {r['seconds']:.3f} s/step", flush=True)
+                runs.done(f"round {round_ + 1}/{args.rounds}: {scenario} {method} {r['seconds']:.3f} s/step")
                 best = rows.get((method, scenario))
                 if best is None or r["seconds"] < best["seconds"]:
                     rows[method, scenario] = r

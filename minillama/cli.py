@@ -14,7 +14,6 @@ import importlib
 import os
 import shlex
 import sys
-import time
 import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
@@ -49,7 +48,8 @@ class OneLineParser(argparse.ArgumentParser):
     """A flag mistake is one line and the --help hint, not the whole usage (exit code 2)."""
 
     def error(self, message: str):
-        self.exit(2, f"error: {message} ({self.prog} --help lists every flag)\n")
+        distributed.report_failure(f"error: {message} ({self.prog} --help lists every flag)")  # once under torchrun
+        self.exit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -445,6 +445,8 @@ def parse(argv: Optional[List[str]] = None, device: Optional[str] = None) -> Tup
     parser = build_parser()
     ns = vars(parser.parse_args(argv))
     name, cfg = task_config(ns, flag_spelling(parser))
+    if getattr(cfg, "trains", False):
+        distributed.check_global_batch(cfg.training.batch_size)  # under torchrun, before anything loads
     run = run_config(ns)
     if device is not None:
         run = dataclasses.replace(run, device=device, progress=run.progress and distributed.is_main())
@@ -486,16 +488,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             warnings.showwarning = show_one_line  # minillama's warnings: one line, no file:line
             importlib.import_module(f"minillama.tasks.{name}").run(run_cfg, cfg)
     except MinillamaError as e:
-        if distributed.is_main():
-            print(f"error: {e}", file=sys.stderr)
-        else:  # every rank meets the same mistake: give rank 0 time to say it before torchrun stops all
-            time.sleep(5)
+        distributed.report_failure(f"error: {e}")  # under torchrun: once, and every rank exits 2
         return 2
     except OSError as e:  # a full disk outside files.atomic_write_group (which says it in its own line)
         if e.errno not in files.DISK_FULL:
             raise
-        if distributed.is_main():
-            print(f"error: {files.disk_full([e.filename or 'an output'], cleaned=False)}", file=sys.stderr)
+        distributed.report_failure(f"error: {files.disk_full([e.filename or 'an output'], cleaned=False)}")
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -9,10 +9,22 @@ gradient, so nothing of theirs is synchronised).  Evaluation is sharded the same
 and gathered without duplicates (`gather_rows`).  Rank 0 alone prints, writes outputs,
 adapters and checkpoints (files.atomic_write asks `is_main`).  gloo on CPU, NCCL on GPU.
 Without torchrun (WORLD_SIZE unset or 1) every function here is a no-op.
+
+Equal to one process only without dropout: every rank seeds its random generator alike
+and draws the dropout masks of its own rows, which are not the masks one process draws for
+the whole batch (so with --hidden_dropout_prob > 0 the weights and accuracies differ a little;
+the printed losses are still the mean over every rank's rows).
+
+A user mistake under torchrun: every rank meets it, rank 0 alone prints the one line and
+every rank exits 2 (`report_failure`); torchrun then adds its own report of the failed
+ranks (a traceback ending in ChildFailedError) and exits 1.
 """
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import time
 from typing import List, Optional, Tuple
 
 import torch
@@ -48,16 +60,47 @@ def init(use_gpu: bool) -> Optional[str]:
         return None
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if use_gpu:
-        if torch.cuda.device_count() < size:
-            raise MinillamaError(f"torchrun started {size} ranks with --use_gpu but this machine has "
-                                 f"{torch.cuda.device_count()} GPU(s): one rank per GPU, so use "
-                                 f"--nproc_per_node {torch.cuda.device_count()} or fewer, or drop --use_gpu "
-                                 "(gloo on CPU)")
+        check_gpus(size, torch.cuda.device_count())
         torch.cuda.set_device(local_rank)
         dist.init_process_group("nccl")
         return f"cuda:{local_rank}"
     dist.init_process_group("gloo")
     return "cpu"
+
+
+def check_gpus(ranks: int, gpus: int):
+    """--use_gpu runs one rank per GPU."""
+    if gpus == 0:
+        raise MinillamaError(f"torchrun started {ranks} ranks with --use_gpu but this machine has no CUDA GPU: "
+                             "drop --use_gpu (gloo on CPU) or run on a machine with GPUs")
+    if gpus < ranks:
+        raise MinillamaError(f"torchrun started {ranks} ranks with --use_gpu but this machine has {gpus} GPU(s), "
+                             f"one per rank: use --nproc_per_node {gpus} or fewer, or drop --use_gpu (gloo on CPU)")
+
+
+def check_global_batch(batch_size: int):
+    """Training splits every global batch evenly among the ranks (checked from the flags,
+    before anything loads)."""
+    ranks = world()[1]
+    if batch_size % ranks:
+        raise MinillamaError(f"--batch_size {batch_size} is the global batch and must divide evenly among "
+                             f"the {ranks} ranks: use a multiple of {ranks}")
+
+
+FAILURE_GRACE_S = 5.0  # how long another rank waits for rank 0 to report the mistake it also met
+
+
+def report_failure(line: str):
+    """Print a user mistake's one line once.  Rank 0 prints it and exits; torchrun then stops
+    the other ranks, which met the same mistake and wait silently, exiting 2 on torchrun's
+    SIGTERM.  A rank still alive after FAILURE_GRACE_S met a mistake rank 0 did not: it prints
+    the line itself (naming its rank), so no mistake goes unsaid."""
+    if is_main():
+        print(line, file=sys.stderr)
+        return
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(2))
+    time.sleep(FAILURE_GRACE_S)
+    print(f"{line} (rank {os.environ.get('RANK')})", file=sys.stderr)
 
 
 def barrier():

@@ -343,10 +343,7 @@ def fit(model: nn.Module, train, dev, cfg: TrainConfig, run: Optional[RunConfig]
     the weights move), which costs nothing, unlike a second pass over train.
     A non-finite loss stops training with a MinillamaError naming the epoch and step."""
     run, objective = run or RunConfig(), objective or Classification()
-    ranks = distributed.world()[1]
-    if cfg.batch_size % ranks:
-        raise MinillamaError(f"--batch_size {cfg.batch_size} is the global batch and must divide evenly among "
-                             f"the {ranks} ranks: use a multiple of {ranks}")
+    distributed.check_global_batch(cfg.batch_size)  # the CLI checks it before loading; callers of fit too
     if cfg.checkpoint_dir:  # a missing checkpoint or a bad directory fails now, not after an epoch
         if cfg.resume:
             resume.require_checkpoint(cfg.checkpoint_dir)

@@ -1,8 +1,11 @@
-"""torch.distributed through torchrun (minillama/distributed.py): 2 gloo processes train
-to the same weights and write the same files as 1 process with the same global batch and
-seed (dropout off); shards cover every row once; bad input is one line."""
+"""torch.distributed through torchrun (minillama/distributed.py): 2 gloo processes print
+the same epoch losses, train to the same weights (up to float32 rounding) and write the
+same predictions as 1 process with the same global batch and seed, dropout off (with
+dropout the ranks draw other masks than one process does); shards cover every row once;
+bad input is one line, printed once, before anything loads, and every rank exits 2."""
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -10,9 +13,12 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT, tiny_model
+from minillama import distributed
 from minillama.distributed import shard_bounds
+from minillama.errors import MinillamaError
 from minillama.formats import save_checkpoint
 from test_classify import course_argv, data_slice
+from test_e2e import e2e_argv, e2e_slice
 
 
 def test_shards_cover_every_row_once_and_differ_by_at_most_one():
@@ -68,7 +74,9 @@ def test_two_gloo_ranks_equal_one_process(tmp_path, ckpt, option, extra):
         accs = [line for line in proc.stdout.splitlines() if " acc :: " in line]
         results[nproc] = (proc.stdout, accs, out)
     (_, accs1, out1), (stdout2, accs2, out2) = results[1], results[2]
-    assert accs1 == accs2 and len(accs1) >= 4  # epoch lines and the final dev/test accuracies, printed once
+    assert accs1 == accs2 and len(accs1) == 4  # epoch lines and the final dev/test accuracies, printed once
+    assert [line.split(",")[0] for line in accs2[:2]] == \
+        [line.split(",")[0] for line in accs1[:2]]  # "epoch 0: train loss :: 1.234": the mean over every rank's rows
     assert all(stdout2.splitlines().count(line) == 1 for line in accs2)  # rank 0 alone prints
     for name in ("dev.txt", "test.txt"):
         assert open(out1 / name).read() == open(out2 / name).read()
@@ -82,18 +90,84 @@ def test_two_gloo_ranks_equal_one_process(tmp_path, ckpt, option, extra):
     assert sorted(os.listdir(out1)) == sorted(os.listdir(out2))  # rank 0 alone wrote, nothing twice
 
 
-def test_a_batch_the_ranks_cannot_share_evenly_is_one_line(tmp_path, ckpt):
+def epoch_losses(stdout):
+    """The printed epochs without their wall times: 'epoch 0: train loss :: 4.360, dev loss :: 4.040'."""
+    lines = [line.split("\r")[-1].strip() for line in stdout.splitlines()]
+    return [line.rsplit(",", 1)[0] for line in lines if line.startswith("epoch ")]
+
+
+def test_two_gloo_ranks_print_the_same_causal_lm_losses_as_one_process(tmp_path, ckpt):
+    """CausalLM weighs each row by its scored tokens, which differ between the ranks' shards:
+    the printed train and dev losses are still the means over all of them."""
+    data = e2e_slice(tmp_path, rows=(10, 4, 2))
+    printed = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"out{nproc}"
+        out.mkdir()
+        argv = e2e_argv("lora", ckpt, data, str(out), "--batch_size", "4", "--beam_size", "1",
+                        "--max_new_tokens", "2", "--no_java", "--save_adapter", out / "adapter")
+        proc = launch(argv, nproc, str(out))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        printed[nproc] = epoch_losses(proc.stdout)
+    assert len(printed[1]) == 2 and printed[2] == printed[1], printed
+
+
+def test_use_gpu_with_too_few_gpus_names_what_to_do(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(MinillamaError) as e:
+        distributed.init(use_gpu=True)
+    assert str(e.value) == ("torchrun started 2 ranks with --use_gpu but this machine has no CUDA GPU: "
+                            "drop --use_gpu (gloo on CPU) or run on a machine with GPUs")
+    with pytest.raises(MinillamaError) as e:
+        distributed.check_gpus(ranks=4, gpus=3)
+    assert str(e.value) == ("torchrun started 4 ranks with --use_gpu but this machine has 3 GPU(s), one per "
+                            "rank: use --nproc_per_node 3 or fewer, or drop --use_gpu (gloo on CPU)")
+    distributed.check_gpus(ranks=2, gpus=2)  # enough: no error
+
+
+def mistakes():
+    """(extra flags, words of the one line) of user mistakes under 2 ranks."""
+    cases = [(["--batch_size", "5"], "--batch_size 5 is the global batch and must divide evenly among the 2 ranks")]
+    if torch.cuda.device_count() < 2:
+        cases.append((["--use_gpu"], "with --use_gpu but this machine has "))
+    return cases
+
+
+@pytest.mark.parametrize("extra,words", mistakes())
+def test_a_mistake_under_torchrun_is_one_line_printed_once_and_every_rank_exits_2(tmp_path, ckpt, extra, words):
+    """Decided from the flags before the model or the data load; rank 0 prints the line,
+    the other rank exits 2 without repeating it; torchrun then reports both ranks' exit
+    code 2 (its own traceback and table) and exits 1."""
     data = data_slice(tmp_path, "sst", n=6)
     out = tmp_path / "out"
     out.mkdir()
-    argv = course_argv("lora", ckpt, data, "--batch_size", "5", "--dev_out", out / "d.txt", "--test_out", out / "t.txt")
-    proc = launch(argv, 2, str(out))
-    assert proc.returncode != 0
+    argv = course_argv("lora", ckpt, data, "--batch_size", "4", "--dev_out", out / "d.txt", "--test_out", out / "t.txt")
+    proc = launch(argv + extra, 2, str(out))
     err = error_lines(proc.stderr)
-    assert len(err) == 1 and "must divide evenly among the 2 ranks" in err[0], proc.stderr[-2000:]
+    assert len(err) == 1 and words in err[0], proc.stderr[-2000:]
+    assert proc.stdout == ""  # nothing loaded ("load model from ..." comes after the checks)
+    assert proc.returncode == 1 and proc.stderr.count("exitcode  : 2 ") == 2, proc.stderr[-2000:]
     assert os.listdir(out) == []
-    if torch.cuda.device_count() < 2:  # --use_gpu with more ranks than GPUs
-        proc = launch(argv[:-4] + ["--batch_size", "4", "--use_gpu"], 2, str(out))
-        err = error_lines(proc.stderr)
-        assert proc.returncode != 0 and len(err) == 1 and "GPU(s)" in err[0], proc.stderr[-2000:]
-        assert os.listdir(out) == []
+
+
+def test_a_flag_mistake_is_said_by_rank_0_alone_and_by_another_rank_only_if_rank_0_did_not_stop(
+        monkeypatch, capsys):
+    from minillama.cli import build_parser
+    argv = ["--option", "generate", "--no_such_flag"]
+    line = "error: unrecognized arguments: --no_such_flag (run_llama.py --help lists every flag)"
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(argv)
+    assert e.value.code == 2 and capsys.readouterr().err == line + "\n"
+    # rank 1 waits for torchrun to stop it (rank 0 said it); still running after the wait, it says it
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(distributed, "FAILURE_GRACE_S", 0.1)
+    on_sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as e:
+            build_parser().parse_args(argv)
+        assert signal.getsignal(signal.SIGTERM) is not on_sigterm  # torchrun's SIGTERM: exit 2, silently
+    finally:
+        signal.signal(signal.SIGTERM, on_sigterm)
+    assert e.value.code == 2 and capsys.readouterr().err == line + " (rank 1)\n"

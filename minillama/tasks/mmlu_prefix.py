@@ -57,6 +57,11 @@ class MMLUPrefixConfig:
             check_exportable(self.method.method, self.method.to_dict())
         self.training = self.training.with_lr(self.method.default_lr)
 
+    @property
+    def trains(self) -> bool:
+        """A prefix trains unless --load_adapter evaluates saved adapters."""
+        return not self.load_adapter
+
 
 def split_holdout(by_subject: Dict[str, List[Question]], fraction: float,
                   seed: int) -> Tuple[List[Question], List[Question]]:
@@ -99,7 +104,7 @@ def fingerprint(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
 
 
 def run(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
-    trains = not cfg.load_adapter
+    trains = cfg.trains
     curves = curves_path(cfg.save_adapter) if trains else None
     check_distinct_paths({"--mmlu_out": cfg.out, "--log_jsonl": cfg.log_jsonl,
                           "--save_adapter (.json)": cfg.save_adapter + ".json" if trains else None,
