@@ -28,9 +28,9 @@ import torch
 from torch import nn
 
 from ..adapters import AdapterConfig, attach, load_adapter, load_adapters, parameter_counts, save_adapter
-from ..adapters.io import check_adapter_sources, peek_adapter
+from ..adapters.io import check_adapter_sources, check_saved_exportable, peek_adapter
 from ..curves import curves_path, plot_curves
-from ..adapters.peft_format import check_export_dir, check_exportable, check_saved_exportable, export_for_task
+from ..adapters.peft_format import check_export_dir, check_exportable, export_for_task
 from ..data import load_split, pad_batch, read_examples, read_label_names, write_predictions
 from ..errors import MinillamaError
 from ..files import check_all_writable, check_distinct_paths

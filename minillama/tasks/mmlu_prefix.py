@@ -17,9 +17,9 @@ from typing import Dict, List, Optional, Tuple
 
 from .. import mmlu_data
 from ..adapters import AdapterConfig, PrefixTuningConfig, attach, load_adapters, parameter_counts, save_adapter
-from ..adapters.io import check_adapter_sources
+from ..adapters.io import check_adapter_sources, check_saved_exportable
 from ..curves import curves_path, plot_curves
-from ..adapters.peft_format import check_export_dir, check_exportable, check_saved_exportable, export_for_task
+from ..adapters.peft_format import check_export_dir, check_exportable, export_for_task
 from ..data import Split
 from ..errors import MinillamaError
 from ..files import check_all_writable, check_distinct_paths
