@@ -8,7 +8,7 @@ import torch
 from conftest import asset, tiny_model
 from minillama.errors import MinillamaError
 from minillama.core.optimizer import AdamW
-from minillama.adapters import PrefixModel, parameter_counts
+from minillama.adapters import PrefixConfig, PrefixModel, PrefixTuningConfig, PromptTuningConfig, parameter_counts
 from minillama.core.sampling import generate
 
 DEEP = [("prefix", False), ("prefix", True), ("ptuning2", None)]
@@ -18,15 +18,6 @@ TEXT = [1, 17, 5, 42, 8, 23]  # the "text" a text-initialised prefix stands for
 
 def ids(*rows):
     return torch.tensor(rows)
-
-
-def test_length_zero_is_base_model():
-    base = tiny_model()
-    x = torch.randint(0, 97, (2, 9))
-    want = base(x)
-    for mode, reparam in ALL:
-        logits, hidden = PrefixModel(base, mode, 0, reparam=reparam)(x)
-        assert torch.equal(logits, want[0]) and torch.equal(hidden, want[1])
 
 
 @pytest.mark.parametrize("mode,reparam", ALL)
@@ -179,3 +170,16 @@ def test_prefix_tuning_learns_a_task_with_a_verbalizer():
         accuracy = (model(x_test, last_only=True)[0][:, -1, label_ids].argmax(-1) == y_test).float().mean().item()
     print(f"held-out accuracy {accuracy:.3f} after 40 steps, {time.time() - start:.1f}s")
     assert accuracy >= 0.85, f"prefix tuning stayed near chance: {accuracy:.3f} (loss {loss.item():.3f})"
+
+
+@pytest.mark.parametrize("length", [0, -3, True, 2.0])
+def test_a_prefix_length_below_one_is_refused_by_the_config(length):
+    for config in (PrefixConfig, PrefixTuningConfig, PromptTuningConfig):
+        with pytest.raises(MinillamaError, match=r"^--prefix_length must be a positive number of virtual tokens, got "):
+            config(length=length)
+
+
+def test_a_prefix_as_long_as_the_context_is_refused_by_its_config():
+    PrefixConfig(length=63).check_fits(64)
+    with pytest.raises(MinillamaError, match=r"^--prefix_length must be below the model's context of 64, got 64$"):
+        PrefixConfig(length=64).check_fits(64)

@@ -204,7 +204,7 @@ def test_interpolation_endpoints_select_each_adapter(tmp_path, capsys, ckpts):
 
 @pytest.mark.parametrize("case,message", [
     ("other_shape", "adapter made for a model with"), ("missing_adapter", "not found"),
-    ("length_0", "--prefix_length must be >= 1"), ("two_without_alpha", "--interpolate"),
+    ("length_0", "--prefix_length must be a positive number of virtual tokens, got 0"), ("two_without_alpha", "--interpolate"),
     ("init_text_missing", "--prefix_init_text"), ("adapter_layers_3", "--adapter_layers 3 is above the model's 2"),
     ("adapter_with_hidden", "--prefix_hidden does nothing with --prefix_mode adapter"),
     ("adapter_layers_for_ptuning2", "--adapter_layers does nothing with --prefix_mode ptuning2")])

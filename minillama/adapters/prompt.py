@@ -10,7 +10,6 @@ from typing import Dict
 import torch
 from torch import nn
 
-from ..errors import MinillamaError
 from .base import AdaptedModel
 from .prefix import PrefixConfig, init_token_ids
 
@@ -27,9 +26,7 @@ class PromptTuning(AdaptedModel):
 
     def __init__(self, base: nn.Module, cfg: PrefixConfig, tokenizer=None):
         super().__init__(base, cfg)
-        if not cfg.length < base.input_room:
-            raise MinillamaError(f"--prefix_length must be below the model's context of {base.input_room}, "
-                                 f"got {cfg.length}")
+        cfg.check_fits(base.input_room)
         self.length = self.virtual_tokens = cfg.length
         w = base.tok_embeddings.weight  # [V, dim]
         ids = init_token_ids(base, cfg, tokenizer)
@@ -47,7 +44,7 @@ class PromptTuning(AdaptedModel):
 
     def forward(self, input_ids: torch.Tensor, attention_mask=None, *, cache=None, last_only: bool = False):
         """input_ids, attention_mask: [B, T] -> outputs for the input positions only."""
-        if self.length == 0 or (cache is not None and cache.length > 0):  # the prompt was read at the first step
+        if cache is not None and cache.length > 0:  # the prompt was read at the first step
             return self.base(input_ids, attention_mask, cache=cache, last_only=last_only)
         B = input_ids.shape[0]
         if attention_mask is None:

@@ -122,9 +122,6 @@ class ClassifyConfig:
                                  "(use --option lora or prefix, or --load_adapter an adapter to convert)")
         if self.export_peft and self.trains:  # decided now, not after the training
             check_exportable(self.method.method, self.method.to_dict())
-        if self.trains and getattr(self.method, "length", 1) <= 0:
-            raise MinillamaError(f"--prefix_length must be >= 1 to train a prefix, got {self.method.length} "
-                                 "(length 0 is the frozen model alone: --option prompt evaluates it)")
         if self.method is not None:
             self.training = self.training.with_lr(self.method.default_lr)
 

@@ -93,8 +93,6 @@ class E2EConfig:
         if self.export_peft and self.option == "finetune" and not self.load_adapter:
             raise MinillamaError("--export_peft: --option finetune trains no adapter "
                                  "(use --option lora or prefix, or --load_adapter an adapter to convert)")
-        if self.trains and getattr(self.method, "length", 1) <= 0:
-            raise MinillamaError(f"--prefix_length must be >= 1 to train a prefix, got {self.method.length}")
         self.training = self.training.with_lr(E2E_LR.get(self.method.method, self.method.default_lr))
         self.training = self.training.with_schedule("linear")
 

@@ -51,8 +51,6 @@ class MMLUPrefixConfig:
         if not 0.0 < self.holdout < 1.0:
             raise MinillamaError(f"--mmlu_holdout must be in (0, 1), got {self.holdout}")
         check_adapter_sources(self.load_adapter, self.interpolate)
-        if not self.load_adapter and getattr(self.method, "length", 1) <= 0:
-            raise MinillamaError(f"--prefix_length must be a positive number of virtual tokens, got {self.method.length}")
         if self.export_peft and not self.load_adapter:  # decided now, not after the training
             check_exportable(self.method.method, self.method.to_dict())
         self.training = self.training.with_lr(self.method.default_lr)
