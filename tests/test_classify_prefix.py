@@ -235,12 +235,11 @@ def test_cli_prefix_bad_input_exits_2_without_outputs(tmp_path, capsys, ckpts, c
 
 
 def test_task_mmlu_routes_to_the_mmlu_prefix_task(monkeypatch):
-    from minillama.adapters import PrefixConfig
     from minillama.tasks import mmlu_prefix
     seen = {}
     monkeypatch.setattr(mmlu_prefix, "run", lambda run, cfg: seen.update(mode=cfg.method.method, lr=cfg.training.lr))
     assert main(["--option", "prefix", "--task", "mmlu", "--prefix_mode", "prompt"]) == 0
-    assert seen == {"mode": "prompt", "lr": PrefixConfig.default_lr}
+    assert seen == {"mode": "prompt", "lr": 1e-2}  # prompt tuning's default lr, written out
 
 
 def test_unwritable_save_adapter_fails_before_training(ckpts, tmp_path):

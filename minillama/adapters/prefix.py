@@ -13,7 +13,7 @@ head_dim, P prefix length.  Prompt tuning (input embeddings only) is adapters/pr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Dict, Optional, Sequence
+from typing import Any, ClassVar, Dict, Optional, Sequence
 
 import torch
 from torch import nn
@@ -32,6 +32,11 @@ class PrefixConfig(AdapterConfig):
 
     method: ClassVar[str] = "ptuning2"
     default_lr: ClassVar[float] = 1e-2  # a few thousand free parameters take far larger steps
+    task_lr: ClassVar[Dict[str, float]] = {"e2e": 3e-1}  # --task e2e: the lowest dev loss in bench/e2e_accuracy.py's sweep (docs/guide.md, E2E)
+    # Classification: 60 virtual tokens started at random vocabulary tokens' keys/values (at the
+    # model's own scale; random ones at std 0.02 barely draw attention), the best of the SST runs
+    # in RESULTS.md (dev 0.324 / 0.324 / 0.314 at seeds 0 / 1 / 2).
+    task_settings: ClassVar[Dict[str, Dict[str, Any]]] = {"classify": {"length": 60, "init": "vocab"}}
     length: int = 10
     init: str = "random"
     init_text: Optional[str] = None
@@ -56,6 +61,8 @@ class PrefixTuningConfig(PrefixConfig):
     """Prefix tuning: the prefix through a `hidden`-wide MLP (the paper's 512)."""
 
     method: ClassVar[str] = "prefix"
+    task_lr: ClassVar[Dict[str, float]] = {"e2e": 3e-3}  # --task e2e: the lowest dev loss in bench/e2e_accuracy.py's sweep (docs/guide.md, E2E)
+    task_settings: ClassVar[Dict[str, Dict[str, Any]]] = {}
     hidden: int = 512
 
     def __post_init__(self):

@@ -5,7 +5,7 @@ tokens read first (positions 0..P-1), so the input starts at position P.
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Any, ClassVar, Dict
 
 import torch
 from torch import nn
@@ -18,6 +18,8 @@ class PromptTuningConfig(PrefixConfig):
     """Prompt tuning: the prefix family's settings, at the embeddings only."""
 
     method = "prompt"
+    task_lr: ClassVar[Dict[str, float]] = {"e2e": 3e-2}  # --task e2e: the lowest dev loss in bench/e2e_accuracy.py's sweep (docs/guide.md, E2E)
+    task_settings: ClassVar[Dict[str, Dict[str, Any]]] = {}
 
 
 class PromptTuning(AdaptedModel):

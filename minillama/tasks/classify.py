@@ -43,13 +43,10 @@ from ..train import TrainConfig, accuracy, check_warmup, describe_trainable, fit
 COURSE_PROMPT = "Is this movie {names}? This movie is "
 OUTPUT_WORDS = {"prompt": "prompting", "finetune": "finetuning", "lora": "lora", "prefix": "prefix"}
 # What --option prefix trains for classification when neither --prefix_mode nor --prefix_hidden
-# is given (the flags given still win one by one), and its head: bench runs on the real SST-5 with stories260K
-# (README "SST defaults"): a prefix started at the keys/values of random vocabulary tokens (at
-# the model's own scale; random ones at std 0.02 barely draw attention and stayed there) and read
-# through the mean of all tokens, not the last one (every position passes on the prefix's
-# gradient: a steadier signal than one token's), 60 virtual tokens (SST dev 0.324 / 0.324 / 0.314
-# at seeds 0 / 1 / 2, against 0.314 at 40 and 0.317 at 30 for seed 0).
-PREFIX_RECIPE = {"mode": "ptuning2", "init": "vocab", "length": 60}
+# is given: P-tuning v2 with its classification settings (PrefixConfig.task_settings), read
+# through the mean of all real tokens' states, not the last one's (every position passes on the
+# prefix's gradient: a steadier signal; the SST runs in RESULTS.md).  Every prefix mode's head.
+PREFIX_MODE = "ptuning2"
 PREFIX_HEAD = "mean"
 # The course's default data set, for the fields left unset (train, label_names)
 DEFAULT_TRAIN = "data/cfimdb-train.txt"
@@ -123,7 +120,7 @@ class ClassifyConfig:
         if self.export_peft and self.trains:  # decided now, not after the training
             check_exportable(self.method.method, self.method.to_dict())
         if self.method is not None:
-            self.training = self.training.with_lr(self.method.default_lr)
+            self.training = self.training.with_lr(self.method.lr_for("classify"))
 
     @property
     def trains(self) -> bool:

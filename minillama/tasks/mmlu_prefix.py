@@ -53,7 +53,7 @@ class MMLUPrefixConfig:
         check_adapter_sources(self.load_adapter, self.interpolate)
         if self.export_peft and not self.load_adapter:  # decided now, not after the training
             check_exportable(self.method.method, self.method.to_dict())
-        self.training = self.training.with_lr(self.method.default_lr)
+        self.training = self.training.with_lr(self.method.lr_for("mmlu"))
 
 
 def split_holdout(by_subject: Dict[str, List[Question]], fraction: float,
