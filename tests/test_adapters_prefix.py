@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from conftest import asset, tiny_model
+from conftest import asset, tiny_model, word_group_task
 from minillama.errors import MinillamaError
 from minillama.core.optimizer import AdamW
 from minillama.adapters import PrefixConfig, PrefixModel, PrefixTuningConfig, PromptTuningConfig, parameter_counts
@@ -133,20 +133,6 @@ def test_generate_with_cache_equals_without_and_equals_reading_the_text(mode, re
     assert torch.equal(cached, from_text[:, len(TEXT):])
     # the prefix takes room from the context: generation stops at the base's max_seq_len
     assert generate(model, prompt, 1000).shape[1] == 24 - len(TEXT)
-
-
-def word_group_task(n_train=32, n_test=64):
-    """BOS + 4 words, all from one of two random groups of 8 tokens; the answer is the
-    group's label token.  ((x [n, 5], y [n]) for train and test, label token ids [2])."""
-    g = torch.Generator().manual_seed(0)
-    groups = torch.randperm(500, generator=g)[:16].view(2, 8) + 10  # [2 labels, 8 words]
-
-    def sample(n):
-        labels = torch.randint(0, 2, (n,), generator=g)
-        words = groups[labels][torch.arange(n)[:, None], torch.randint(0, 8, (n, 4), generator=g)]
-        return torch.cat([torch.ones(n, 1, dtype=torch.long), words], dim=1), labels  # [n, 5], [n]
-
-    return sample(n_train), sample(n_test), torch.tensor([300, 301])
 
 
 def test_prefix_tuning_learns_a_task_with_a_verbalizer():

@@ -11,7 +11,7 @@ import pytest
 from conftest import asset, run_unprivileged, tiny_model
 from minillama.cli import main
 from minillama.formats import save_checkpoint
-from test_classify import course_argv, data_slice, read_predictions
+from conftest import course_argv, data_slice, read_predictions
 
 
 @pytest.fixture(scope="module")

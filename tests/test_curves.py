@@ -12,7 +12,7 @@ import pytest
 from minillama.cli import main
 from minillama.curves import curves_path, plot_curves
 from minillama.train import EpochResult
-from test_classify import course_argv, data_slice, tiny_ckpt  # noqa: F401 (fixture)
+from conftest import course_argv, data_slice
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SIZE = (396, 1100)  # figsize (10, 3.6) inches at 110 dpi

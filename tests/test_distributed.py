@@ -12,7 +12,7 @@ import torch
 from conftest import REPO_ROOT, tiny_model
 from minillama.distributed import shard_bounds
 from minillama.formats import save_checkpoint
-from test_classify import course_argv, data_slice
+from conftest import course_argv, data_slice
 
 
 def test_shards_cover_every_row_once_and_differ_by_at_most_one():

@@ -7,7 +7,7 @@ import torch
 from conftest import tiny_model
 from minillama.adapters import PrefixConfig, attach
 from minillama.core.attention import Attention, KVCache
-from minillama.fast import FastAttention, PreallocatedKVCache, is_sped_up, prepare_for_decoding, speed_up
+from minillama.fast import FastAttention, PreallocatedKVCache, is_sped_up, prepare_for_decoding
 
 
 def lively(fast: bool):

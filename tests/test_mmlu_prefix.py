@@ -13,7 +13,7 @@ from minillama.errors import MinillamaError
 from minillama.mmlu_data import Question
 from minillama.tasks.mmlu_prefix import split_holdout
 from minillama.tokenizer import load_tokenizer
-from test_mmlu import make_fixture
+from conftest import make_fixture
 
 pytestmark = pytest.mark.filterwarnings("ignore:this tokenizer splits")
 

@@ -26,8 +26,8 @@ from conftest import REPO_ROOT, run_unprivileged, tiny_model
 from minillama import resume
 from minillama.cli import main
 from minillama.formats import save_checkpoint
-from test_classify import course_argv, data_slice
-from test_e2e import e2e_argv, e2e_slice
+from conftest import course_argv, data_slice
+from conftest import e2e_argv, e2e_slice
 
 RUN_LLAMA = os.path.join(REPO_ROOT, "run_llama.py")
 ENV = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")  # one thread: the same sums in every run
