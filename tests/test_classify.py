@@ -53,6 +53,7 @@ def test_finetune_and_lora_learn_a_separable_task(option, lr):
 # -- end to end through the CLI ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("option,word", [("prompt", "prompting"), ("finetune", "finetuning"), ("lora", "lora")])
 def test_cli_end_to_end_writes_one_prediction_per_line(tmp_path, monkeypatch, capsys, tiny_ckpt, option, word):
     data = data_slice(tmp_path, "sst")

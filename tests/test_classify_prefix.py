@@ -27,6 +27,7 @@ def gold(path):
         return [line.rstrip("\n").split(" ||| ", 1) for line in f]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode,head", [("prefix", "verbalizer"), ("prompt", "cls"), ("ptuning2", "verbalizer"),
                                        ("prefix", "cls"), ("ptuning2", "mean")])
 def test_cli_prefix_end_to_end_and_adapter_round_trip(tmp_path, monkeypatch, capsys, ckpts, mode, head):
@@ -65,6 +66,7 @@ def test_cli_prefix_end_to_end_and_adapter_round_trip(tmp_path, monkeypatch, cap
     assert read_predictions(tmp_path / "dev-mix.txt") == preds["dev"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["cls", "verbalizer"])
 def test_cli_llama_adapter_end_to_end_and_round_trip(tmp_path, capsys, ckpts, head):
     """--prefix_mode adapter: trains (count printed), saves, and the saved adapter alone
@@ -90,6 +92,7 @@ def test_cli_llama_adapter_end_to_end_and_round_trip(tmp_path, capsys, ckpts, he
     assert read_predictions(tmp_path / "test-re.txt") == read_predictions(tmp_path / "test.txt")
 
 
+@pytest.mark.slow
 def test_cli_export_peft_and_load_the_peft_directory(tmp_path, capsys):
     """--export_peft after training: PEFT loads it on the HF base (oracle in
     test_adapters_peft_format.py); --load_adapter of that directory predicts as the
@@ -242,6 +245,7 @@ def test_task_mmlu_routes_to_the_mmlu_prefix_task(monkeypatch):
     assert seen == {"mode": "prompt", "lr": 1e-2}  # prompt tuning's default lr, written out
 
 
+@pytest.mark.slow
 def test_unwritable_save_adapter_fails_before_training(ckpts, tmp_path):
     """--save_adapter into a directory the user may not write: one line, exit 2, before
     any training, and neither predictions nor adapter files appear."""

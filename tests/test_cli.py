@@ -152,6 +152,7 @@ def test_absent_default_model_gives_the_bundled_command(tmp_path, monkeypatch, c
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_package_imports_from_any_directory(tmp_path):
     """setup.sh installs minillama editable: the public API and `python -m minillama.metrics`
     work outside the repository root."""

@@ -76,6 +76,7 @@ def test_curves_path_sits_beside_the_output():
     assert curves_path("mmlu-prefix-adapter") == "mmlu-prefix-adapter-curves.png"
 
 
+@pytest.mark.slow
 def test_a_training_run_writes_its_curves(tmp_path, capsys, figures, tiny_ckpt):  # noqa: F811
     data = data_slice(tmp_path, "sst", n=24)
     dev_out = str(tmp_path / "dev.txt")

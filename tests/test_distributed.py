@@ -47,6 +47,7 @@ def ckpt(tmp_path_factory):
     return str(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("option,extra", [("lora", ["--lora_rank", "2"]), ("prefix", ["--prefix_length", "3"])])
 def test_two_gloo_ranks_equal_one_process(tmp_path, ckpt, option, extra):
     """10 train rows in global batches of 4 (the last batch of 2: one row per rank), 7 dev
@@ -82,6 +83,7 @@ def test_two_gloo_ranks_equal_one_process(tmp_path, ckpt, option, extra):
     assert sorted(os.listdir(out1)) == sorted(os.listdir(out2))  # rank 0 alone wrote, nothing twice
 
 
+@pytest.mark.slow
 def test_a_batch_the_ranks_cannot_share_evenly_is_one_line(tmp_path, ckpt):
     data = data_slice(tmp_path, "sst", n=6)
     out = tmp_path / "out"

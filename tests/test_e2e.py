@@ -28,6 +28,7 @@ def ckpt(tmp_path_factory):
 @pytest.mark.parametrize("option,extra", [("finetune", []), ("prefix", ["--prefix_length", "4"]),
                                           ("lora", ["--no_java"]),
                                           ("prefix", ["--prefix_mode", "adapter", "--prefix_length", "4"])])
+@pytest.mark.slow
 def test_cli_e2e_end_to_end(tmp_path, capsys, ckpt, option, extra):
     data = e2e_slice(tmp_path)
     out = str(tmp_path / "out")
@@ -98,6 +99,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, ckpt, monkey
     assert os.listdir(out) == []
 
 
+@pytest.mark.slow
 def test_load_two_adapters_with_interpolate(tmp_path, capsys, ckpt):
     """--task e2e --load_adapter A B --interpolate ALPHA decodes with alpha*A + (1-alpha)*B;
     alpha 1 writes what A alone writes."""

@@ -121,6 +121,7 @@ class Biased(torch.nn.Module):
         return logits, hidden
 
 
+@pytest.mark.slow
 def test_generate_mode_counts_refusals(tmp_path, tok512):
     root = make_fixture(tmp_path)
     qs = mmlu_data.flatten(mmlu_data.load_split(root, "test"))

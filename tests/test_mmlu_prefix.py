@@ -29,6 +29,7 @@ def prefix_mmlu_argv(tmp_path, root, ckpt, mode, *extra):
             *extra]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["prefix", "prompt", "ptuning2", "adapter"])
 def test_prefix_task_mmlu_end_to_end(tmp_path, mode):
     from minillama.adapters import load_adapter
