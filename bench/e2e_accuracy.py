@@ -17,7 +17,7 @@ adaptation differ), the dev loss picking the best epoch, beam search (--beam_siz
 the test set (630 MRs).  Method settings: LoRA rank 4, alpha 1 on every projection, minillama's default
 (peft: r=4, lora_alpha=1, q/k/v/o_proj and mlp gate/up/down_proj); prefix 10 tokens through a 512-wide MLP (peft: num_virtual_tokens=10,
 prefix_projection=True, encoder_hidden_size=512); ptuning2 and prompt 10 tokens.  The lr of a
-row is minillama.tasks.e2e.E2E_LR's for its method (a peft row takes its minillama
+row is its method config's lr_for("e2e") (a peft row takes its minillama
 counterpart's) unless --lr says otherwise.
 
 How each side decodes:
@@ -447,7 +447,7 @@ def main():
     p.add_argument("--methods", default=",".join(MINILLAMA + PEFT), help="comma-separated, from: "
                                                                           + ", ".join(MINILLAMA + PEFT))
     p.add_argument("--lr", action="append", default=[], metavar="NAME=LR[,LR...]",
-                   help="the lr(s) of a row (several: one run each); default E2E_LR of its method")
+                   help="the lr(s) of a row (several: one run each); default: its method's lr_for('e2e')")
     p.add_argument("--check_mrs", type=int, default=20,
                    help="MRs of the prefix checks (generate with the trained prefix vs the base; 0: none)")
     p.add_argument("--json", default=None, help="write every row's result here")
@@ -457,10 +457,10 @@ def main():
         if n not in MINILLAMA + PEFT:
             sys.exit(f"unknown method {n!r}; choose from {', '.join(MINILLAMA + PEFT)}")
     lrs = parse_lrs(args.lr)
-    from minillama.tasks.e2e import E2E_LR
+    from minillama.adapters import REGISTRY
     common, mrs = common_job(args)
     jobs = [dict(common, name=n, lr=lr) for n in names
-            for lr in lrs.get(n, [E2E_LR[method_of(n)]] if n in PEFT else [None])]
+            for lr in lrs.get(n, [REGISTRY[method_of(n)][0].lr_for("e2e")] if n in PEFT else [None])]
     print(f"{len(jobs)} runs", flush=True)
     if any(n == "peft_prefix" for n in names):
         print(f"note: {PEFT_NOTE}", flush=True)

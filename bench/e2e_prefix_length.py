@@ -5,7 +5,7 @@ Trains a prefix of each --lengths (default 1, 2, 5, 10, 20, 40; --mode prefix: t
 512-wide MLP, the paper's; ptuning2 or prompt also work) and one full fine-tune, every run
 through the task code as `run_llama.py --task e2e` runs it (bench/e2e_accuracy.py's runner: the
 first --max_train_rows training rows, --epochs, batch 10, the linear lr decay, the lr of
-minillama.tasks.e2e.E2E_LR unless --lr, beam 5, the five official metrics on the test MRs).
+the method's lr_for("e2e") unless --lr, beam 5, the five official metrics on the test MRs).
 
 Writes a CSV (one row per run) and a PNG of BLEU and ROUGE-L against the length (the fine-tune
 as dashed lines), and prints the wall time per epoch of each prefix run and of the fine-tune
@@ -73,7 +73,7 @@ def main():
     add_common_flags(p, max_train_rows=5000)
     p.add_argument("--lengths", default="1,2,5,10,20,40", help="comma-separated prefix lengths")
     p.add_argument("--mode", default="prefix", choices=["prefix", "ptuning2", "prompt"])
-    p.add_argument("--lr", type=float, default=None, help="the prefix runs' lr (default E2E_LR of --mode)")
+    p.add_argument("--lr", type=float, default=None, help="the prefix runs' lr (default: --mode's lr_for('e2e'))")
     p.add_argument("--no_finetune", action="store_true", help="skip the fine-tune (no timing ratio)")
     p.add_argument("--csv", default="e2e_prefix_length.csv")
     p.add_argument("--png", default="e2e_prefix_length.png")

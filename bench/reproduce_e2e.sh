@@ -14,7 +14,7 @@
 #   METHODS (finetune lora prefix)  EPOCHS (5)  BATCH (10)  BEAM (5)  PREFIX_LENGTH (10)  PREFIX_HIDDEN (512)
 #   LORA_RANK (4)  MAX_TRAIN_ROWS (empty: all 42061)  NORM (rmsnorm: what llama2.c trained; empty: the
 #   model's default)  DEVICE (--use_gpu; empty: CPU)  OUT (reproduce-e2e)  ARGS (more run_llama.py flags)
-#   LR_FINETUNE, LR_LORA, LR_PREFIX (empty: run_llama.py's default, minillama.tasks.e2e.E2E_LR, which
+#   LR_FINETUNE, LR_LORA, LR_PREFIX (empty: run_llama.py's default, each method config's lr_for("e2e"), which
 #   bench/e2e_accuracy.py chose on the tiny stories260K: a larger model will likely want smaller ones)
 # A quick CPU run of the same pipeline, on the tiny stories260K (about 5 minutes on 2 cores):
 #   CKPT=../shared/assets/llama2c/stories260K.bin TOK=../shared/assets/llama2c/tok512.model DATA=../shared/assets/e2e \

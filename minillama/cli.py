@@ -23,19 +23,38 @@ import torch
 from . import distributed, files
 from .adapters import FullConfig, LlamaAdapterConfig, LoraConfig, PrefixConfig, PrefixTuningConfig, PromptTuningConfig
 from .errors import MinillamaError, show_one_line
-from .mmlu import MMLUSettings
+from .adapters.llama_adapter import GATES
+from .adapters.prefix import INITS
+from .core.config import NORMS
+from .formats import DTYPES
+from .mmlu import MODES as MMLU_MODES, MMLUSettings
+from .mmlu_data import SPLITS
 from .runconfig import RunConfig, seed_everything
-from .tasks.classify import DEFAULT_LABEL_NAMES, DEFAULT_TRAIN, PREFIX_RECIPE, ClassifyConfig
+from .tasks.classify import DEFAULT_LABEL_NAMES, DEFAULT_TRAIN, HEADS, PREFIX_HEAD, PREFIX_MODE, ClassifyConfig
 from .tasks.e2e import E2EConfig
 from .tasks.generate import GenerateConfig
 from .tasks.mmlu_eval import MMLUEvalConfig
 from .tasks.mmlu_prefix import MMLUPrefixConfig
-from .train import TrainConfig
+from .train import SCHEDULES, TrainConfig
 
 OPTIONS = ("generate", "prompt", "finetune", "lora", "prefix", "mmlu")
 TASKS = ("classify", "mmlu", "e2e")
 PREFIX_MODES = {"prefix": PrefixTuningConfig, "ptuning2": PrefixConfig, "prompt": PromptTuningConfig,
                 "adapter": LlamaAdapterConfig}
+OPTION_METHODS = {"finetune": FullConfig, "lora": LoraConfig, **PREFIX_MODES}
+
+
+def lr_defaults() -> str:
+    """Every method's default learning rate and its per-task ones, for --lr's help."""
+    def words(config) -> str:
+        tasks = ", ".join(f"{task} {lr:g}" for task, lr in config.task_lr.items())
+        return f"{config.method} {config.default_lr:g}" + (f" ({tasks})" if tasks else "")
+    return "; ".join(words(config) for config in OPTION_METHODS.values())
+
+
+def settings_words(mode: str) -> str:
+    settings = PREFIX_MODES[mode].task_settings.get("classify", {})
+    return ", ".join(f"{name} {value}" for name, value in settings.items())
 
 
 def default(cls, name: str) -> Any:
@@ -63,9 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"llama2.c .pt/.bin checkpoint or Llama 3.2 directory (default {default(RunConfig, 'model_path')})")
     p.add_argument("--tokenizer", type=str,
                    help="tokenizer.model (default: the one inside a Llama 3.2 directory, else tokenizer.model)")
-    p.add_argument("--norm", type=str, choices=["layernorm", "rmsnorm"],
+    p.add_argument("--norm", type=str, choices=NORMS,
                    help="norm for stories checkpoints (default layernorm, the course's; rmsnorm reproduces llama2.c)")
-    p.add_argument("--dtype", type=str, choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", type=str, choices=list(DTYPES))
     p.add_argument("--use_sdpa", action="store_true", help="opt-in fast path: torch's fused attention")
     p.add_argument("--no_fast", dest="fast", action="store_false",
                    help="run the plain hand-written core, without minillama.fast's speed-ups (same results, slower)")
@@ -99,13 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     t = p.add_argument_group("training")
     t.add_argument("--batch_size", type=int, help=f"default {default(TrainConfig, 'batch_size')}")
     t.add_argument("--epochs", type=int, help=f"default {default(TrainConfig, 'epochs')}")
-    t.add_argument("--lr", type=float, help=f"learning rate (default: the method's, {FullConfig.default_lr} for "
-                                            f"finetune and lora, {PrefixConfig.default_lr} for the prefix family)")
+    t.add_argument("--lr", type=float, help=f"learning rate (default: the method's; {lr_defaults()})")
     t.add_argument("--weight_decay", type=float, help=f"default {default(TrainConfig, 'weight_decay')}")
     t.add_argument("--hidden_dropout_prob", type=float, help=f"default {default(ClassifyConfig, 'hidden_dropout_prob')}")
     t.add_argument("--patience", type=int, help="early stopping: epochs without dev improvement")
     t.add_argument("--min_delta", type=float, help="early stopping: smallest improvement that counts")
-    t.add_argument("--lr_schedule", type=str, choices=["constant", "linear", "cosine"],
+    t.add_argument("--lr_schedule", type=str, choices=SCHEDULES,
                    help="after --warmup_steps (default: constant; --task e2e: linear decay, the paper's)")
     t.add_argument("--warmup_steps", type=int, help=f"linear warm-up steps (default {default(TrainConfig, 'warmup_steps')})")
     t.add_argument("--grad_accum", type=int, help="split each batch into N micro-batches (the same step, less memory)")
@@ -126,26 +144,29 @@ def build_parser() -> argparse.ArgumentParser:
     # prefix family
     x = p.add_argument_group("prefix")
     x.add_argument("--prefix_mode", type=str, choices=list(PREFIX_MODES),
-                   help="prefix (default; classification: " + PREFIX_RECIPE["mode"] + "): per-layer "
+                   help=f"prefix (default; classification: {PREFIX_MODE} with {settings_words(PREFIX_MODE)}, "
+                        f"read by the {PREFIX_HEAD} head): per-layer "
                         "keys/values via an MLP (Li & Liang); prompt: input "
                         "embeddings (Lester et al.); ptuning2: per-layer keys/values trained directly; "
                         "adapter: LLaMA-Adapter, a zero-gated prompt read in a separate softmax (Zhang et al.)")
     x.add_argument("--prefix_length", type=int, help=f"virtual tokens (default {default(PrefixConfig, 'length')}; "
-                                                      f"classification: {PREFIX_RECIPE['length']})")
+                                                      f"classification's {PREFIX_MODE}: "
+                                                      f"{PREFIX_MODES[PREFIX_MODE].task_settings['classify']['length']})")
     x.add_argument("--prefix_hidden", type=int,
                    help=f"width of the reparameterization MLP (default {default(PrefixTuningConfig, 'hidden')})")
     x.add_argument("--no_reparam", action="store_true",
                    help="mode prefix: train the keys/values directly (that is P-tuning v2's model)")
-    x.add_argument("--prefix_init", type=str, choices=["random", "vocab", "text"],
+    x.add_argument("--prefix_init", type=str, choices=INITS,
                    help=f"where the prefix starts (default {default(PrefixConfig, 'init')}; "
-                        f"classification: {PREFIX_RECIPE['init']})")
+                        f"classification's {PREFIX_MODE}: "
+                        f"{PREFIX_MODES[PREFIX_MODE].task_settings['classify']['init']})")
     x.add_argument("--prefix_init_text", type=str, help="text whose tokens start the prefix")
     x.add_argument("--adapter_layers", type=int,
                    help="--prefix_mode adapter: how many top layers get a prompt (default: all but the first two)")
-    x.add_argument("--adapter_gate", type=str, choices=["scalar", "tanh"],
+    x.add_argument("--adapter_gate", type=str, choices=GATES,
                    help="--prefix_mode adapter: scalar (default): one gate per layer, as PEFT; "
                         "tanh: one tanh(gate) per head, as the paper (PEFT cannot load it)")
-    x.add_argument("--prefix_head", type=str, choices=["cls", "mean", "verbalizer"],
+    x.add_argument("--prefix_head", type=str, choices=HEADS,
                    help="cls: linear head on the last token; mean (default): linear head on the mean of all "
                         "tokens' final hidden states; verbalizer: LM head scores the label names after the course "
                         "prompt (no new head: the whole task in the prefix)")
@@ -171,8 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--subjects", type=str, help="comma-separated MMLU subjects (default: all 57)")
     m.add_argument("--limit", type=int, help="at most this many questions per subject")
     m.add_argument("--k_shot", type=int, metavar="{0..5}", help="exemplars from dev before each question")
-    m.add_argument("--mmlu_split", type=str, choices=["test", "val", "dev"])
-    m.add_argument("--mmlu_mode", type=str, choices=["logits", "generate"],
+    m.add_argument("--mmlu_split", type=str, choices=SPLITS)
+    m.add_argument("--mmlu_mode", type=str, choices=MMLU_MODES,
                    help="logits: compare the letter tokens' logits; generate: parse a greedy reply (refusals)")
     m.add_argument("--mmlu_new_tokens", type=int, help=f"tokens generated in generate mode "
                                                        f"(default {default(MMLUSettings, 'new_tokens')})")
@@ -313,19 +334,19 @@ def given(ns: Dict[str, Any], names: Dict[str, str]) -> Dict[str, Any]:
     return {name: ns[flag] for flag, name in names.items() if flag in ns}
 
 
-def prefix_mode(ns: Dict[str, Any], recipe: Optional[Dict[str, Any]]) -> Tuple[str, Dict[str, Any]]:
-    """(the prefix mode a run trains, the recipe fields that apply): --prefix_mode; else the task's
-    recipe, unless --prefix_hidden names prefix tuning's MLP; else prefix tuning."""
-    recipe = dict(recipe or {}) if not {"prefix_mode", "prefix_hidden"} & set(ns) else {}
-    return recipe.pop("mode", None) or ns.get("prefix_mode", "prefix"), recipe
+def prefix_mode(ns: Dict[str, Any], task: str) -> str:
+    """The prefix mode a run trains: --prefix_mode; else prefix tuning when --prefix_hidden names
+    its MLP; else the task's default (classification: PREFIX_MODE; the others: prefix tuning)."""
+    if "prefix_mode" in ns:
+        return ns["prefix_mode"]
+    return PREFIX_MODE if task == "classify" and "prefix_hidden" not in ns else "prefix"
 
 
 def asked(ns: Dict[str, Any]) -> Asked:
     option = ns["option"]
     task = {"mmlu": "mmlu", "generate": "generate"}.get(option, ns.get("task", "classify"))
     loads = bool(ns.get("load_adapter"))
-    mode = prefix_mode(ns, PREFIX_RECIPE if task == "classify" else None)[0] \
-        if option == "prefix" and not loads else None
+    mode = prefix_mode(ns, task) if option == "prefix" and not loads else None
     return Asked(option, task, loads, "adapter_names" in ns, mode, "prefix_mode" in ns)
 
 
@@ -375,18 +396,18 @@ def run_config(ns: Dict[str, Any]) -> RunConfig:
     return RunConfig(device=choose_device(ns.get("use_gpu", False)), **given(ns, names))
 
 
-def method_config(option: str, ns: Dict[str, Any], recipe: Optional[Dict[str, Any]] = None):
-    """The adaptation method of a training option, from its flags (None: --option prompt).
-    recipe: a task's prefix defaults ({"mode": ..., and that mode's config fields}), used
-    when neither --prefix_mode nor --prefix_hidden is given; the flags given still win field
-    by field.  (Which prefix flags each mode reads is FLAG_GROUPS'.)"""
+def method_config(option: str, ns: Dict[str, Any], task: str = "classify"):
+    """The adaptation method of a training option, from its flags (None: --option prompt): the
+    method's settings for `task` (its config's task_settings), each flag given winning field by
+    field.  (Which prefix flags each mode reads is FLAG_GROUPS'.)"""
     if option == "finetune":
         return FullConfig()
     if option == "lora":
         return LoraConfig(**given(ns, flags("lora")))
     if option != "prefix":
         return None
-    mode, recipe = prefix_mode(ns, recipe)
+    mode = prefix_mode(ns, task)
+    settings = PREFIX_MODES[mode].task_settings.get(task, {})  # the named mode's, --no_reparam or not
     if mode == "prefix" and ns.get("no_reparam"):
         mode = "ptuning2"  # the same model: deep keys/values trained directly
         print("--no_reparam: prefix keys/values trained directly, which is --prefix_mode ptuning2")
@@ -394,7 +415,7 @@ def method_config(option: str, ns: Dict[str, Any], recipe: Optional[Dict[str, An
     fields.update(flags("llama_adapter") if mode == "adapter" else flags("prefix_init"))
     if mode == "prefix":
         fields["prefix_hidden"] = "hidden"
-    return PREFIX_MODES[mode](**{**recipe, **given(ns, fields)})
+    return PREFIX_MODES[mode](**{**settings, **given(ns, fields)})
 
 
 def training_config(ns: Dict[str, Any], base: Optional[TrainConfig] = None) -> TrainConfig:
@@ -425,7 +446,7 @@ def task_config(ns: Dict[str, Any], spelling: Optional[Dict[str, str]] = None) -
         return "mmlu_eval", MMLUEvalConfig(settings=mmlu_settings(ns), **given(ns, {
             **flags("mmlu_eval"), "mmlu_out": "out", **common}))
     # with --load_adapter, the adapter's own method is read from its file
-    method = method_config(option, ns, PREFIX_RECIPE if task == "classify" else None)
+    method = method_config(option, ns, task)
     if task == "mmlu":
         return "mmlu_prefix", MMLUPrefixConfig(settings=mmlu_settings(ns), method=method,
                                                training=training_config(ns), **given(ns, {

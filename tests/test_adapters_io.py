@@ -133,7 +133,7 @@ def test_damaged_json_is_one_line_error(tmp_path, damage, message):
 def test_a_full_disk_while_saving_leaves_no_half_adapter(tmp_path, monkeypatch):
     """The JSON (the second file) fails: neither file of the new adapter lands, an older
     adapter at that path stays whole and loadable."""
-    from test_files import disk_full_on
+    from conftest import disk_full_on
     base, path = saved_prefix(tmp_path)
     before = {s: open(path + s, "rb").read() for s in (".safetensors", ".json")}
     disk_full_on(monkeypatch, ".json.tmp")

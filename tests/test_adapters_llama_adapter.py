@@ -7,21 +7,12 @@ import math
 import pytest
 import torch
 
-from conftest import asset, tiny_model
+from conftest import asset, tiny_model, padded_batch
 from minillama.adapters import LlamaAdapter, LlamaAdapterConfig, attach, interpolate, load_adapter, save_adapter
 from minillama.core.attention import Attention
 from minillama.errors import MinillamaError
 from minillama.core.optimizer import AdamW
 from minillama.core.rope import apply_rope
-
-
-def padded_batch(seed=0, T=9):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, 97, (3, T), generator=g)
-    mask = torch.ones(3, T, dtype=torch.long)
-    mask[1, :3] = 0
-    mask[2, :6] = 0
-    return ids, mask
 
 
 def opened(model: LlamaAdapter, seed=1, gate=0.7) -> LlamaAdapter:
@@ -159,7 +150,7 @@ def test_learns_a_task_above_chance():
     (BOS + 4 words from one of two random groups; answer with the group's label token):
     trained on 32 sequences, the adapter must classify 64 unseen ones well above chance."""
     from minillama.formats import load_model
-    from test_adapters_prefix import word_group_task
+    from conftest import word_group_task
     base = load_model(asset("llama2c/stories260K.bin"), norm="rmsnorm")
     (x, y), (x_test, y_test), label_ids = word_group_task()
     torch.manual_seed(0)

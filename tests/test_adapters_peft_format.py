@@ -18,7 +18,7 @@ from minillama.adapters.peft_format import export_peft, flat_to_prefix, prefix_t
 from minillama.core.config import RopeScaling
 from minillama.errors import MinillamaError
 from minillama.formats.hf import save_hf_dir
-from test_adapters_llama_adapter import padded_batch as left_padded
+from conftest import padded_batch as left_padded
 
 peft = pytest.importorskip("peft")
 ATOL = 1e-4

@@ -5,10 +5,10 @@ import time
 import pytest
 import torch
 
-from conftest import asset, tiny_model
+from conftest import asset, tiny_model, word_group_task
 from minillama.errors import MinillamaError
 from minillama.core.optimizer import AdamW
-from minillama.adapters import PrefixModel, parameter_counts
+from minillama.adapters import PrefixConfig, PrefixModel, PrefixTuningConfig, PromptTuningConfig, parameter_counts
 from minillama.core.sampling import generate
 
 DEEP = [("prefix", False), ("prefix", True), ("ptuning2", None)]
@@ -18,15 +18,6 @@ TEXT = [1, 17, 5, 42, 8, 23]  # the "text" a text-initialised prefix stands for
 
 def ids(*rows):
     return torch.tensor(rows)
-
-
-def test_length_zero_is_base_model():
-    base = tiny_model()
-    x = torch.randint(0, 97, (2, 9))
-    want = base(x)
-    for mode, reparam in ALL:
-        logits, hidden = PrefixModel(base, mode, 0, reparam=reparam)(x)
-        assert torch.equal(logits, want[0]) and torch.equal(hidden, want[1])
 
 
 @pytest.mark.parametrize("mode,reparam", ALL)
@@ -144,20 +135,6 @@ def test_generate_with_cache_equals_without_and_equals_reading_the_text(mode, re
     assert generate(model, prompt, 1000).shape[1] == 24 - len(TEXT)
 
 
-def word_group_task(n_train=32, n_test=64):
-    """BOS + 4 words, all from one of two random groups of 8 tokens; the answer is the
-    group's label token.  ((x [n, 5], y [n]) for train and test, label token ids [2])."""
-    g = torch.Generator().manual_seed(0)
-    groups = torch.randperm(500, generator=g)[:16].view(2, 8) + 10  # [2 labels, 8 words]
-
-    def sample(n):
-        labels = torch.randint(0, 2, (n,), generator=g)
-        words = groups[labels][torch.arange(n)[:, None], torch.randint(0, 8, (n, 4), generator=g)]
-        return torch.cat([torch.ones(n, 1, dtype=torch.long), words], dim=1), labels  # [n, 5], [n]
-
-    return sample(n_train), sample(n_test), torch.tensor([300, 301])
-
-
 def test_prefix_tuning_learns_a_task_with_a_verbalizer():
     """A frozen pretrained stories260K reads word_group_task's sequences and must answer
     with the group's label token.  Trained on 32 sequences, the prefix must classify 64
@@ -179,3 +156,16 @@ def test_prefix_tuning_learns_a_task_with_a_verbalizer():
         accuracy = (model(x_test, last_only=True)[0][:, -1, label_ids].argmax(-1) == y_test).float().mean().item()
     print(f"held-out accuracy {accuracy:.3f} after 40 steps, {time.time() - start:.1f}s")
     assert accuracy >= 0.85, f"prefix tuning stayed near chance: {accuracy:.3f} (loss {loss.item():.3f})"
+
+
+@pytest.mark.parametrize("length", [0, -3, True, 2.0])
+def test_a_prefix_length_below_one_is_refused_by_the_config(length):
+    for config in (PrefixConfig, PrefixTuningConfig, PromptTuningConfig):
+        with pytest.raises(MinillamaError, match=r"^--prefix_length must be a positive number of virtual tokens, got "):
+            config(length=length)
+
+
+def test_a_prefix_as_long_as_the_context_is_refused_by_its_config():
+    PrefixConfig(length=63).check_fits(64)
+    with pytest.raises(MinillamaError, match=r"^--prefix_length must be below the model's context of 64, got 64$"):
+        PrefixConfig(length=64).check_fits(64)

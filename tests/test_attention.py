@@ -4,44 +4,15 @@ heads), causal and padding masks, attention_bias and the KV cache.  The fast pat
 import torch
 import torch.nn.functional as F
 
-from conftest import split_runtime, tiny_config
-from minillama.core.attention import Attention, KVCache, attention_bias
-from minillama.core.rope import precompute_rope_table
-
-B, H, KV, T, HD = 2, 4, 2, 7, 16
-
-
-def _qkv(seed=0, T_=T, S=None):
-    g = torch.Generator().manual_seed(seed)
-    S = S or T_
-    q = torch.randn(B, H, T_, HD, generator=g)
-    k = torch.randn(B, KV, S, HD, generator=g)
-    v = torch.randn(B, KV, S, HD, generator=g)
-    return q, k, v
-
-
-def _attn(**overrides):
-    torch.manual_seed(0)
-    runtime = split_runtime(overrides)
-    return Attention(tiny_config(dim=H * HD, n_heads=H, n_kv_heads=KV, **overrides), runtime).eval()
-
-
-def _oracle(q, k, v, key_mask):
-    """torch's SDPA with kv heads repeated and a boolean causal+padding mask
-    (query t at key index S-T+t sees real keys at index <= its own)."""
-    T_, S = q.shape[2], k.shape[2]
-    causal = torch.ones(T_, S, dtype=torch.bool).tril(diagonal=S - T_)
-    allowed = causal[None] & key_mask[:, None, :]  # [B, T, S]
-    k = k.repeat_interleave(H // KV, dim=1)
-    v = v.repeat_interleave(H // KV, dim=1)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None])
+from conftest import B, HD, KV, T, padding_masks, random_qkv, sdpa_oracle, tiny_attention
+from minillama.core.attention import KVCache, attention_bias
 
 
 def test_attend_matches_sdpa_causal_gqa():
-    q, k, v = _qkv()
+    q, k, v = random_qkv()
     key_mask = torch.ones(B, T, dtype=torch.bool)
-    out = _attn().attend(q, k, v, attention_bias(key_mask, T, torch.float32))
-    torch.testing.assert_close(out, _oracle(q, k, v, key_mask), atol=1e-5, rtol=1e-5)
+    out = tiny_attention().attend(q, k, v, attention_bias(key_mask, T, torch.float32))
+    torch.testing.assert_close(out, sdpa_oracle(q, k, v, key_mask), atol=1e-5, rtol=1e-5)
     # also vs torch's own is_causal flag
     kr, vr = k.repeat_interleave(2, 1), v.repeat_interleave(2, 1)
     torch.testing.assert_close(out, F.scaled_dot_product_attention(q, kr, vr, is_causal=True), atol=1e-5, rtol=1e-5)
@@ -49,25 +20,19 @@ def test_attend_matches_sdpa_causal_gqa():
 
 def test_attend_with_cache_offset_queries_see_all_earlier_keys():
     # 3 new queries against 7 keys (4 cached): query t sits at key index 4 + t
-    q, k, v = _qkv(seed=1, T_=3, S=7)
+    q, k, v = random_qkv(seed=1, T_=3, S=7)
     key_mask = torch.ones(B, 7, dtype=torch.bool)
-    out = _attn().attend(q, k, v, attention_bias(key_mask, 3, torch.float32))
-    torch.testing.assert_close(out, _oracle(q, k, v, key_mask), atol=1e-5, rtol=1e-5)
-
-
-def _padding_masks():
-    right = torch.tensor([[1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0, 0]], dtype=torch.bool)
-    left = torch.tensor([[1, 1, 1, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1, 1]], dtype=torch.bool)
-    return {"right": right, "left": left}
+    out = tiny_attention().attend(q, k, v, attention_bias(key_mask, 3, torch.float32))
+    torch.testing.assert_close(out, sdpa_oracle(q, k, v, key_mask), atol=1e-5, rtol=1e-5)
 
 
 def test_attend_with_padding_matches_sdpa_on_real_positions():
-    q, k, v = _qkv(seed=2)
-    attn = _attn()
-    for side, key_mask in _padding_masks().items():
+    q, k, v = random_qkv(seed=2)
+    attn = tiny_attention()
+    for side, key_mask in padding_masks().items():
         out = attn.attend(q, k, v, attention_bias(key_mask, T, torch.float32))
         assert torch.isfinite(out).all(), side  # padding queries see nothing but must not be NaN
-        ref = _oracle(q, k, v, key_mask)
+        ref = sdpa_oracle(q, k, v, key_mask)
         real = key_mask  # queries at real positions
         torch.testing.assert_close(out.transpose(1, 2)[real], ref.transpose(1, 2)[real], atol=1e-5, rtol=1e-5,
                                    msg=side)
@@ -75,9 +40,9 @@ def test_attend_with_padding_matches_sdpa_on_real_positions():
 
 def test_padding_keys_have_no_influence():
     """Changing k/v at padded positions leaves real outputs unchanged."""
-    q, k, v = _qkv(seed=3)
-    attn = _attn()
-    for side, key_mask in _padding_masks().items():
+    q, k, v = random_qkv(seed=3)
+    attn = tiny_attention()
+    for side, key_mask in padding_masks().items():
         bias = attention_bias(key_mask, T, torch.float32)
         k2, v2 = k.clone(), v.clone()
         pad = ~key_mask[:, None, :, None].expand_as(k2)

@@ -83,6 +83,7 @@ def ended_at(row: torch.Tensor, eos_id) -> int:
     return int(hits[0]) + 1 if len(hits) else len(row)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("eos_id", [None, EOS, [EOS, 9]], ids=["no-eos", "eos", "two-eos"])
 @pytest.mark.parametrize("length_penalty", [1.0, 0.0, 2.0])
 def test_equals_transformers_on_padded_batch_and_on_each_prompt_alone(models, length_penalty, eos_id):
@@ -111,6 +112,7 @@ def test_the_model_exercises_the_rules(models):
     assert not torch.equal(answers[0.0], beam_search(model, ids, NEW, 4, 0.0, [EOS, 9], mask))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [2, 5])
 def test_other_beam_sizes_equal_transformers(models, k):
     model, hf = models
@@ -118,6 +120,7 @@ def test_other_beam_sizes_equal_transformers(models, k):
     assert torch.equal(beam_search(model, ids, NEW, k, 1.0, EOS, mask), hf_beam(hf, ids, mask, k, 1.0, EOS))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("eos_id", [None, EOS])
 def test_beam_size_1_is_greedy(models, eos_id):
     model, _ = models
@@ -127,6 +130,7 @@ def test_beam_size_1_is_greedy(models, eos_id):
     assert torch.equal(model.generate(ids, NEW, eos_id=eos_id, attention_mask=mask, beam_size=1), greedy)
 
 
+@pytest.mark.slow
 def test_generate_dispatches_to_beam_search(models):
     model, _ = models
     ids, mask = ragged_prompts()

@@ -5,11 +5,10 @@ import os
 import pytest
 import torch
 
-from conftest import asset, tiny_model
+from conftest import tiny_model, data_slice, course_argv, read_predictions
 from minillama.cli import main
 from minillama.adapters import inject_lora, merge_lora
 from minillama.data import Example, Split
-from minillama.formats import save_checkpoint
 from minillama.heads import HeadClassifier
 from minillama.runconfig import RunConfig
 from minillama.tasks.classify import course_prompt
@@ -52,40 +51,9 @@ def test_finetune_and_lora_learn_a_separable_task(option, lr):
 
 
 # -- end to end through the CLI ------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(tiny_model(vocab_size=512, max_seq_len=256), str(path))
-    return str(path)
 
 
-def data_slice(tmp_path, dataset, n=40):
-    """The first n lines of each real split, and the real label names."""
-    paths = {}
-    for split in ("train", "dev", "test"):
-        with open(asset(f"coursework/{dataset}-{split}.txt"), encoding="utf-8") as f:
-            lines = [next(f) for _ in range(n)]
-        paths[split] = tmp_path / f"{dataset}-{split}.txt"
-        paths[split].write_text("".join(lines), encoding="utf-8")
-    paths["labels"] = asset(f"coursework/{dataset}-label-mapping.json")
-    return {k: str(v) for k, v in paths.items()}
-
-
-def course_argv(option, ckpt, data, *extra):
-    """The course's command line on `data`; the training flags only where something trains (a
-    flag that would do nothing is refused)."""
-    trains = option != "prompt" and "--load_adapter" not in extra
-    return ["--option", option, "--pretrained-model-path", ckpt, "--tokenizer", asset("llama2c/tok512.model"),
-            "--norm", "rmsnorm", "--train", data["train"], "--dev", data["dev"], "--test", data["test"],
-            "--label-names", data["labels"], "--batch_size", "16",
-            *(["--epochs", "1", "--lr", "1e-3"] if trains else []), *extra]
-
-
-def read_predictions(path):
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n").split(" ||| ", 1) for line in f]
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("option,word", [("prompt", "prompting"), ("finetune", "finetuning"), ("lora", "lora")])
 def test_cli_end_to_end_writes_one_prediction_per_line(tmp_path, monkeypatch, capsys, tiny_ckpt, option, word):
     data = data_slice(tmp_path, "sst")

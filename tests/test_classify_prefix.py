@@ -11,7 +11,7 @@ import pytest
 from conftest import asset, run_unprivileged, tiny_model
 from minillama.cli import main
 from minillama.formats import save_checkpoint
-from test_classify import course_argv, data_slice, read_predictions
+from conftest import course_argv, data_slice, read_predictions
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +27,7 @@ def gold(path):
         return [line.rstrip("\n").split(" ||| ", 1) for line in f]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode,head", [("prefix", "verbalizer"), ("prompt", "cls"), ("ptuning2", "verbalizer"),
                                        ("prefix", "cls"), ("ptuning2", "mean")])
 def test_cli_prefix_end_to_end_and_adapter_round_trip(tmp_path, monkeypatch, capsys, ckpts, mode, head):
@@ -65,6 +66,7 @@ def test_cli_prefix_end_to_end_and_adapter_round_trip(tmp_path, monkeypatch, cap
     assert read_predictions(tmp_path / "dev-mix.txt") == preds["dev"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["cls", "verbalizer"])
 def test_cli_llama_adapter_end_to_end_and_round_trip(tmp_path, capsys, ckpts, head):
     """--prefix_mode adapter: trains (count printed), saves, and the saved adapter alone
@@ -90,6 +92,7 @@ def test_cli_llama_adapter_end_to_end_and_round_trip(tmp_path, capsys, ckpts, he
     assert read_predictions(tmp_path / "test-re.txt") == read_predictions(tmp_path / "test.txt")
 
 
+@pytest.mark.slow
 def test_cli_export_peft_and_load_the_peft_directory(tmp_path, capsys):
     """--export_peft after training: PEFT loads it on the HF base (oracle in
     test_adapters_peft_format.py); --load_adapter of that directory predicts as the
@@ -204,7 +207,7 @@ def test_interpolation_endpoints_select_each_adapter(tmp_path, capsys, ckpts):
 
 @pytest.mark.parametrize("case,message", [
     ("other_shape", "adapter made for a model with"), ("missing_adapter", "not found"),
-    ("length_0", "--prefix_length must be >= 1"), ("two_without_alpha", "--interpolate"),
+    ("length_0", "--prefix_length must be a positive number of virtual tokens, got 0"), ("two_without_alpha", "--interpolate"),
     ("init_text_missing", "--prefix_init_text"), ("adapter_layers_3", "--adapter_layers 3 is above the model's 2"),
     ("adapter_with_hidden", "--prefix_hidden does nothing with --prefix_mode adapter"),
     ("adapter_layers_for_ptuning2", "--adapter_layers does nothing with --prefix_mode ptuning2")])
@@ -235,14 +238,14 @@ def test_cli_prefix_bad_input_exits_2_without_outputs(tmp_path, capsys, ckpts, c
 
 
 def test_task_mmlu_routes_to_the_mmlu_prefix_task(monkeypatch):
-    from minillama.adapters import PrefixConfig
     from minillama.tasks import mmlu_prefix
     seen = {}
     monkeypatch.setattr(mmlu_prefix, "run", lambda run, cfg: seen.update(mode=cfg.method.method, lr=cfg.training.lr))
     assert main(["--option", "prefix", "--task", "mmlu", "--prefix_mode", "prompt"]) == 0
-    assert seen == {"mode": "prompt", "lr": PrefixConfig.default_lr}
+    assert seen == {"mode": "prompt", "lr": 1e-2}  # prompt tuning's default lr, written out
 
 
+@pytest.mark.slow
 def test_unwritable_save_adapter_fails_before_training(ckpts, tmp_path):
     """--save_adapter into a directory the user may not write: one line, exit 2, before
     any training, and neither predictions nor adapter files appear."""

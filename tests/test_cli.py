@@ -5,10 +5,10 @@ import os
 import pytest
 
 from minillama.adapters import FullConfig, LoraConfig, PrefixConfig, PrefixTuningConfig, PromptTuningConfig
-from minillama.cli import PREFIX_MODES, build_parser, main, parse
+from minillama.cli import build_parser, main, parse
 from minillama.mmlu import MMLUSettings
 from minillama.runconfig import RunConfig
-from minillama.tasks.classify import PREFIX_HEAD, PREFIX_RECIPE, ClassifyConfig
+from minillama.tasks.classify import ClassifyConfig
 from minillama.tasks.generate import GenerateConfig
 from minillama.tasks.mmlu_eval import MMLUEvalConfig
 from minillama.tasks.mmlu_prefix import MMLUPrefixConfig
@@ -24,12 +24,17 @@ def test_argparse_states_no_default(option):
 def test_no_flags_give_the_config_defaults():
     assert parse(["--option", "generate"]) == ("generate", RunConfig(), GenerateConfig())
     assert parse(["--option", "prompt"]) == ("classify", RunConfig(), ClassifyConfig(option="prompt"))
-    recipe = {k: v for k, v in PREFIX_RECIPE.items() if k != "mode"}
-    for option, method, head in (("finetune", FullConfig(), "cls"), ("lora", LoraConfig(), "cls"),
-                                 ("prefix", PREFIX_MODES[PREFIX_RECIPE["mode"]](**recipe), PREFIX_HEAD)):
+    # the defaults written out: a wrong constant must fail here
+    for option, method, head, lr in (("finetune", FullConfig(), "cls", 2e-5), ("lora", LoraConfig(), "cls", 2e-5),
+                                     ("prefix", PrefixConfig(length=60, init="vocab"), "mean", 1e-2)):
         name, run, cfg = parse(["--option", option])
         assert (name, run, cfg) == ("classify", RunConfig(), ClassifyConfig(option=option, method=method))
-        assert cfg.training.lr == method.default_lr and cfg.head == head
+        assert cfg.training.lr == lr and cfg.head == head
+    assert LoraConfig().targets == ("wq", "wk", "wv", "wo", "w1", "w2", "w3") and LoraConfig().rank == 4
+    e2e = {option: parse(["--option", option, "--task", "e2e"])[2] for option in ("finetune", "lora", "prefix")}
+    assert [e2e[o].training.lr for o in ("finetune", "lora", "prefix")] == [3e-3, 3e-2, 3e-3]
+    assert e2e["prefix"].method == PrefixTuningConfig(length=10, hidden=512, init="random")
+    assert parse(["--option", "prefix", "--task", "e2e", "--prefix_mode", "ptuning2"])[2].training.lr == 0.3
     assert parse(["--option", "mmlu"]) == ("mmlu_eval", RunConfig(), MMLUEvalConfig())
     assert parse(["--option", "prefix", "--task", "mmlu"]) == ("mmlu_prefix", RunConfig(), MMLUPrefixConfig())
     assert ClassifyConfig(option="prefix", method=PrefixConfig()).training.lr == 1e-2
@@ -113,15 +118,18 @@ def test_nothing_outside_cli_reads_the_namespace():
     assert offenders == []
 
 
-def test_the_classification_prefix_recipe_yields_to_the_flags_given():
-    """No --prefix_mode: classification trains PREFIX_RECIPE, each flag given overriding its
-    field; a --prefix_mode or --prefix_hidden given (or another task) keeps that mode's own
-    config defaults."""
+def test_one_default_per_setting_for_classification_prefixes():
+    """--option prefix alone and --option prefix --prefix_mode ptuning2 train the same thing
+    (P-tuning v2, 60 vocabulary-initialised tokens, mean head, lr 1e-2); each flag given wins its
+    field; --prefix_hidden alone names prefix tuning's MLP."""
+    default, named = parse(["--option", "prefix"])[2], parse(["--option", "prefix", "--prefix_mode", "ptuning2"])[2]
+    assert default == named
+    assert (type(named.method), named.method.length, named.method.init, named.head, named.training.lr) == \
+        (PrefixConfig, 60, "vocab", "mean", 1e-2)
     _, _, cfg = parse(["--option", "prefix", "--prefix_length", "7"])
-    assert type(cfg.method) is PREFIX_MODES[PREFIX_RECIPE["mode"]] and cfg.method.length == 7
-    assert all(getattr(cfg.method, k) == v for k, v in PREFIX_RECIPE.items() if k not in ("mode", "length"))
+    assert cfg.method == PrefixConfig(length=7, init="vocab")
     _, _, cfg = parse(["--option", "prefix", "--prefix_mode", "prefix"])
-    assert cfg.method == PrefixTuningConfig() and cfg.head == PREFIX_HEAD
+    assert cfg.method == PrefixTuningConfig(length=10, init="random") and cfg.head == "mean"
     _, _, cfg = parse(["--option", "prefix", "--prefix_hidden", "64"])  # the MLP's width: prefix tuning
     assert cfg.method == PrefixTuningConfig(hidden=64)
     _, _, cfg = parse(["--option", "prefix", "--prefix_head", "cls"])
@@ -144,6 +152,7 @@ def test_absent_default_model_gives_the_bundled_command(tmp_path, monkeypatch, c
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_package_imports_from_any_directory(tmp_path):
     """setup.sh installs minillama editable: the public API and `python -m minillama.metrics`
     work outside the repository root."""

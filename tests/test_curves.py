@@ -12,7 +12,7 @@ import pytest
 from minillama.cli import main
 from minillama.curves import curves_path, plot_curves
 from minillama.train import EpochResult
-from test_classify import course_argv, data_slice, tiny_ckpt  # noqa: F401 (fixture)
+from conftest import course_argv, data_slice
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SIZE = (396, 1100)  # figsize (10, 3.6) inches at 110 dpi
@@ -76,6 +76,7 @@ def test_curves_path_sits_beside_the_output():
     assert curves_path("mmlu-prefix-adapter") == "mmlu-prefix-adapter-curves.png"
 
 
+@pytest.mark.slow
 def test_a_training_run_writes_its_curves(tmp_path, capsys, figures, tiny_ckpt):  # noqa: F811
     data = data_slice(tmp_path, "sst", n=24)
     dev_out = str(tmp_path / "dev.txt")

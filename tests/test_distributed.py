@@ -17,8 +17,7 @@ from minillama import distributed
 from minillama.distributed import shard_bounds
 from minillama.errors import MinillamaError
 from minillama.formats import save_checkpoint
-from test_classify import course_argv, data_slice
-from test_e2e import e2e_argv, e2e_slice
+from conftest import course_argv, data_slice, e2e_argv, e2e_slice
 
 
 def test_shards_cover_every_row_once_and_differ_by_at_most_one():
@@ -53,6 +52,7 @@ def ckpt(tmp_path_factory):
     return str(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("option,extra", [("lora", ["--lora_rank", "2"]), ("prefix", ["--prefix_length", "3"])])
 def test_two_gloo_ranks_equal_one_process(tmp_path, ckpt, option, extra):
     """10 train rows in global batches of 4 (the last batch of 2: one row per rank), 7 dev
@@ -96,6 +96,7 @@ def epoch_losses(stdout):
     return [line.rsplit(",", 1)[0] for line in lines if line.startswith("epoch ")]
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_print_the_same_causal_lm_losses_as_one_process(tmp_path, ckpt):
     """CausalLM weighs each row by its scored tokens, which differ between the ranks' shards:
     the printed train and dev losses are still the means over all of them."""
@@ -134,6 +135,7 @@ def mistakes():
     return cases
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra,words", mistakes())
 def test_a_mistake_under_torchrun_is_one_line_printed_once_and_every_rank_exits_2(tmp_path, ckpt, extra, words):
     """Decided from the flags before the model or the data load; rank 0 prints the line,

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from conftest import asset, tiny_model
+from conftest import asset, tiny_model, e2e_slice, e2e_argv
 from minillama.adapters import load_adapter
 from minillama.cli import main
 from minillama.formats import save_checkpoint
@@ -25,29 +25,10 @@ def ckpt(tmp_path_factory):
     return str(path)
 
 
-def e2e_slice(tmp_path, rows=(40, 20, 25)):
-    """The header and the first rows of each real E2E file."""
-    paths = {}
-    for name, n in zip(("trainset", "devset", "testset_w_refs"), rows):
-        with open(asset(f"e2e/{name}.csv"), encoding="utf-8") as f:
-            lines = [next(f) for _ in range(n + 1)]
-        paths[name] = str(tmp_path / f"{name}.csv")
-        open(paths[name], "w", encoding="utf-8").writelines(lines)
-    return paths
-
-
-def e2e_argv(option, ckpt, data, out_dir, *extra):
-    """The training flags only when something trains (with --load_adapter they are refused)."""
-    training = [] if "--load_adapter" in extra else ["--train", data["trainset"], "--epochs", "2"]
-    return ["--option", option, "--task", "e2e", "--pretrained-model-path", ckpt, "--tokenizer", asset(TOK),
-            "--norm", "rmsnorm", *training, "--dev", data["devset"],
-            "--test", data["testset_w_refs"], "--batch_size", "8", "--beam_size", "3",
-            "--max_new_tokens", "12", "--test_out", os.path.join(out_dir, "test.txt"), *extra]
-
-
 @pytest.mark.parametrize("option,extra", [("finetune", []), ("prefix", ["--prefix_length", "4"]),
                                           ("lora", ["--no_java"]),
                                           ("prefix", ["--prefix_mode", "adapter", "--prefix_length", "4"])])
+@pytest.mark.slow
 def test_cli_e2e_end_to_end(tmp_path, capsys, ckpt, option, extra):
     data = e2e_slice(tmp_path)
     out = str(tmp_path / "out")
@@ -118,6 +99,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, ckpt, monkey
     assert os.listdir(out) == []
 
 
+@pytest.mark.slow
 def test_load_two_adapters_with_interpolate(tmp_path, capsys, ckpt):
     """--task e2e --load_adapter A B --interpolate ALPHA decodes with alpha*A + (1-alpha)*B;
     alpha 1 writes what A alone writes."""
@@ -238,7 +220,7 @@ def test_a_full_disk_is_one_line_naming_what_was_kept(tmp_path, capsys, monkeypa
     """The second file of an output fails as a full disk does: exit 2, one line naming the
     output and what this run had written, none of that output's files (nor an empty
     --export_peft directory) left."""
-    from test_files import disk_full_on
+    from conftest import disk_full_on
     data = e2e_slice(tmp_path, rows=(16, 8, 4))
     out = str(tmp_path / "out")
     os.mkdir(out)

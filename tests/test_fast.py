@@ -7,7 +7,7 @@ import torch
 from conftest import tiny_model
 from minillama.adapters import PrefixConfig, attach
 from minillama.core.attention import Attention, KVCache
-from minillama.fast import FastAttention, PreallocatedKVCache, is_sped_up, prepare_for_decoding, speed_up
+from minillama.fast import FastAttention, PreallocatedKVCache, is_sped_up, prepare_for_decoding
 
 
 def lively(fast: bool):
@@ -28,6 +28,7 @@ def test_speed_up_keeps_parameters_and_swaps_only_how_they_compute():
     assert is_sped_up(fast) and not is_sped_up(plain)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("beam_size", [1, 3])
 @pytest.mark.parametrize("with_prefix", [False, True])
 def test_fast_model_decodes_the_tokens_of_the_plain_core(beam_size, with_prefix):

@@ -111,6 +111,7 @@ def test_non_float32_weights_are_left_alone():
     assert model.output.weight.is_contiguous()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["pt", "bin"])
 def test_checkpoint_of_laid_out_model_round_trips(tmp_path, fmt):
     model = tiny_model(fast=True).eval()

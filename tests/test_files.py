@@ -5,6 +5,8 @@ import stat
 
 import pytest
 
+from conftest import disk_full_on
+
 from minillama.errors import MinillamaError
 from minillama.files import atomic_write, atomic_write_text, check_writable
 
@@ -90,21 +92,6 @@ def test_check_distinct_paths_refuses_same_file(tmp_path):
         check_distinct_paths({"--mmlu_out": str(tmp_path / "m.json"),
                               "--save_adapter (.json)": str(tmp_path / "m") + ".json"})
     check_distinct_paths({"--dev": str(dev), "--dev_out": str(tmp_path / "out.txt"), "--log_jsonl": None})
-
-
-def disk_full_on(monkeypatch, marker: str):
-    """files.write_file writes half of any file whose temporary path holds `marker`, then
-    fails as a full disk does."""
-    import errno
-    from minillama import files
-    real = files.write_file
-
-    def write(path, data):
-        if marker in path:
-            real(path, data[: len(data) // 2])
-            raise OSError(errno.ENOSPC, "No space left on device", path)
-        real(path, data)
-    monkeypatch.setattr(files, "write_file", write)
 
 
 def test_a_full_disk_in_a_group_lands_none_of_its_files(tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ from minillama.formats import check_dtype_on_device, detect_format, read_checkpo
 IDS = torch.randint(0, 97, (2, 9), generator=torch.Generator().manual_seed(0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("real,name", [("bin", "x.pt"), ("pt", "x.bin"), ("bin", "noext"), ("pt", "weights.dat")])
 def test_format_detected_from_content_not_name(tmp_path, real, name):
     model = tiny_model(seed=5)
@@ -73,6 +74,7 @@ def test_directory_without_config_raises(tmp_path):
         load_model(str(tmp_path))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt,detected", [("pt", "llama2c_pt"), ("bin", "llama2c_bin"), ("hf", "hf_dir"),
                                           ("meta", "meta_dir")])
 def test_save_checkpoint_writes_every_format_back_to_the_same_logits(tmp_path, fmt, detected):

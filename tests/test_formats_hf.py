@@ -17,6 +17,7 @@ from minillama import MinillamaError, load_model
 from minillama.formats import hf
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["l3", "l3_sharded", "l2"])
 def test_hf_dir_logits_equal_transformers(hf_dirs, name):
     ref_model, path = hf_dirs[name]

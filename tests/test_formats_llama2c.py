@@ -134,6 +134,7 @@ def test_hostile_pickle_is_refused_without_running(tmp_path, zipfile_format):
     assert os.path.exists(marker)
 
 
+@pytest.mark.slow
 def test_stories260k_greedily_tells_the_manifest_story(tmp_path):
     model = load_model(asset("llama2c/stories260K.bin"), norm="rmsnorm")
     tok = load_tokenizer(asset("llama2c/tok512.model"))

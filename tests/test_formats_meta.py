@@ -11,6 +11,7 @@ from minillama import MinillamaError, load_model
 from minillama.formats.meta import meta_config, save_meta_dir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["l3", "l2"])
 def test_meta_layout_same_logits(hf_dirs, tmp_path, name):
     """Same weights in Meta's layout (params.json + consolidated.00.pth), also under original/."""

@@ -77,6 +77,7 @@ def greedy_oracle(ckpt_path, tokenizer, prompt_ids):
     return ids
 
 
+@pytest.mark.slow
 def test_generate_writes_course_files(ckpt, tok512, tmp_path, capsys):
     assert main(generate_argv(ckpt, tok512, str(tmp_path))) == 0
     low, high = read(tmp_path / "temp-0.txt"), read(tmp_path / "temp-1.txt")
@@ -90,6 +91,7 @@ def test_generate_writes_course_files(ckpt, tok512, tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == ["temp-0.txt", "temp-1.txt"]  # no temporary files left
 
 
+@pytest.mark.slow
 def test_same_seed_same_text(ckpt, tok512, tmp_path):
     texts = {}
     for run, seed in (("a", "7"), ("b", "7"), ("c", "8")):
@@ -102,6 +104,7 @@ def test_same_seed_same_text(ckpt, tok512, tmp_path):
     assert texts["a"] != texts["c"]
 
 
+@pytest.mark.slow
 def test_sampled_file_is_named_after_its_temperature(ckpt, tok512, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     argv = ["--option", "generate", "--pretrained-model-path", str(ckpt), "--tokenizer", str(tok512),
@@ -140,6 +143,7 @@ def test_stops_at_eos(tok512, tmp_path):
     assert read(tmp_path / "temp-1.txt") == "Once upon a time"
 
 
+@pytest.mark.slow
 def test_chat_wraps_prompt_and_stops_at_eot(tmp_path):
     tok = asset("llama3/tokenizer.model")
     tokenizer = load_tokenizer(tok)
@@ -202,6 +206,7 @@ def test_bad_inputs_one_line_exit_2_no_files(ckpt, tok512, tmp_path, capsys):
         assert os.listdir(out) == [], f"{name} left files: {os.listdir(out)}"
 
 
+@pytest.mark.slow
 def test_exit_code_through_run_llama(ckpt, tok512, tmp_path):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     argv = [str(a) for a in generate_argv(tmp_path / "nope.pt", tok512, str(tmp_path))]
@@ -212,6 +217,7 @@ def test_exit_code_through_run_llama(ckpt, tok512, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_read_only_output_directory_fails_before_any_file_is_written(ckpt, tok512, tmp_path):
     """Both outputs are checked by writing a probe before the model loads, so a directory
     the user may not write gives one line and neither temp-0 nor temp-1 appears."""

@@ -46,6 +46,7 @@ def brute_force_scores(model, prompts, label_ids):
     return scores
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("names", [["awful", "bad", "average", "good", "excellent"], ["bad", "good"]])
 def test_verbalizer_equals_brute_force_likelihood(names):
     tok = load_tokenizer(asset("llama2c/tok512.model"))

@@ -65,6 +65,7 @@ def test_equals_hf_with_special_tokens_allowed(tok, hf, text):
     assert tok.encode(text, bos=False, allowed_special="all") == hf.encode(text, add_special_tokens=False).ids
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text", HOSTILE)
 def test_equals_hf_with_special_text_as_plain_text(tok, hf_plain, text):
     assert tok.encode(text, bos=False) == hf_plain.encode(text, add_special_tokens=False).ids
@@ -125,6 +126,7 @@ def test_chat_rejects_malformed_message(tok):
         tok.format_chat([{"content": "no role"}])
 
 
+@pytest.mark.slow
 def test_load_tokenizer_detects_tiktoken_by_content(tmp_path):
     path = asset("llama3/tokenizer.model")
     assert isinstance(load_tokenizer(path), Llama3Tokenizer)

@@ -82,6 +82,7 @@ def test_example_file_shapes(example):
     assert all(len(refs) >= 1 for refs in references)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", metrics.METRIC_NAMES)
 def test_official_example_all_five(official, name):
     assert round(official[name], 4) == OFFICIAL_PRINTED[name]
@@ -126,6 +127,7 @@ def test_cli_no_java_flag(capsys):
     assert "BLEU: 0.7203\nNIST: 7.7889" in out and "METEOR" not in out and err == ""
 
 
+@pytest.mark.slow
 def test_cli_as_module():
     """`python -m minillama.metrics` runs (BLEU/NIST only, to keep Java out of it)."""
     done = subprocess.run([sys.executable, "-m", "minillama.metrics", *example_paths(), "--no_java"],

@@ -2,13 +2,11 @@
 letter-logit scoring vs a brute-force per-question oracle, answer parsing and
 refusals, micro/macro arithmetic, and the CLI end to end (minillama/mmlu_data.py,
 minillama/mmlu.py, tasks/mmlu_eval.py, tasks/mmlu_prefix.py)."""
-import csv
-import os
 
 import pytest
 import torch
 
-from conftest import asset, tiny_model
+from conftest import asset, tiny_model, make_fixture
 from minillama import mmlu_data
 from minillama.errors import MinillamaError
 from minillama.mmlu_data import Question
@@ -22,30 +20,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:this tokenizer splits")
 
 
 # -- fixtures -------------------------------------------------------------------------------
-def write_csv(path, rows):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows(rows)
-
-
-FIX_TEST = {
-    "alpha_beta": [["What is 2 + 2?", "3", "4", "5", "22", "B"],
-                   ["Pick the colour, please: which one is red?", "blue", "green", "red, of course", "none", "C"],
-                   ["A long question\nspanning two lines?", "x", "y", "z", "w", "A"]],
-    "gamma": [["Q1?", "a", "b", "c", "d", "D"],
-              ["Is this the second question of gamma, which is rather long compared with the others?",
-               "yes", "no", "maybe", "unsure", "A"]],
-}
-
-
-def make_fixture(root, n_dev=5):
-    for subject, rows in FIX_TEST.items():
-        write_csv(os.path.join(root, "test", f"{subject}_test.csv"), rows)
-        write_csv(os.path.join(root, "val", f"{subject}_val.csv"), rows[::-1])
-        dev = [[f"Dev question {i} of {subject}?", "one", "two", "three", "four", "ABCD"[i % 4]]
-               for i in range(n_dev)]
-        write_csv(os.path.join(root, "dev", f"{subject}_dev.csv"), dev)
-    return str(root)
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +121,7 @@ class Biased(torch.nn.Module):
         return logits, hidden
 
 
+@pytest.mark.slow
 def test_generate_mode_counts_refusals(tmp_path, tok512):
     root = make_fixture(tmp_path)
     qs = mmlu_data.flatten(mmlu_data.load_split(root, "test"))

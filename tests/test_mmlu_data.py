@@ -6,7 +6,7 @@ from conftest import asset
 from minillama import mmlu_data
 from minillama.errors import MinillamaError
 from minillama.mmlu_data import Question
-from test_mmlu import make_fixture, write_csv
+from conftest import make_fixture, write_csv
 
 
 def test_reader_on_the_real_release():

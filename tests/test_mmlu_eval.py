@@ -7,7 +7,7 @@ import pytest
 from conftest import asset, tiny_model
 from minillama.formats import save_checkpoint
 from minillama.cli import main
-from test_mmlu import make_fixture, write_csv
+from conftest import make_fixture, write_csv
 
 pytestmark = pytest.mark.filterwarnings("ignore:this tokenizer splits")
 

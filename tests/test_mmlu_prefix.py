@@ -13,7 +13,7 @@ from minillama.errors import MinillamaError
 from minillama.mmlu_data import Question
 from minillama.tasks.mmlu_prefix import split_holdout
 from minillama.tokenizer import load_tokenizer
-from test_mmlu import make_fixture
+from conftest import make_fixture
 
 pytestmark = pytest.mark.filterwarnings("ignore:this tokenizer splits")
 
@@ -29,6 +29,7 @@ def prefix_mmlu_argv(tmp_path, root, ckpt, mode, *extra):
             *extra]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["prefix", "prompt", "ptuning2", "adapter"])
 def test_prefix_task_mmlu_end_to_end(tmp_path, mode):
     from minillama.adapters import load_adapter

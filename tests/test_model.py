@@ -84,6 +84,7 @@ def test_causality_future_tokens_do_not_change_past_logits():
     {"rope_theta": 500000.0, "rope_scaling": {"factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                                               "original_max_position_embeddings": 16}},
 ])
+@pytest.mark.slow
 def test_incremental_decoding_equals_full_forward(overrides):
     model = _lively_model(**overrides)
     ids = torch.randint(0, 97, (2, 14), generator=torch.Generator().manual_seed(3))
@@ -109,6 +110,7 @@ def test_prefill_then_incremental_equals_full_forward():
         torch.testing.assert_close(step[:, 0], full[:, t], atol=ATOL, rtol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("side", ["right", "left"])
 @pytest.mark.parametrize("path", ["core", "fast", "fast+sdpa"])
 def test_padded_batch_equals_unpadded_singles(side, path):
@@ -131,6 +133,7 @@ def test_padded_batch_equals_unpadded_singles(side, path):
         torch.testing.assert_close(hidden[i, real], single_hidden[0], atol=ATOL, rtol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("use_sdpa", [False, True])
 def test_causal_query_blocks_leave_logits_and_gradients_unchanged(monkeypatch, use_sdpa):
     """The fast model's attention in blocks of 3 queries (FastAttention.attend) = in one block
@@ -162,6 +165,7 @@ def test_causal_query_blocks_leave_logits_and_gradients_unchanged(monkeypatch, u
         torch.testing.assert_close(blocked_grads[name], core_grads[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
+@pytest.mark.slow
 def test_left_padded_incremental_decoding_equals_singles():
     model = _lively_model()
     g = torch.Generator().manual_seed(6)
@@ -178,6 +182,7 @@ def test_left_padded_incremental_decoding_equals_singles():
             torch.testing.assert_close(steps[t][i], full[0, len(s) + t], atol=ATOL, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_generate_cache_equals_no_cache_and_manual_greedy():
     model = _lively_model()
     prompt = torch.randint(0, 97, (2, 5), generator=torch.Generator().manual_seed(7))
@@ -273,6 +278,7 @@ def test_bf16_model_runs_close_to_fp32():
     assert F.cosine_similarity(logits.float().flatten(), ref.flatten(), dim=0) > 0.999
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("use_sdpa", [False, True])
 @pytest.mark.parametrize("how", ["bf16 weights", "bf16 autocast", "fp16 weights"])
 def test_left_padded_half_precision_stays_finite(how, use_sdpa):
@@ -303,6 +309,7 @@ def test_dropout_active_only_in_training():
     assert not torch.allclose(a, c, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_generate_batch_rows_finish_independently():
     model = _lively_model()
     prompt = torch.randint(0, 97, (2, 4), generator=torch.Generator().manual_seed(14))

@@ -59,6 +59,7 @@ def _reference(lr, betas, eps, wd, correct_bias=True, steps=STEPS, seed=0):
     return params
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("correct_bias", [True, False])
 @pytest.mark.parametrize("wd", [0.0, 0.1])
 def test_matches_hand_written_course_formula(correct_bias, wd):
@@ -72,6 +73,7 @@ def test_matches_hand_written_course_formula(correct_bias, wd):
     assert losses[-1] < 0.2 * losses[0]  # it actually optimises
 
 
+@pytest.mark.slow
 def test_close_to_torch_adamw_without_weight_decay():
     """With wd = 0 the only difference from torch is where eps sits: ours is
     lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps/sqrt(bc2)), torch's the same with eps.

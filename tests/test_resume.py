@@ -26,8 +26,8 @@ from conftest import REPO_ROOT, run_unprivileged, tiny_model
 from minillama import resume
 from minillama.cli import main
 from minillama.formats import save_checkpoint
-from test_classify import course_argv, data_slice
-from test_e2e import e2e_argv, e2e_slice
+from conftest import course_argv, data_slice
+from conftest import e2e_argv, e2e_slice
 
 RUN_LLAMA = os.path.join(REPO_ROOT, "run_llama.py")
 ENV = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")  # one thread: the same sums in every run
@@ -133,6 +133,7 @@ PREFIX = ("--prefix_length", "4", "--prefix_hidden", "32", "--hidden_dropout_pro
           "--head_lr", "3e-3", "--lr_schedule", "cosine", "--warmup_steps", "2", "--weight_decay", "0.01")
 
 
+@pytest.mark.slow
 def test_prefix_killed_after_an_epoch_or_mid_epoch_resumes_exactly(tmp_path, ckpts):
     """--option prefix with dropout on the head: 24 examples, 3 steps an epoch, 2 epochs."""
     data = data_slice(tmp_path, "sst", n=24)
@@ -151,6 +152,7 @@ def test_prefix_killed_after_an_epoch_or_mid_epoch_resumes_exactly(tmp_path, ckp
         assert_resumed_exactly(reference, resumed, runs["ref"], runs[name], *position, 3, ck)
 
 
+@pytest.mark.slow
 def test_lora_killed_from_outside_mid_epoch_resumes_exactly(tmp_path, ckpts):
     """--option lora with LoRA and head dropout, 2 micro-batches a step, clipping, a checkpoint every step;
     killed wherever it is when its first checkpoint appears (maybe writing the next)."""
@@ -169,6 +171,7 @@ def test_lora_killed_from_outside_mid_epoch_resumes_exactly(tmp_path, ckpts):
     assert_resumed_exactly(reference, resumed, ref, res, epoch, step, 4, ck)
 
 
+@pytest.mark.slow
 def test_lora_killed_after_training_resumes_to_the_same_outputs(tmp_path, ckpts):
     """Killed after its last checkpoint (training done, nothing written yet): --resume trains no
     more and writes what the uninterrupted run wrote."""
@@ -185,6 +188,7 @@ def test_lora_killed_after_training_resumes_to_the_same_outputs(tmp_path, ckpts)
     assert_resumed_exactly(reference, resumed, ref, res, 2, 0, 2, ck)
 
 
+@pytest.mark.slow
 def test_e2e_killed_mid_epoch_resumes_exactly(tmp_path, ckpts):
     """--task e2e (the CausalLM objective, token-weighted): 16 train rows, 2 steps an epoch."""
     data = e2e_slice(tmp_path, rows=(16, 6, 5))
@@ -246,6 +250,7 @@ def refused(argv, out_dir, capsys):
     (("--epochs", "3"), "training.epochs was 1, now 3"),
     (("--option", "lora"), "option was 'prefix', now 'lora'"),
 ])
+@pytest.mark.slow
 def test_a_checkpoint_of_another_run_is_refused_naming_the_setting(tmp_path, capsys, ckpts, saved_run, change,
                                                                    message):
     ck = str(tmp_path / "ck")
@@ -341,6 +346,7 @@ def test_bad_resume_input_is_one_line_and_loses_nothing(tmp_path, capsys, ckpts,
         assert (tmp_path / "afile").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_an_unwritable_checkpoint_dir_fails_before_training(tmp_path, ckpts, saved_run):
     locked = tmp_path / "locked"
     locked.mkdir()

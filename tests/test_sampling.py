@@ -81,6 +81,7 @@ def test_same_seed_same_samples():
     assert not torch.equal(a, c)
 
 
+@pytest.mark.slow
 def test_generate_is_deterministic_under_a_seed():
     model = tiny_model()
     prompt = torch.randint(0, 97, (2, 4), generator=torch.Generator().manual_seed(3))

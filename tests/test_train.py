@@ -30,6 +30,7 @@ def classifier(seed=0):
     return HeadClassifier(tiny_model(), 64, 2, dropout=0.2)
 
 
+@pytest.mark.slow
 def test_best_dev_weights_are_restored():
     train, dev = split(48, 0), split(32, 1)
     clf = classifier()
@@ -39,6 +40,7 @@ def test_best_dev_weights_are_restored():
     assert len({round(r.dev_acc, 6) for r in history}) > 1  # the epochs really differ
 
 
+@pytest.mark.slow
 def test_early_stopping_with_patience():
     train, dev = split(16, 0), split(8, 1)
     lines = []
@@ -51,6 +53,7 @@ def test_early_stopping_with_patience():
     assert len(history) == 3
 
 
+@pytest.mark.slow
 def test_same_seed_same_run_on_cpu():
     train, dev = split(32, 0), split(16, 1)
     runs = []
@@ -119,6 +122,7 @@ def assert_same_step(a, b):
     assert la == pytest.approx(lb, abs=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [2, 3, 7])
 def test_grad_accum_classification_equals_one_batch(n):
     """7 examples in 2, 3 (3+2+2: unequal pieces) or 7 micro-batches: the step of the whole batch."""
@@ -136,6 +140,7 @@ def test_grad_accum_classification_equals_one_batch(n):
     assert calls == [len(p) for p in torch.tensor_split(torch.arange(7), n)]  # n forward passes really ran
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [2, 3])
 def test_grad_accum_causal_lm_weights_micro_batches_by_scored_tokens(n):
     data = lm_split()
@@ -186,6 +191,7 @@ def test_clip_grad_norm_equals_torch(max_norm):
     assert after == pytest.approx(min(max_norm, expected.item()), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_clipping_is_off_by_default_and_clips_the_step_when_asked():
     assert TrainConfig().max_grad_norm is None
     batch = next(split(8, 2).batches(8))
@@ -252,6 +258,7 @@ def test_lr_factor_closed_forms(schedule, warmup):
     assert got[warmup:] == pytest.approx([hf(s) for s in range(warmup, total)], abs=1e-12)
 
 
+@pytest.mark.slow
 def test_fit_uses_the_scheduled_lr_at_every_step(monkeypatch):
     """The lr each optimizer group holds when its step runs, over a 3-epoch fit (12 steps)."""
     seen = []

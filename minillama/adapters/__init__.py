@@ -1,42 +1,22 @@
 """Adaptation methods: each is a config (what to build) + a backbone class (adapters/base.py).
 
 Add a method: write adapters/<name>.py with a config subclassing AdapterConfig and a
-backbone subclassing AdaptedModel, then add one line to METHODS below.
+backbone subclassing AdaptedModel, then add one line to REGISTRY in adapters/registry.py.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Type
+from typing import Optional
 
 from torch import nn
 
 from .base import AdaptedModel, AdapterConfig
 from .full import FullConfig, FullFinetune
 from .io import interpolate, load_adapter, load_adapters, parameter_counts, save_adapter
+from .registry import METHODS, REGISTRY, attach, make_config
 from .llama_adapter import LlamaAdapter, LlamaAdapterConfig
 from .lora import LoraConfig, LoraModel, LoRALinear, inject_lora, merge_lora, unmerge_lora
 from .prefix import PrefixConfig, PrefixTuning, PrefixTuningConfig, PTuningV2
 from .prompt import PromptTuning, PromptTuningConfig
-
-# method name -> (config class, backbone class)
-REGISTRY: Dict[str, tuple] = {
-    "finetune": (FullConfig, FullFinetune),
-    "lora": (LoraConfig, LoraModel),
-    "prefix": (PrefixTuningConfig, PrefixTuning),
-    "ptuning2": (PrefixConfig, PTuningV2),
-    "prompt": (PromptTuningConfig, PromptTuning),
-    "adapter": (LlamaAdapterConfig, LlamaAdapter),
-}
-METHODS: Dict[str, Type[AdaptedModel]] = {name: model for name, (_, model) in REGISTRY.items()}
-
-
-def make_config(method: str, **settings) -> AdapterConfig:
-    """The config of `method` from keyword settings (unknown keys are an error)."""
-    return REGISTRY[method][0](**settings)
-
-
-def attach(model: nn.Module, cfg: AdapterConfig, tokenizer=None) -> AdaptedModel:
-    """Freeze `model` and add what cfg's method trains: the backbone to train."""
-    return METHODS[cfg.method](model, cfg, tokenizer)
 
 
 def PrefixModel(base: nn.Module, mode: str = "prefix", length: int = 10, *, reparam: Optional[bool] = None,

@@ -21,7 +21,7 @@ plus `config` (the base's architecture), `input_room` (positions left for input)
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import ClassVar, Dict
+from typing import Any, ClassVar, Dict
 
 import torch
 from torch import nn
@@ -32,10 +32,18 @@ from ..core.attention import KVCache
 @dataclass
 class AdapterConfig:
     """Base of every method's config.  `method` is the registry name; `default_lr` the
-    learning rate a run uses when none is given (few free parameters take larger steps)."""
+    learning rate a run uses when none is given (few free parameters take larger steps), and
+    `task_lr` / `task_settings` what a task (classify, e2e, mmlu) uses instead: the one place
+    a method's per-task defaults are stated (the flags given still win)."""
 
     method: ClassVar[str] = ""
     default_lr: ClassVar[float] = 2e-5
+    task_lr: ClassVar[Dict[str, float]] = {}
+    task_settings: ClassVar[Dict[str, Dict[str, Any]]] = {}
+
+    @classmethod
+    def lr_for(cls, task: str) -> float:
+        return cls.task_lr.get(task, cls.default_lr)
 
     def to_dict(self) -> dict:
         return asdict(self)

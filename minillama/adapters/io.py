@@ -8,7 +8,6 @@ Files written by the previous release (prefix family: {"mode", "length"}) still 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from typing import Dict, List, Optional, Tuple
@@ -16,38 +15,14 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from ..errors import MinillamaError, warn
+from ..errors import MinillamaError
 from ..files import atomic_write_group, contents
 from .base import AdaptedModel
+from .identity import SHAPE_KEYS, base_identity, check_base, check_finite
+from .peft_format import check_exportable, is_peft_dir, load_peft
+from .registry import METHODS, make_config
 
-SHAPE_KEYS = ("n_layers", "n_kv_heads", "head_dim", "dim", "vocab_size")
 HEAD_PREFIX = "head."
-
-
-def _sha16(data: dict) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _architecture(base: nn.Module) -> dict:
-    """The config minus max_seq_len (a shorter context is the same model)."""
-    return {k: v for k, v in base.config.to_dict().items() if k != "max_seq_len"}
-
-
-def base_identity(base: nn.Module) -> Dict[str, object]:
-    """Shape, a hash of the architecture and a fingerprint of the embeddings (bf16 bits of
-    256 sampled rows, so fp32 and bf16 copies of one checkpoint agree)."""
-    c = base.config
-    w = base.tok_embeddings.weight.detach()
-    rows = w[:: max(1, w.shape[0] // 256)].to("cpu", torch.bfloat16).view(torch.int16)
-    return {**{k: getattr(c, k) for k in SHAPE_KEYS}, "config_sha256": _sha16(_architecture(base)),
-            "embedding_fingerprint": hashlib.sha256(rows.numpy().tobytes()).hexdigest()[:16],
-            "architecture": _architecture(base)}  # kept in full so a mismatch can name the setting
-
-
-def _same_architecture(want_sha: str, base: nn.Module) -> bool:
-    """The previous release hashed the config with a 'family' field ('llama2c' or 'llama3')."""
-    arch = _architecture(base)
-    return want_sha in {_sha16(arch)} | {_sha16({**arch, "family": f}) for f in ("llama2c", "llama3")}
 
 
 def parameter_counts(model: AdaptedModel) -> Dict[str, float]:
@@ -101,37 +76,9 @@ def read_adapter_meta(path: str) -> dict:
 def peek_adapter(path: str) -> dict:
     """What a saved adapter's JSON says (method, config, label names, ...), read before any
     model loads; a PEFT directory: its method only as PEFT names it, and no label names."""
-    from .peft_format import is_peft_dir
     if is_peft_dir(path):
         return {"method": None, "config": {}, "label_names": None}
     return read_adapter_meta(path)
-
-
-def check_base(meta: dict, base: nn.Module, path: str, where: Optional[str] = None):
-    """Refuse another shape; warn for the same shape with other weights.  `where` names the
-    file in messages (default <path>.json)."""
-    want, have = meta["base"], base_identity(base)
-    if any(want.get(k) != have[k] for k in SHAPE_KEYS):
-        shape = lambda d: ", ".join(f"{k}={d.get(k)}" for k in SHAPE_KEYS)  # noqa: E731
-        raise MinillamaError(f"{where or path + '.json'}: adapter made for a model with {shape(want)}, but this model has "
-                             f"{shape(have)}: load it onto the base model it was trained with")
-    same = _same_architecture(want.get("config_sha256"), base) and \
-        want.get("embedding_fingerprint") == have["embedding_fingerprint"]
-    if not same:
-        warn(f"{path}: adapter was trained on a different base model of the same shape "
-                      f"({base_difference(want, have)})")
-
-
-def base_difference(want: dict, have: dict) -> str:
-    """What differs between the saved base identity and this model's, in words."""
-    saved = want.get("architecture")
-    if saved is None:  # files of earlier releases keep only the hash
-        return "other settings or weights; this file records no settings to compare"
-    differ = [f"{k} {saved.get(k)!r} there, {have['architecture'].get(k)!r} here"
-              for k in sorted(set(saved) | set(have["architecture"])) if saved.get(k) != have["architecture"].get(k)]
-    if differ:
-        return "settings differ: " + "; ".join(differ)
-    return "other weights: the embeddings differ"
 
 
 def read_tensors(path: str) -> Dict[str, torch.Tensor]:
@@ -142,16 +89,6 @@ def read_tensors(path: str) -> Dict[str, torch.Tensor]:
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise MinillamaError(f"{path}.safetensors: unreadable adapter tensors, truncated or corrupt "
                              f"({str(e).splitlines()[0][:80]}): re-save or re-copy the adapter") from None
-
-
-def check_finite(tensors: Dict[str, torch.Tensor], where: str):
-    """A tensor holding NaN or inf would make every answer NaN: refused, naming it."""
-    for name, t in tensors.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            bad = int((~torch.isfinite(t)).sum())
-            raise MinillamaError(f"{where}: tensor {name!r} holds {bad} non-finite values (NaN or inf) of "
-                                 f"{t.numel()}: the adapter is damaged (or its training diverged); re-train or "
-                                 "re-copy it")
 
 
 def check_tensors(expected: Dict[str, torch.Tensor], found: Dict[str, torch.Tensor], path: str):
@@ -171,8 +108,6 @@ def load_adapter(base: nn.Module, path: str, tokenizer=None) -> AdaptedModel:
     finalized (a LoRA adapter is injected into `base` itself).  Also sets `.adapter_meta`
     (the JSON) and `.head_state` (head tensors, {} if none).  A directory holding
     adapter_config.json is read as a Hugging Face PEFT adapter (adapters/peft_format.py)."""
-    from . import METHODS, make_config
-    from .peft_format import is_peft_dir, load_peft
     if is_peft_dir(path):
         return load_peft(base, path, tokenizer)
     meta = read_adapter_meta(path)
@@ -236,3 +171,10 @@ def load_adapters(base: nn.Module, paths: List[str], alpha: Optional[float] = No
         head = {k: alpha * heads[0][k] + (1 - alpha) * heads[1][k] for k in heads[0]}
         print(f"adapter: {alpha:g} x {paths[0]} + {1 - alpha:g} x {paths[1]}")
     return backbone.requires_grad_(False), head
+
+
+def check_saved_exportable(path: str):
+    """check_exportable for a saved adapter (--load_adapter A --export_peft DIR), from its JSON alone."""
+    meta = peek_adapter(path)
+    if meta.get("method"):
+        check_exportable(meta["method"], meta.get("config") or {})

@@ -36,6 +36,7 @@ class LoraConfig(AdapterConfig):
     """--option lora: rank-`rank` updates of `targets` in every block, scaled by alpha / rank."""
 
     method: ClassVar[str] = "lora"
+    task_lr: ClassVar[Dict[str, float]] = {"e2e": 3e-2}  # --task e2e: the lowest dev loss in bench/e2e_accuracy.py's sweep (docs/guide.md, E2E)
     rank: int = 4
     alpha: float = 1.0
     dropout: float = 0.0

@@ -26,6 +26,7 @@ from torch import nn
 from ..core.attention import KVCache
 from ..errors import MinillamaError
 from .base import AdaptedModel
+from .identity import base_identity
 
 MIXABLE = ("prefix", "ptuning2")  # deep prefixes: what a row reads lives in its own cache rows
 
@@ -38,7 +39,6 @@ class MultiAdapter(nn.Module):
 
     def __init__(self, base: nn.Module, adapters: Dict[str, AdaptedModel]):
         super().__init__()
-        from .io import base_identity
         if not adapters:
             raise MinillamaError("a multi-adapter batch needs at least one adapter")
         identity = base_identity(base)

@@ -48,7 +48,9 @@ from ..errors import MinillamaError, warn
 from ..files import atomic_write_group, check_writable, contents
 from ..formats.hf import HF_LAYER_NAMES, hf_to_meta_qk, meta_to_hf_qk
 from .base import AdaptedModel
+from .identity import SHAPE_KEYS, base_identity, check_base, check_finite
 from .lora import TARGET_PARENTS
+from .registry import attach
 
 CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."  # PEFT's names: PeftModel.base_model (the tuner) .model (LlamaForCausalLM)
@@ -153,14 +155,6 @@ def check_exportable(method: str, config: dict):
                              f"has --adapter_gate {config['gate']}: train with --adapter_gate scalar to export it")
 
 
-def check_saved_exportable(path: str):
-    """check_exportable for a saved adapter (--load_adapter A --export_peft DIR), from its JSON alone."""
-    from .io import peek_adapter
-    meta = peek_adapter(path)
-    if meta.get("method"):
-        check_exportable(meta["method"], meta.get("config") or {})
-
-
 def check_export_dir(directory: Optional[str], flag: str = "--export_peft"):
     """Before any work: `directory` is, or can be created as, a writable directory."""
     if not directory:
@@ -174,7 +168,6 @@ def export_peft(adapter: AdaptedModel, directory: str, base_path: Optional[str] 
     """Write `adapter` as a PEFT directory (adapter_config.json + adapter_model.safetensors);
     base_path becomes base_model_name_or_path.  Returns the bytes written."""
     from safetensors.torch import save
-    from .io import base_identity
     check_exportable(adapter.method, adapter.cfg.to_dict())
     check_export_dir(directory)
     peft_config, tensors = TO_PEFT[adapter.method](adapter)
@@ -381,7 +374,6 @@ def read_peft_dir(directory: str) -> Tuple[dict, Dict[str, torch.Tensor], dict]:
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise MinillamaError(f"{weights}: unreadable adapter tensors, truncated or corrupt "
                              f"({str(e).splitlines()[0][:80]}): re-save or re-copy the adapter") from None
-    from .io import check_finite
     check_finite(tensors, weights)
     return cfg, tensors, metadata
 
@@ -390,7 +382,6 @@ def check_named_base(cfg: dict, base: nn.Module, directory: str):
     """Step 2 of the module doc: base_model_name_or_path, when it is a local HF directory."""
     from ..formats.common import read_json
     from ..formats.hf import HF_CONFIG, hf_config, hf_weight_files
-    from .io import SHAPE_KEYS, base_identity
     path = cfg.get("base_model_name_or_path")
     if not isinstance(path, str) or not os.path.isfile(os.path.join(path, HF_CONFIG)):
         return
@@ -421,8 +412,6 @@ def check_named_base(cfg: dict, base: nn.Module, directory: str):
 def load_peft(base: nn.Module, directory: str, tokenizer=None) -> AdaptedModel:
     """The PEFT adapter in `directory`, attached to `base`, frozen and finalized, with
     `.adapter_meta` (its config, as minillama's) and `.head_state` ({}: PEFT has no head)."""
-    from . import attach
-    from .io import check_base
     cfg, tensors, metadata = read_peft_dir(directory)
     kind = cfg["peft_type"]
     if kind not in FROM_PEFT:
@@ -450,5 +439,4 @@ def load_peft(base: nn.Module, directory: str, tokenizer=None) -> AdaptedModel:
     return model
 
 
-__all__ = ["export_peft", "export_for_task", "load_peft", "is_peft_dir", "check_export_dir", "check_exportable",
-           "check_saved_exportable"]
+__all__ = ["export_peft", "export_for_task", "load_peft", "is_peft_dir", "check_export_dir", "check_exportable"]

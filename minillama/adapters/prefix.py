@@ -13,7 +13,7 @@ head_dim, P prefix length.  Prompt tuning (input embeddings only) is adapters/pr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Dict, Optional, Sequence
+from typing import Any, ClassVar, Dict, Optional, Sequence
 
 import torch
 from torch import nn
@@ -32,18 +32,28 @@ class PrefixConfig(AdapterConfig):
 
     method: ClassVar[str] = "ptuning2"
     default_lr: ClassVar[float] = 1e-2  # a few thousand free parameters take far larger steps
+    task_lr: ClassVar[Dict[str, float]] = {"e2e": 3e-1}  # --task e2e: the lowest dev loss in bench/e2e_accuracy.py's sweep (docs/guide.md, E2E)
+    # Classification: 60 virtual tokens started at random vocabulary tokens' keys/values (at the
+    # model's own scale; random ones at std 0.02 barely draw attention), the best of the SST runs
+    # in RESULTS.md (dev 0.324 / 0.324 / 0.314 at seeds 0 / 1 / 2).
+    task_settings: ClassVar[Dict[str, Dict[str, Any]]] = {"classify": {"length": 60, "init": "vocab"}}
     length: int = 10
     init: str = "random"
     init_text: Optional[str] = None
     init_ids: Optional[Sequence[int]] = None
 
     def __post_init__(self):
-        if not isinstance(self.length, int) or self.length < 0:
-            raise MinillamaError(f"--prefix_length must be a non-negative integer, got {self.length}")
+        if isinstance(self.length, bool) or not isinstance(self.length, int) or self.length < 1:
+            raise MinillamaError(f"--prefix_length must be a positive number of virtual tokens, got {self.length}")
         if self.init not in INITS:
             raise MinillamaError(f"--prefix_init must be one of {', '.join(INITS)}, got {self.init!r}")
         if self.init == "text" and not self.init_text and self.init_ids is None:
             raise MinillamaError("--prefix_init text needs --prefix_init_text \"some words\"")
+
+    def check_fits(self, context: int):
+        """The virtual tokens must leave the input at least one position of the model's context."""
+        if not self.length < context:
+            raise MinillamaError(f"--prefix_length must be below the model's context of {context}, got {self.length}")
 
 
 @dataclass
@@ -51,6 +61,8 @@ class PrefixTuningConfig(PrefixConfig):
     """Prefix tuning: the prefix through a `hidden`-wide MLP (the paper's 512)."""
 
     method: ClassVar[str] = "prefix"
+    task_lr: ClassVar[Dict[str, float]] = {"e2e": 3e-3}  # --task e2e: the lowest dev loss in bench/e2e_accuracy.py's sweep (docs/guide.md, E2E)
+    task_settings: ClassVar[Dict[str, Dict[str, Any]]] = {}
     hidden: int = 512
 
     def __post_init__(self):
@@ -62,7 +74,7 @@ class PrefixTuningConfig(PrefixConfig):
 def init_token_ids(base: nn.Module, cfg: PrefixConfig, tokenizer=None) -> Optional[torch.Tensor]:
     """Token ids [P] whose embeddings/keys start the prefix (None: random init).  A text
     shorter than P is repeated, a longer one cut."""
-    if cfg.init == "random" or cfg.length == 0:
+    if cfg.init == "random":
         return None
     if cfg.init == "vocab":
         ids = torch.randint(0, base.config.vocab_size, (cfg.length,)).tolist()
@@ -97,9 +109,7 @@ class PTuningV2(AdaptedModel):
     def __init__(self, base: nn.Module, cfg: PrefixConfig, tokenizer=None):
         super().__init__(base, cfg)
         c, w = base.config, base.tok_embeddings.weight
-        if not cfg.length < base.input_room:
-            raise MinillamaError(f"--prefix_length must be below the model's context of {base.input_room}, "
-                                 f"got {cfg.length}")
+        cfg.check_fits(base.input_room)
         self.length = self.virtual_tokens = cfg.length
         ids = init_token_ids(base, cfg, tokenizer)
         self.start = keys_values_of(base, ids) if ids is not None else torch.randn(
@@ -124,8 +134,6 @@ class PTuningV2(AdaptedModel):
 
     def new_cache(self, batch: int, capacity: int = 0) -> KVCache:
         """A cache for `capacity` input tokens holding the prefix ([B, KV, P, hd] per layer)."""
-        if self.length == 0:
-            return self.base.new_cache(batch, capacity)
         kv = self.prefix_tensor()
         expand = lambda t: t[None].expand(batch, -1, -1, -1)  # noqa: E731  [KV, P, hd] -> [B, KV, P, hd]
         return self.base.cache_type.from_prefix([expand(t[0]) for t in kv], [expand(t[1]) for t in kv], capacity + self.length)
@@ -133,7 +141,7 @@ class PTuningV2(AdaptedModel):
     def forward(self, input_ids: torch.Tensor, attention_mask=None, *, cache=None, last_only: bool = False):
         """input_ids, attention_mask: [B, T]; cache: from `new_cache` (decoding).
         Returns (logits [B, T, V], hidden [B, T, dim]) for the input positions."""
-        if cache is None and self.length:
+        if cache is None:
             # capacity 0: a one-shot cache (the prefix tensors, then this input's keys)
             cache = self.new_cache(input_ids.shape[0], 0)
         return self.base(input_ids, attention_mask, cache=cache, last_only=last_only)

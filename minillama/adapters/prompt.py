@@ -5,12 +5,11 @@ tokens read first (positions 0..P-1), so the input starts at position P.
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Any, ClassVar, Dict
 
 import torch
 from torch import nn
 
-from ..errors import MinillamaError
 from .base import AdaptedModel
 from .prefix import PrefixConfig, init_token_ids
 
@@ -19,6 +18,8 @@ class PromptTuningConfig(PrefixConfig):
     """Prompt tuning: the prefix family's settings, at the embeddings only."""
 
     method = "prompt"
+    task_lr: ClassVar[Dict[str, float]] = {"e2e": 3e-2}  # --task e2e: the lowest dev loss in bench/e2e_accuracy.py's sweep (docs/guide.md, E2E)
+    task_settings: ClassVar[Dict[str, Dict[str, Any]]] = {}
 
 
 class PromptTuning(AdaptedModel):
@@ -27,9 +28,7 @@ class PromptTuning(AdaptedModel):
 
     def __init__(self, base: nn.Module, cfg: PrefixConfig, tokenizer=None):
         super().__init__(base, cfg)
-        if not cfg.length < base.input_room:
-            raise MinillamaError(f"--prefix_length must be below the model's context of {base.input_room}, "
-                                 f"got {cfg.length}")
+        cfg.check_fits(base.input_room)
         self.length = self.virtual_tokens = cfg.length
         w = base.tok_embeddings.weight  # [V, dim]
         ids = init_token_ids(base, cfg, tokenizer)
@@ -47,7 +46,7 @@ class PromptTuning(AdaptedModel):
 
     def forward(self, input_ids: torch.Tensor, attention_mask=None, *, cache=None, last_only: bool = False):
         """input_ids, attention_mask: [B, T] -> outputs for the input positions only."""
-        if self.length == 0 or (cache is not None and cache.length > 0):  # the prompt was read at the first step
+        if cache is not None and cache.length > 0:  # the prompt was read at the first step
             return self.base(input_ids, attention_mask, cache=cache, last_only=last_only)
         B = input_ids.shape[0]
         if attention_mask is None:

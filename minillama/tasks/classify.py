@@ -28,9 +28,9 @@ import torch
 from torch import nn
 
 from ..adapters import AdapterConfig, attach, load_adapter, load_adapters, parameter_counts, save_adapter
-from ..adapters.io import check_adapter_sources, peek_adapter
+from ..adapters.io import check_adapter_sources, check_saved_exportable, peek_adapter
 from ..curves import curves_path, plot_curves
-from ..adapters.peft_format import check_export_dir, check_exportable, check_saved_exportable, export_for_task
+from ..adapters.peft_format import check_export_dir, check_exportable, export_for_task
 from ..data import load_split, pad_batch, read_examples, read_label_names, write_predictions
 from ..errors import MinillamaError
 from ..files import check_all_writable, check_distinct_paths
@@ -43,13 +43,10 @@ from ..train import TrainConfig, accuracy, check_warmup, describe_trainable, fit
 COURSE_PROMPT = "Is this movie {names}? This movie is "
 OUTPUT_WORDS = {"prompt": "prompting", "finetune": "finetuning", "lora": "lora", "prefix": "prefix"}
 # What --option prefix trains for classification when neither --prefix_mode nor --prefix_hidden
-# is given (the flags given still win one by one), and its head: bench runs on the real SST-5 with stories260K
-# (README "SST defaults"): a prefix started at the keys/values of random vocabulary tokens (at
-# the model's own scale; random ones at std 0.02 barely draw attention and stayed there) and read
-# through the mean of all tokens, not the last one (every position passes on the prefix's
-# gradient: a steadier signal than one token's), 60 virtual tokens (SST dev 0.324 / 0.324 / 0.314
-# at seeds 0 / 1 / 2, against 0.314 at 40 and 0.317 at 30 for seed 0).
-PREFIX_RECIPE = {"mode": "ptuning2", "init": "vocab", "length": 60}
+# is given: P-tuning v2 with its classification settings (PrefixConfig.task_settings), read
+# through the mean of all real tokens' states, not the last one's (every position passes on the
+# prefix's gradient: a steadier signal; the SST runs in RESULTS.md).  Every prefix mode's head.
+PREFIX_MODE = "ptuning2"
 PREFIX_HEAD = "mean"
 # The course's default data set, for the fields left unset (train, label_names)
 DEFAULT_TRAIN = "data/cfimdb-train.txt"
@@ -122,11 +119,8 @@ class ClassifyConfig:
                                  "(use --option lora or prefix, or --load_adapter an adapter to convert)")
         if self.export_peft and self.trains:  # decided now, not after the training
             check_exportable(self.method.method, self.method.to_dict())
-        if self.trains and getattr(self.method, "length", 1) <= 0:
-            raise MinillamaError(f"--prefix_length must be >= 1 to train a prefix, got {self.method.length} "
-                                 "(length 0 is the frozen model alone: --option prompt evaluates it)")
         if self.method is not None:
-            self.training = self.training.with_lr(self.method.default_lr)
+            self.training = self.training.with_lr(self.method.lr_for("classify"))
 
     @property
     def trains(self) -> bool:

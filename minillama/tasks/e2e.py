@@ -45,12 +45,6 @@ from ..core.decoding import strip_after_stop
 from ..train import CausalLM, TrainConfig, autocast, describe_trainable, fit
 from .classify import OUTPUT_WORDS
 
-# The learning rate each method gets on --task e2e when --lr is not given: the lowest dev
-# loss in bench/e2e_accuracy.py's sweep on stories260K (first 2,000 training rows, 1 epoch,
-# batch 10, linear decay; the lrs tried are in README "E2E").  Few free parameters want large
-# steps: LoRA's B starts at 0 and is scaled by alpha/r = 0.25, P-tuning v2's prefix is the
-# parameter; prefix tuning's 512-wide MLP moves every key at once, so it wants smaller ones.
-E2E_LR = {"finetune": 3e-3, "lora": 3e-2, "prefix": 3e-3, "ptuning2": 3e-1, "prompt": 3e-2}
 
 
 @dataclass
@@ -63,7 +57,7 @@ class E2EConfig:
     source_column: str = DEFAULT_SOURCE_COLUMN
     target_column: str = DEFAULT_TARGET_COLUMN
     max_train_rows: Optional[int] = None     # the first N training rows (quick runs)
-    # None: E2E_LR[method], linear decay (the paper's); batch 10 (the paper's)
+    # None: the method's lr_for("e2e"), linear decay (the paper's); batch 10 (the paper's)
     training: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=10))
     beam_size: int = 5                       # 1: greedy
     length_penalty: float = 1.0
@@ -93,9 +87,7 @@ class E2EConfig:
         if self.export_peft and self.option == "finetune" and not self.load_adapter:
             raise MinillamaError("--export_peft: --option finetune trains no adapter "
                                  "(use --option lora or prefix, or --load_adapter an adapter to convert)")
-        if self.trains and getattr(self.method, "length", 1) <= 0:
-            raise MinillamaError(f"--prefix_length must be >= 1 to train a prefix, got {self.method.length}")
-        self.training = self.training.with_lr(E2E_LR.get(self.method.method, self.method.default_lr))
+        self.training = self.training.with_lr(self.method.lr_for("e2e"))
         self.training = self.training.with_schedule("linear")
 
     @property

@@ -17,9 +17,9 @@ from typing import Dict, List, Optional, Tuple
 
 from .. import mmlu_data
 from ..adapters import AdapterConfig, PrefixTuningConfig, attach, load_adapters, parameter_counts, save_adapter
-from ..adapters.io import check_adapter_sources
+from ..adapters.io import check_adapter_sources, check_saved_exportable
 from ..curves import curves_path, plot_curves
-from ..adapters.peft_format import check_export_dir, check_exportable, check_saved_exportable, export_for_task
+from ..adapters.peft_format import check_export_dir, check_exportable, export_for_task
 from ..data import Split
 from ..errors import MinillamaError
 from ..files import check_all_writable, check_distinct_paths
@@ -51,11 +51,9 @@ class MMLUPrefixConfig:
         if not 0.0 < self.holdout < 1.0:
             raise MinillamaError(f"--mmlu_holdout must be in (0, 1), got {self.holdout}")
         check_adapter_sources(self.load_adapter, self.interpolate)
-        if not self.load_adapter and getattr(self.method, "length", 1) <= 0:
-            raise MinillamaError(f"--prefix_length must be a positive number of virtual tokens, got {self.method.length}")
         if self.export_peft and not self.load_adapter:  # decided now, not after the training
             check_exportable(self.method.method, self.method.to_dict())
-        self.training = self.training.with_lr(self.method.default_lr)
+        self.training = self.training.with_lr(self.method.lr_for("mmlu"))
 
     @property
     def trains(self) -> bool:
