@@ -310,7 +310,9 @@ def run(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, float]:
     check_distinct_paths({**{f"--{k}": v for k, v in paths.items()}, "--dev_out": cfg.outputs["dev"],
                           "--test_out": cfg.outputs["test"], "--save_adapter (.json)": adapter and adapter + ".json",
                           "--save_adapter (.safetensors)": adapter and adapter + ".safetensors",
-                          "--log_jsonl": cfg.log_jsonl, "curves (beside --dev_out)": curves})
+                          "--log_jsonl": cfg.log_jsonl, "curves (beside --dev_out)": curves,
+                          "--checkpoint_dir (checkpoint.pt)": cfg.training.checkpoint_dir
+                          and os.path.join(cfg.training.checkpoint_dir, "checkpoint.pt")})
     check_all_writable({"--dev_out": cfg.outputs["dev"], "--test_out": cfg.outputs["test"],
                         "--save_adapter": adapter and adapter + ".json", "--log_jsonl": cfg.log_jsonl,
                         "curves (beside --dev_out)": curves})
@@ -383,6 +385,24 @@ def mixed_label_names(cfg: ClassifyConfig, adapters: Dict[str, nn.Module]) -> Di
     return out
 
 
+def mixed_run_paths(names: List[str], inputs: Dict[str, List[str]], outs: Dict[str, List[str]],
+                    adapters: List[str]) -> Dict[str, str]:
+    """{flag (adapter): path} of a mixed run for check_distinct_paths: every output, and each
+    input file once (two adapters may read one dev set; nothing may write over it)."""
+    paths, read = {}, set()
+    for split, files in inputs.items():
+        for name, path in zip(names, files):
+            if os.path.realpath(path) not in read:
+                read.add(os.path.realpath(path))
+                paths[f"--{split} ({name})"] = path
+    for name, adapter in zip(names, adapters):
+        for suffix in (".json", ".safetensors"):
+            paths[f"--load_adapter ({name}, {suffix})"] = adapter + suffix
+    for split, files in outs.items():
+        paths.update({f"--{split}_out ({name})": path for name, path in zip(names, files)})
+    return paths
+
+
 def run_mixed(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, Dict[str, float]]:
     """Evaluate --load_adapter A B ... (named --adapter_names) on their own dev/test files,
     in batches whose rows mix every adapter.  Returns {name: {"dev": acc, "test": acc}}."""
@@ -394,6 +414,7 @@ def run_mixed(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, Dict[str, fl
     for paths in files.values():
         for path in paths:
             read_examples(path)  # malformed files fail before the model loads
+    check_distinct_paths(mixed_run_paths(names, files, outs, cfg.load_adapter))
     check_all_writable({f"--{split}_out": path for split in outs for path in outs[split]})
 
     model, tokenizer = run_cfg.load()
