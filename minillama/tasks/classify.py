@@ -79,7 +79,7 @@ class ClassifyConfig:
     # cls: linear head on the last token; mean: linear head on the mean of all real tokens;
     # verbalizer: the LM scores the label names after the course prompt.
     # None: verbalizer for the frozen model, PREFIX_HEAD for the prefix family, else cls (the
-    # course's; bench/accuracy.py on stories260K: as accurate as the verbalizer and 6-9x faster).
+    # course's; bench/accuracy.py compares it with the verbalizer: RESULTS.md).
     head: Optional[str] = None
     train: Optional[str] = None              # None: DEFAULT_TRAIN when it trains; names the default outputs
     dev: str = "data/cfimdb-dev.txt"
