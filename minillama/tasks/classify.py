@@ -196,18 +196,9 @@ def describe_method(cfg: ClassifyConfig, classifier: nn.Module) -> str:
     backbone = classifier.backbone
     counts = parameter_counts(backbone)
     head = sum(p.numel() for p in getattr(classifier, "head", nn.Identity()).parameters())
-    m = cfg.method
-    what = {"lora": lambda: f"LoRA: rank {m.rank}, alpha {m.alpha}, targets {','.join(m.targets)} "
-                            f"in {backbone.config.n_layers} layers",
-            "finetune": lambda: "full fine-tuning",
-            "adapter": lambda: f"LLaMA-Adapter: {m.length}-vector prompts in the top {backbone.cfg.layers} of "
-                               f"{backbone.config.n_layers} layers, {m.gate} gates, head {cfg.head}",
-            }.get(m.method, lambda: (
-                f"prefix: mode {m.method}, length {m.length}"
-                + (f", reparameterized by a {m.hidden}-wide MLP" if hasattr(m, "hidden") else "")
-                + f", head {cfg.head}"))()
-    # the share is printed once, by describe_trainable
-    return f"{what}: {counts['trainable']:,} adapter + {head:,} head parameters" if m.method != "finetune" else what
+    what = backbone.describe() + (f", head {cfg.head}" if cfg.option == "prefix" else "")
+    # the share is printed once, by describe_trainable; full fine-tuning's "adapter" is the model
+    return f"{what}: {counts['trainable']:,} adapter + {head:,} head parameters"
 
 
 def finish(cfg: ClassifyConfig, classifier: nn.Module, label_names: List[str], model_path: str):
