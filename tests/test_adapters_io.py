@@ -8,19 +8,20 @@ import pytest
 import torch
 
 from conftest import tiny_model
-from minillama.adapters import (LoraConfig, PrefixModel, attach, interpolate, load_adapter, save_adapter)
+from minillama.adapters import (LoraConfig, PrefixConfig, PrefixTuningConfig, PromptTuningConfig, attach,
+                                interpolate, load_adapter, save_adapter)
 from minillama.errors import MinillamaError
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
-ALL = [("prefix", False), ("prefix", True), ("ptuning2", None), ("prompt", None)]
+ALL = [PrefixTuningConfig(length=3, hidden=32), PrefixConfig(length=3), PromptTuningConfig(length=3)]
 TEXT = [1, 17, 5, 42, 8, 23]
 
 
-@pytest.mark.parametrize("mode,reparam", ALL)
-def test_save_load_round_trip(tmp_path, mode, reparam):
+@pytest.mark.parametrize("cfg", ALL, ids=lambda cfg: cfg.method)
+def test_save_load_round_trip(tmp_path, cfg):
     base = tiny_model()
     torch.manual_seed(4)
-    model = PrefixModel(base, mode, 3, reparam=reparam, prefix_hidden=32)
+    model = attach(base, cfg)
     head = {"weight": torch.randn(5, 64), "bias": torch.randn(5)}
     path = str(tmp_path / "adapter")
     nbytes = save_adapter(model, path, label_names=["a", "b", "c", "d", "e"], head_state=head)
@@ -43,15 +44,15 @@ def test_save_load_round_trip(tmp_path, mode, reparam):
 
 def test_interpolation(tmp_path):
     base = tiny_model()
-    a = PrefixModel(base, "ptuning2", 4, init="text", init_ids=TEXT)
-    b = PrefixModel(base, "ptuning2", 4, init="vocab")
+    a = attach(base, PrefixConfig(length=4, init="text", init_ids=TEXT))
+    b = attach(base, PrefixConfig(length=4, init="vocab"))
     x = torch.randint(0, 97, (2, 6))
     assert torch.equal(interpolate(a, b, 1.0)(x)[0], a(x)[0])
     assert torch.equal(interpolate(a, b, 0.0)(x)[0], b(x)[0])
     mid = interpolate(a, b, 0.25).prefix_tensor()
     torch.testing.assert_close(mid, 0.25 * a.kv + 0.75 * b.kv)
     with pytest.raises(MinillamaError, match="interpolate"):
-        interpolate(a, PrefixModel(base, "ptuning2", 5), 0.5)
+        interpolate(a, attach(base, PrefixConfig(length=5)), 0.5)
 
 
 @pytest.mark.parametrize("mode", ["prefix", "prompt"])
@@ -94,7 +95,7 @@ def test_lora_adapter_round_trip(tmp_path):
 def saved_prefix(tmp_path):
     base = tiny_model()
     path = str(tmp_path / "adapter")
-    save_adapter(PrefixModel(base, "ptuning2", 3), path)
+    save_adapter(attach(base, PrefixConfig(length=3)), path)
     return base, path
 
 
@@ -139,12 +140,12 @@ def test_a_full_disk_while_saving_leaves_no_half_adapter(tmp_path, monkeypatch):
     disk_full_on(monkeypatch, ".json.tmp")
     with pytest.raises(MinillamaError, match="no space left on device writing .*adapter.safetensors and "
                                              ".*adapter.json: none of them was written"):
-        save_adapter(PrefixModel(base, "ptuning2", 5), path)
+        save_adapter(attach(base, PrefixConfig(length=5)), path)
     assert sorted(os.listdir(tmp_path)) == ["adapter.json", "adapter.safetensors"]
     assert {s: open(path + s, "rb").read() for s in before} == before
     fresh = str(tmp_path / "fresh")
     with pytest.raises(MinillamaError):
-        save_adapter(PrefixModel(base, "ptuning2", 5), fresh)
+        save_adapter(attach(base, PrefixConfig(length=5)), fresh)
     assert sorted(os.listdir(tmp_path)) == ["adapter.json", "adapter.safetensors"]
     assert load_adapter(base, path).length == 3
 
@@ -162,7 +163,7 @@ def test_a_non_finite_tensor_is_refused_naming_it(tmp_path):
     from safetensors.torch import load_file, save_file
     base = tiny_model()
     path = str(tmp_path / "adapter")
-    save_adapter(PrefixModel(base, "ptuning2", 3), path, label_names=["a", "b"],
+    save_adapter(attach(base, PrefixConfig(length=3)), path, label_names=["a", "b"],
                  head_state={"weight": torch.zeros(2, 64), "bias": torch.zeros(2)})
     tensors = load_file(path + ".safetensors")
     tensors["head.bias"][1] = float("inf")
@@ -176,6 +177,6 @@ def test_the_base_mismatch_warning_is_a_minillama_warning(tmp_path):
     """The CLI shows MinillamaWarning as one line (errors.show_one_line)."""
     from minillama.errors import MinillamaWarning
     path = str(tmp_path / "adapter")
-    save_adapter(PrefixModel(tiny_model(), "ptuning2", 3), path)
+    save_adapter(attach(tiny_model(), PrefixConfig(length=3)), path)
     with pytest.warns(MinillamaWarning, match="settings differ: norm 'rmsnorm' there, 'layernorm' here"):
         load_adapter(tiny_model(norm="layernorm"), path)

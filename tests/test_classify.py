@@ -144,3 +144,32 @@ def test_an_output_naming_an_input_is_refused_and_the_input_kept(tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--dev and --dev_out name the same file" in err[0], err
     assert open(data["dev"], "rb").read() == before and not os.path.exists(tmp_path / "t.txt")
+
+
+def test_a_mixed_run_may_share_an_input_but_never_write_over_one(tmp_path):
+    """Two adapters may read one dev set; an output naming an input (or another output) is refused."""
+    from minillama.errors import MinillamaError
+    from minillama.files import check_distinct_paths
+    from minillama.tasks.classify import mixed_run_paths
+    dev, test = tmp_path / "dev.txt", tmp_path / "test.txt"
+    dev.write_text("0 ||| a\n")
+    test.write_text("1 ||| b\n")
+    inputs = {"dev": [str(dev), str(dev)], "test": [str(test), str(tmp_path / ".." / tmp_path.name / "test.txt")]}
+    outs = {"dev": ["a-dev.txt", "b-dev.txt"], "test": ["a-test.txt", "b-test.txt"]}
+    check_distinct_paths(mixed_run_paths(["a", "b"], inputs, outs, ["A", "B"]))  # shared inputs: fine
+    with pytest.raises(MinillamaError) as e:
+        check_distinct_paths(mixed_run_paths(["a", "b"], inputs, {**outs, "test": ["a-test.txt", str(dev)]},
+                                             ["A", "B"]))
+    assert str(e.value) == f"--dev (a) and --test_out (b) name the same file ({dev}): choose different paths"
+    with pytest.raises(MinillamaError, match=r"^--dev_out \(a\) and --dev_out \(b\) name the same file"):
+        check_distinct_paths(mixed_run_paths(["a", "b"], inputs, {**outs, "dev": ["x.txt", "x.txt"]}, ["A", "B"]))
+
+
+def test_an_output_over_the_checkpoint_is_refused_before_loading(tmp_path, capsys, tiny_ckpt):
+    data = data_slice(tmp_path, "sst", n=8)
+    ck = tmp_path / "ck"
+    argv = course_argv("lora", tiny_ckpt, data, "--checkpoint_dir", str(ck), "--dev_out", str(ck / "checkpoint.pt"))
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --dev_out and --checkpoint_dir (checkpoint.pt) name the same "
+                                               f"file ({ck / 'checkpoint.pt'}): choose different paths")
+    assert not ck.exists()

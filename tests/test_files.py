@@ -47,8 +47,8 @@ def test_new_files_get_the_umask_permissions_even_from_private_writers(tmp_path)
 
 def test_saved_adapter_files_are_readable_like_any_output(tmp_path):
     from conftest import tiny_model
-    from minillama.adapters import PrefixModel, save_adapter
-    save_adapter(PrefixModel(tiny_model(), "ptuning2", 2), str(tmp_path / "a"))
+    from minillama.adapters import PrefixConfig, attach, save_adapter
+    save_adapter(attach(tiny_model(), PrefixConfig(length=2)), str(tmp_path / "a"))
     plain = tmp_path / "plain.txt"
     plain.write_text("x")
     assert _mode(tmp_path / "a.safetensors") == _mode(plain) == _mode(tmp_path / "a.json")

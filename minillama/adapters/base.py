@@ -55,6 +55,7 @@ class AdaptedModel(nn.Module):
 
     method: ClassVar[str] = ""
     virtual_tokens = 0  # positions the adapter itself occupies before the input (prefixes)
+    mixes_per_row = False  # its rows can share a batch with other adapters' rows (adapters/multi.py)
 
     def __init__(self, base: nn.Module, cfg: AdapterConfig):
         super().__init__()
@@ -95,6 +96,10 @@ class AdaptedModel(nn.Module):
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def describe(self) -> str:
+        """What trains, in words (the run's first line about its method)."""
+        return self.method
 
     def finalize(self) -> "AdaptedModel":
         """After training: make inference cheap (default: nothing to do)."""

@@ -22,6 +22,9 @@ class FullConfig(AdapterConfig):
 class FullFinetune(AdaptedModel):
     method = "finetune"
 
+    def describe(self) -> str:
+        return "full fine-tuning"
+
     def __init__(self, base: nn.Module, cfg: FullConfig, tokenizer=None):
         super().__init__(base, cfg)
         base.requires_grad_(True)

@@ -133,6 +133,10 @@ class LlamaAdapter(AdaptedModel):
 
     method = "adapter"
 
+    def describe(self) -> str:
+        return (f"LLaMA-Adapter: {self.cfg.length}-vector prompts in the top {self.cfg.layers} of "
+                f"{self.base.config.n_layers} layers, {self.cfg.gate} gates")
+
     def __init__(self, base: nn.Module, cfg: LlamaAdapterConfig, tokenizer=None):
         super().__init__(base, cfg)
         n = base.config.n_layers

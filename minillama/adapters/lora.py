@@ -186,6 +186,10 @@ class LoraModel(AdaptedModel):
         super().__init__(base, cfg)
         self.injected = inject_lora(base, cfg.targets, cfg.rank, cfg.alpha, cfg.dropout)
 
+    def describe(self) -> str:
+        c = self.cfg
+        return f"LoRA: rank {c.rank}, alpha {c.alpha}, targets {','.join(c.targets)} in {self.base.config.n_layers} layers"
+
     def finalize(self) -> "LoraModel":
         """Merge scaling * B A into the weights: prediction at the base model's cost."""
         merge_lora(self.base)

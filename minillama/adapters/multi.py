@@ -28,7 +28,6 @@ from ..errors import MinillamaError
 from .base import AdaptedModel
 from .identity import base_identity
 
-MIXABLE = ("prefix", "ptuning2")  # deep prefixes: what a row reads lives in its own cache rows
 
 
 class MultiAdapter(nn.Module):
@@ -43,9 +42,9 @@ class MultiAdapter(nn.Module):
             raise MinillamaError("a multi-adapter batch needs at least one adapter")
         identity = base_identity(base)
         for name, adapter in adapters.items():
-            if adapter.method not in MIXABLE:
+            if not adapter.mixes_per_row:
                 raise MinillamaError(f"adapter {name!r} is {adapter.method}: rows mix deep prefixes only "
-                                     f"({', '.join(MIXABLE)}), whose keys and values are per row")
+                                     f"(prefix, ptuning2), whose keys and values are per row")
             if adapter.base is not base and base_identity(adapter.base) != identity:
                 raise MinillamaError(f"adapter {name!r} was attached to another base model: mix adapters of one base")
         self.base, self.config = base.requires_grad_(False), base.config

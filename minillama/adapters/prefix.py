@@ -105,6 +105,7 @@ class PTuningV2(AdaptedModel):
     """Deep prefix trained directly: `kv` [L, 2, KV, P, hd] is the parameter."""
 
     method = "ptuning2"
+    mixes_per_row = True  # what a row reads lives in its own cache rows
 
     def __init__(self, base: nn.Module, cfg: PrefixConfig, tokenizer=None):
         super().__init__(base, cfg)
@@ -149,6 +150,10 @@ class PTuningV2(AdaptedModel):
     def fold(self) -> "PTuningV2":
         """Nothing to fold: the prefix already is the parameter."""
         return self
+
+    def describe(self) -> str:
+        mlp = f", reparameterized by a {self.cfg.hidden}-wide MLP" if hasattr(self.cfg, "hidden") else ""
+        return f"prefix: mode {self.method}, length {self.length}{mlp}"
 
     def finalize(self) -> "PTuningV2":
         return self.fold()

@@ -58,6 +58,9 @@ class PromptTuning(AdaptedModel):
             return logits, hidden
         return logits[:, self.length:], hidden[:, self.length:]  # outputs line up with input_ids
 
+    def describe(self) -> str:
+        return f"prefix: mode {self.method}, length {self.length}"
+
     def fold(self) -> "PromptTuning":
         return self
 

@@ -6,9 +6,8 @@ product whose speed is the speed of reading W from memory: every weight is read
 once per generated token.  Two layout changes make that reading faster:
 
 1. Column-major weights.  MKL reads a row-major W for this product much more
-   slowly than the same numbers stored column-major (W^T contiguous, [in, out]):
-   on a 2-core AMD EPYC, 1.8x slower for the 32000 x 512 LM head of stories42M
-   and 1.4x for its 1376 x 512 feed-forward weights.  Batched products
+   slowly than the same numbers stored column-major (W^T contiguous, [in, out]);
+   bench/generate.py measures both layouts' products (RESULTS.md).  Batched products
    (prefill, training) run at the same speed in either layout.
 2. Fused projections.  q, k and v (and the SwiGLU gate and up projections)
    read the same input, so their weights can sit side by side in one

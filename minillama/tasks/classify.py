@@ -79,7 +79,7 @@ class ClassifyConfig:
     # cls: linear head on the last token; mean: linear head on the mean of all real tokens;
     # verbalizer: the LM scores the label names after the course prompt.
     # None: verbalizer for the frozen model, PREFIX_HEAD for the prefix family, else cls (the
-    # course's; bench/accuracy.py on stories260K: as accurate as the verbalizer and 6-9x faster).
+    # course's; bench/accuracy.py compares it with the verbalizer: RESULTS.md).
     head: Optional[str] = None
     train: Optional[str] = None              # None: DEFAULT_TRAIN when it trains; names the default outputs
     dev: str = "data/cfimdb-dev.txt"
@@ -196,18 +196,9 @@ def describe_method(cfg: ClassifyConfig, classifier: nn.Module) -> str:
     backbone = classifier.backbone
     counts = parameter_counts(backbone)
     head = sum(p.numel() for p in getattr(classifier, "head", nn.Identity()).parameters())
-    m = cfg.method
-    what = {"lora": lambda: f"LoRA: rank {m.rank}, alpha {m.alpha}, targets {','.join(m.targets)} "
-                            f"in {backbone.config.n_layers} layers",
-            "finetune": lambda: "full fine-tuning",
-            "adapter": lambda: f"LLaMA-Adapter: {m.length}-vector prompts in the top {backbone.cfg.layers} of "
-                               f"{backbone.config.n_layers} layers, {m.gate} gates, head {cfg.head}",
-            }.get(m.method, lambda: (
-                f"prefix: mode {m.method}, length {m.length}"
-                + (f", reparameterized by a {m.hidden}-wide MLP" if hasattr(m, "hidden") else "")
-                + f", head {cfg.head}"))()
-    # the share is printed once, by describe_trainable
-    return f"{what}: {counts['trainable']:,} adapter + {head:,} head parameters" if m.method != "finetune" else what
+    what = backbone.describe() + (f", head {cfg.head}" if cfg.option == "prefix" else "")
+    # the share is printed once, by describe_trainable; full fine-tuning's "adapter" is the model
+    return f"{what}: {counts['trainable']:,} adapter + {head:,} head parameters"
 
 
 def finish(cfg: ClassifyConfig, classifier: nn.Module, label_names: List[str], model_path: str):
@@ -310,7 +301,9 @@ def run(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, float]:
     check_distinct_paths({**{f"--{k}": v for k, v in paths.items()}, "--dev_out": cfg.outputs["dev"],
                           "--test_out": cfg.outputs["test"], "--save_adapter (.json)": adapter and adapter + ".json",
                           "--save_adapter (.safetensors)": adapter and adapter + ".safetensors",
-                          "--log_jsonl": cfg.log_jsonl, "curves (beside --dev_out)": curves})
+                          "--log_jsonl": cfg.log_jsonl, "curves (beside --dev_out)": curves,
+                          "--checkpoint_dir (checkpoint.pt)": cfg.training.checkpoint_dir
+                          and os.path.join(cfg.training.checkpoint_dir, "checkpoint.pt")})
     check_all_writable({"--dev_out": cfg.outputs["dev"], "--test_out": cfg.outputs["test"],
                         "--save_adapter": adapter and adapter + ".json", "--log_jsonl": cfg.log_jsonl,
                         "curves (beside --dev_out)": curves})
@@ -383,6 +376,24 @@ def mixed_label_names(cfg: ClassifyConfig, adapters: Dict[str, nn.Module]) -> Di
     return out
 
 
+def mixed_run_paths(names: List[str], inputs: Dict[str, List[str]], outs: Dict[str, List[str]],
+                    adapters: List[str]) -> Dict[str, str]:
+    """{flag (adapter): path} of a mixed run for check_distinct_paths: every output, and each
+    input file once (two adapters may read one dev set; nothing may write over it)."""
+    paths, read = {}, set()
+    for split, files in inputs.items():
+        for name, path in zip(names, files):
+            if os.path.realpath(path) not in read:
+                read.add(os.path.realpath(path))
+                paths[f"--{split} ({name})"] = path
+    for name, adapter in zip(names, adapters):
+        for suffix in (".json", ".safetensors"):
+            paths[f"--load_adapter ({name}, {suffix})"] = adapter + suffix
+    for split, files in outs.items():
+        paths.update({f"--{split}_out ({name})": path for name, path in zip(names, files)})
+    return paths
+
+
 def run_mixed(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, Dict[str, float]]:
     """Evaluate --load_adapter A B ... (named --adapter_names) on their own dev/test files,
     in batches whose rows mix every adapter.  Returns {name: {"dev": acc, "test": acc}}."""
@@ -394,6 +405,7 @@ def run_mixed(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, Dict[str, fl
     for paths in files.values():
         for path in paths:
             read_examples(path)  # malformed files fail before the model loads
+    check_distinct_paths(mixed_run_paths(names, files, outs, cfg.load_adapter))
     check_all_writable({f"--{split}_out": path for split in outs for path in outs[split]})
 
     model, tokenizer = run_cfg.load()
