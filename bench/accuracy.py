@@ -33,14 +33,13 @@ import dataclasses
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Dict, List
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "bench"))
 
-from progress import Runs  # noqa: E402
+from progress import run_all as progress_run_all  # noqa: E402
 
 MODES = {"prefix": "prefix", "prompttune": "prompt", "ptuning2": "ptuning2"}
 # bench name -> (run_llama.py option, method name in minillama.adapters.REGISTRY or None, head or None)
@@ -155,29 +154,9 @@ def title(name: str) -> str:
 
 
 def run_all(jobs: List[dict], n_jobs: int) -> List[dict]:
-    """one_run of every job, n_jobs at a time; a line as each begins and ends (with what remains);
-    the results in the jobs' order."""
-    runs = Runs(len(jobs))
-
-    def finished(r):
-        runs.done(f"{r['name']:22s} seed {r['seed']}  dev {r['dev']:.3f}  {r['seconds']:7.1f} s")
-
-    if n_jobs <= 1:
-        results = []
-        for job in jobs:
-            runs.begin(f"{job['name']} seed {job['seed']}")
-            results.append(one_run(job))
-            finished(results[-1])
-        return results
-    import multiprocessing as mp
-    with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(one_run, job): i for i, job in enumerate(jobs)}
-        print(f"{len(jobs)} runs, {n_jobs} at a time", file=sys.stderr, flush=True)
-        results = [None] * len(jobs)
-        for future in as_completed(futures):
-            results[futures[future]] = future.result()
-            finished(results[futures[future]])
-    return results
+    """one_run of every job, n_jobs at a time, with a line as each begins and ends (bench/progress.py)."""
+    return progress_run_all(one_run, jobs, n_jobs, lambda job: f"{job['name']} seed {job['seed']}",
+                            lambda r: f"{r['name']:22s} seed {r['seed']}  dev {r['dev']:.3f}  {r['seconds']:7.1f} s")
 
 
 def main():

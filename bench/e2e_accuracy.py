@@ -57,7 +57,6 @@ import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Dict, List, Optional
 
 import torch
@@ -67,7 +66,7 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "bench"))
 
 from minillama.metrics import METRIC_NAMES  # noqa: E402
-from progress import Runs  # noqa: E402
+from progress import run_all  # noqa: E402
 
 MINILLAMA = ("finetune", "lora", "prefix", "ptuning2", "prompt")
 PEFT = ("peft_finetune", "peft_lora", "peft_prefix")
@@ -374,29 +373,10 @@ def common_job(args) -> tuple:
 
 
 def run_jobs(jobs: List[dict], n_jobs: int) -> List[dict]:
-    """one_row of every job, n_jobs at a time; a line as each begins and ends (with the time
-    left, bench/progress.py); the results in the jobs' order."""
-    runs = Runs(len(jobs))
-
-    def report(r):
-        runs.done(f"{r['name']:14s} {r.get('settings') or ''} lr {r['lr']:g}  BLEU {r['scores']['BLEU']:.4f}  "
-                  f"{r['seconds']:7.1f} s")
-        return r
-
-    if n_jobs <= 1:
-        results = []
-        for job in jobs:
-            runs.begin(f"{job['name']} {job.get('settings') or ''}")
-            results.append(report(one_row(job)))
-        return results
-    import multiprocessing as mp
-    with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(one_row, job): i for i, job in enumerate(jobs)}
-        print(f"{len(jobs)} runs, {n_jobs} at a time", file=sys.stderr, flush=True)
-        results = [None] * len(jobs)
-        for future in as_completed(futures):
-            results[futures[future]] = report(future.result())
-    return results
+    """one_row of every job, n_jobs at a time, with a line as each begins and ends (bench/progress.py)."""
+    return run_all(one_row, jobs, n_jobs, lambda job: f"{job['name']} {job.get('settings') or ''}",
+                   lambda r: f"{r['name']:14s} {r.get('settings') or ''} lr {r['lr']:g}  "
+                             f"BLEU {r['scores']['BLEU']:.4f}  {r['seconds']:7.1f} s")
 
 
 # -- the table -----------------------------------------------------------------------------------

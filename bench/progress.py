@@ -30,3 +30,27 @@ class Runs:
             (f", about {minutes(left)} left" if self.finished < self.total else "")
         print(line, file=self.stream, flush=True)
         return line
+
+
+def run_all(work, jobs: list, n_jobs: int, begins, ended) -> list:
+    """work(job) for every job, n_jobs at a time in spawned processes (1: in this one), each
+    announced (`begins(job)`: its label) and reported when it ends (`ended(result)`: its
+    line); the results in the jobs' order.  `work` must be a module-level function."""
+    runs = Runs(len(jobs))
+    if n_jobs <= 1:
+        results = []
+        for job in jobs:
+            runs.begin(begins(job))
+            results.append(work(job))
+            runs.done(ended(results[-1]))
+        return results
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(work, job): i for i, job in enumerate(jobs)}
+        print(f"{len(jobs)} runs, {n_jobs} at a time", file=sys.stderr, flush=True)
+        results = [None] * len(jobs)
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            runs.done(ended(results[futures[future]]))
+    return results

@@ -26,18 +26,8 @@ OUT=${OUT:-reproduce-table}
 DEVICE=${DEVICE---use_gpu}    # empty: CPU
 ARGS=${ARGS:-}
 DATASETS=${DATASETS:-sst cfimdb}
-# What the runs need, checked before any starts: one line naming what is missing and how to get it.
-need() {
-  [ -e "$1" ] && return 0
-  local url
-  url=$(awk -F'\t' -v f="$1" '$1 == f { split($4, u, " "); print u[1] }' assets.tsv)
-  if [ -n "$url" ]; then
-    echo "error: $1 not found: \`bash setup.sh\` fetches it (or: curl -fL -o $1 $url); a quick CPU run on the bundled stories260K: see the header of $0" >&2
-  else
-    echo "error: $1 not found (see the header of $0 for what this bench needs)" >&2
-  fi
-  exit 2
-}
+# What the runs need, checked before any starts (bench/need.sh: one line naming what is missing).
+. "$(dirname "$0")/need.sh"
 for f in "$CKPT" "$TOK"; do need "$f"; done
 mkdir -p "$OUT"
 n_ds=$(wc -w <<< "$DATASETS") i=0

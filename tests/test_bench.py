@@ -29,7 +29,8 @@ def test_runs_say_what_begins_what_ended_and_what_remains(monkeypatch, capsys):
 
 def test_reproduce_table_without_its_checkpoint_is_one_line_naming_how_to_get_it(tmp_path):
     (tmp_path / "bench").mkdir()
-    shutil.copy(os.path.join(REPO_ROOT, "bench", "reproduce_table.sh"), tmp_path / "bench")
+    for script in ("reproduce_table.sh", "need.sh"):
+        shutil.copy(os.path.join(REPO_ROOT, "bench", script), tmp_path / "bench")
     (tmp_path / "assets.tsv").write_text("stories42M.pt\t-\tllama2c/stories42M.pt\thttps://example.org/s42.pt "
                                          "https://example.org/other.pt\n")
     (tmp_path / "tokenizer.model").write_text("")
