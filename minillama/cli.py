@@ -191,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--mmlu_dir", type=str, help=f"MMLU data with dev/ val/ test/ CSVs (default {default(MMLUSettings, 'mmlu_dir')})")
     m.add_argument("--subjects", type=str, help="comma-separated MMLU subjects (default: all 57)")
     m.add_argument("--limit", type=int, help="at most this many questions per subject")
-    m.add_argument("--k_shot", type=int, metavar="{0..5}", help="exemplars from dev before each question")
+    m.add_argument("--k_shot", type=int, help="MMLU: 0..5 exemplars from dev before each question; --option prompt: "
+                                              "K labelled --train examples (balanced, chosen with --seed) before "
+                                              "each sentence (default 0)")
     m.add_argument("--mmlu_split", type=str, choices=SPLITS)
     m.add_argument("--mmlu_mode", type=str, choices=MMLU_MODES,
                    help="logits: compare the letter tokens' logits; generate: parse a greedy reply (refusals)")
@@ -308,6 +310,7 @@ FLAG_GROUPS: Dict[str, FlagGroup] = {
     "head": FlagGroup({"prefix_head": "head", "hidden_dropout_prob": "hidden_dropout_prob", "head_lr": "head_lr"},
                       options=TRAINING_OPTIONS, tasks=("classify",), trains=True),
     "mixed": FlagGroup({"adapter_names": "adapter_names"}, options=CLASSIFY_OPTIONS, tasks=("classify",)),
+    "k_shot": FlagGroup({"k_shot": "k_shot"}, options=("prompt",), tasks=("classify",), who="--option prompt"),
     # MMLU
     "mmlu": FlagGroup({"mmlu_dir": "mmlu_dir", "subjects": "subjects", "limit": "limit", "k_shot": "k_shot",
                        "mmlu_mode": "mode", "mmlu_new_tokens": "new_tokens", "chat": "chat", "mmlu_out": "out"},
@@ -456,7 +459,7 @@ def task_config(ns: Dict[str, Any], spelling: Optional[Dict[str, str]] = None) -
                                 training=training_config(ns, default(E2EConfig, "training")),
                                 **given(ns, {**flags("e2e", "e2e_train", "e2e_save", "export"), **common}))
     return "classify", ClassifyConfig(option=option, method=method, training=training_config(ns), **given(ns, {
-        **flags("classify", "classify_train", "save", "export", "mixed"), **common,
+        **flags("classify", "classify_train", "save", "export", "mixed", "k_shot"), **common,
         **{dest: name for dest, name in flags("head").items() if dest != "head_lr"}}))  # head_lr: TrainConfig's
 
 

@@ -100,21 +100,23 @@ def read_examples(path: str, num_labels: Optional[int] = None) -> List[Example]:
 
 # -- tokenising --------------------------------------------------------------------------
 def encode_examples(examples: Sequence[Example], tokenizer, max_len: Optional[int] = None,
-                    suffix: Optional[str] = None) -> List[List[int]]:
-    """Token ids per example: [bos] + sentence (cut to max_len tokens, as the
-    course's tokenizer does) + suffix tokens (never cut, so a prompt stays whole).
+                    suffix: Optional[str] = None, prefix: str = "") -> List[List[int]]:
+    """Token ids per example: [bos] + prefix + sentence (cut to max_len tokens, as the
+    course's tokenizer does) + suffix tokens (prefix and suffix never cut, so in-context
+    examples and the prompt stay whole).
 
-    The suffix is joined to the sentence as text (`f"{sentence} {suffix}"`, the
+    The suffix is joined to the sentence as text (`f"{prefix}{sentence} {suffix}"`, the
     course's prompt construction) when nothing needs cutting, so the tokens are
-    exactly the course's; when the sentence is cut, its tokens and the suffix's
-    are concatenated."""
+    exactly the course's; when the sentence is cut, the three parts' tokens are
+    concatenated."""
     out = []
     for ex in examples:
         sentence_ids = tokenizer.encode(ex.sentence, bos=False)
         if max_len is not None and len(sentence_ids) > max_len:
-            ids = sentence_ids[:max_len] + (tokenizer.encode(suffix, bos=False) if suffix else [])
+            ids = ((tokenizer.encode(prefix, bos=False) if prefix else []) + sentence_ids[:max_len]
+                   + (tokenizer.encode(suffix, bos=False) if suffix else []))
         else:
-            text = ex.sentence if suffix is None else f"{ex.sentence} {suffix}"
+            text = prefix + (ex.sentence if suffix is None else f"{ex.sentence} {suffix}")
             ids = tokenizer.encode(text, bos=False)
         out.append([tokenizer.bos_id] + ids)
     return out
@@ -176,9 +178,9 @@ class Split:
 
 
 def load_split(path: str, tokenizer, num_labels: int, max_len: Optional[int] = None,
-               suffix: Optional[str] = None) -> Split:
+               suffix: Optional[str] = None, prefix: str = "") -> Split:
     examples = read_examples(path, num_labels)
-    return Split(examples, encode_examples(examples, tokenizer, max_len, suffix), tokenizer.pad_id, path)
+    return Split(examples, encode_examples(examples, tokenizer, max_len, suffix, prefix), tokenizer.pad_id, path)
 
 
 # -- writing -------------------------------------------------------------------------------

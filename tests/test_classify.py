@@ -9,6 +9,7 @@ from conftest import tiny_model, data_slice, course_argv, read_predictions
 from minillama.cli import main
 from minillama.adapters import inject_lora, merge_lora
 from minillama.data import Example, Split
+from minillama.errors import MinillamaError
 from minillama.heads import HeadClassifier
 from minillama.runconfig import RunConfig
 from minillama.tasks.classify import course_prompt
@@ -173,3 +174,52 @@ def test_an_output_over_the_checkpoint_is_refused_before_loading(tmp_path, capsy
     assert capsys.readouterr().err.strip() == (f"error: --dev_out and --checkpoint_dir (checkpoint.pt) name the same "
                                                f"file ({ck / 'checkpoint.pt'}): choose different paths")
     assert not ck.exists()
+
+
+def test_demonstrations_are_balanced_seeded_and_in_the_zero_shot_template():
+    from minillama.tasks.classify import demonstrations
+    examples = [Example(0, "dull", 1), Example(0, "flat", 2), Example(1, "fun", 3), Example(0, "slow", 4),
+                Example(1, "great", 5)]
+    names = ["bad", "good"]
+    text = demonstrations(examples, names, 3, seed=0)
+    lines = text.splitlines()
+    prompt = "Is this movie bad or good? This movie is "
+    assert len(lines) == 3 and all(prompt in line for line in lines)
+    assert [line.rsplit(" ", 1)[1] for line in lines] == ["bad", "good", "bad"]  # one of each label in turn
+    assert text == demonstrations(examples, names, 3, seed=0) and text.endswith("\n")
+    seeds = {demonstrations(examples, names, 3, seed=s) for s in range(8)}
+    assert len(seeds) > 1  # --seed chooses which examples
+    with pytest.raises(MinillamaError, match=r"^--k_shot 6: the training file holds only 5 examples"):
+        demonstrations(examples, names, 6, seed=0)
+
+
+def test_k_shot_prompts_read_the_examples_before_each_sentence(tmp_path, capsys, tiny_ckpt):
+    """The encoded input is exactly the text [examples][sentence] [prompt]; a budget too small
+    for the examples is one line."""
+    from minillama.tokenizer import load_tokenizer
+    from minillama.data import encode_examples
+    from minillama.tasks.classify import demonstrations
+    from conftest import asset
+    tok = load_tokenizer(asset("llama2c/tok512.model"))
+    shots = demonstrations([Example(0, "dull", 1), Example(1, "fun", 2)], ["bad", "good"], 2, seed=3)
+    ids = encode_examples([Example(1, "a fine film", 1)], tok, None, course_prompt(["bad", "good"]), shots)[0]
+    assert ids == [tok.bos_id] + tok.encode(shots + "a fine film " + course_prompt(["bad", "good"]), bos=False)
+    rows = "".join(f"{i % 2} ||| {'a dull film' if i % 2 == 0 else 'a fun film'} {i}\n" for i in range(40))
+    data = {"labels": str(tmp_path / "names.json")}
+    (tmp_path / "names.json").write_text('["bad", "good"]')
+    for split in ("train", "dev", "test"):
+        data[split] = str(tmp_path / f"{split}.txt")
+        (tmp_path / f"{split}.txt").write_text(rows)
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = course_argv("prompt", tiny_ckpt, data, "--k_shot", "3", "--dev_out", str(out / "d.txt"),
+                       "--test_out", str(out / "t.txt"))
+    assert main(argv) == 0
+    assert "in-context learning: 3 labelled examples" in capsys.readouterr().out
+    assert len(read_predictions(out / "d.txt")) == 40
+    assert main(course_argv("prompt", tiny_ckpt, data, "--k_shot", "20", "--dev_out", str(out / "d2.txt"),
+                            "--test_out", str(out / "t2.txt"))) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --k_shot 20: the 20 examples take ") and err.endswith(
+        "of the model's 256-token context, leaving no room for a sentence: lower --k_shot"), err
+    assert not (out / "d2.txt").exists()

@@ -186,10 +186,10 @@ def test_no_fast_runs_the_plain_core_and_refuses_sdpa_with_it(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--option", "prompt", "--k_shot", "2"], "--k_shot does nothing with --option prompt: drop it "
-                                              "(it is read by --option mmlu and --option prefix --task mmlu)"),
-    (["--option", "prompt", "--k_shot", "-1"], "--k_shot does nothing with --option prompt"),
-    (["--option", "prompt", "--k_shot", "0"], "--k_shot does nothing with --option prompt"),  # given = counted
+    (["--option", "lora", "--k_shot", "2"], "--k_shot does nothing with --option lora: drop it "
+                                            "(it is read by --option prompt; --option mmlu and --option prefix --task mmlu)"),
+    (["--option", "finetune", "--k_shot", "0"], "--k_shot does nothing with --option finetune"),  # given = counted
+    (["--option", "prompt", "--k_shot", "-1"], "--k_shot must be a non-negative number of examples, got -1"),
     (["--option", "prompt", "--checkpoint_dir", "ck", "--resume"], "--checkpoint_dir does nothing with --option prompt"),
     (["--option", "prefix", "--load_adapter", "A", "--checkpoint_dir", "ck", "--resume"],
      "--checkpoint_dir does nothing with --load_adapter (it evaluates saved adapters; nothing trains)"),

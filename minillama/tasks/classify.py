@@ -21,6 +21,7 @@ own adapter's cls head or label names (heads.RowReader).
 from __future__ import annotations
 
 import os
+import random
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -31,7 +32,7 @@ from ..adapters import AdapterConfig, attach, load_adapter, load_adapters, param
 from ..adapters.io import check_adapter_sources, check_saved_exportable, peek_adapter
 from ..curves import curves_path, plot_curves
 from ..adapters.peft_format import check_export_dir, check_exportable, export_for_task
-from ..data import load_split, pad_batch, read_examples, read_label_names, write_predictions
+from ..data import Example, load_split, pad_batch, read_examples, read_label_names, write_predictions
 from ..errors import MinillamaError
 from ..files import check_all_writable, check_distinct_paths
 from ..heads import HeadClassifier, RowReader, VerbalizerClassifier, label_token_ids
@@ -66,6 +67,26 @@ def course_prompt(names: Sequence[str]) -> str:
     return COURSE_PROMPT.format(names=label_phrase(names))
 
 
+def demonstrations(examples: Sequence[Example], names: Sequence[str], k: int, seed: int) -> str:
+    """In-context learning: k labelled examples, balanced across the labels (one of each label
+    in turn, each label's examples in an order drawn with `seed`), each written in the zero-shot
+    template and answered, one per line: the text read before every sentence."""
+    if k > len(examples):
+        raise MinillamaError(f"--k_shot {k}: the training file holds only {len(examples)} examples: lower --k_shot")
+    rng = random.Random(seed)
+    by_label = [[ex for ex in examples if ex.label == label] for label in range(len(names))]
+    for pool in by_label:
+        rng.shuffle(pool)
+    chosen, turn = [], 0
+    while len(chosen) < k:
+        pool = by_label[turn % len(by_label)]
+        taken = sum(1 for ex in chosen if ex.label == turn % len(by_label))
+        if taken < len(pool):
+            chosen.append(pool[taken])
+        turn += 1
+    return "".join(f"{ex.sentence} {course_prompt(names)}{names[ex.label]}\n" for ex in chosen)
+
+
 def dataset_name(train_path: str) -> str:
     """'data/sst-train.txt' -> 'sst' (the part of the file name before the first '-')."""
     stem = os.path.splitext(os.path.basename(train_path))[0]
@@ -88,6 +109,7 @@ class ClassifyConfig:
     dev_out: Optional[str] = None            # None: <dataset>-dev-<word>-output.txt (see `dataset`)
     test_out: Optional[str] = None
     max_sentence_len: Optional[int] = None
+    k_shot: int = 0  # --option prompt: labelled training examples read before each sentence (in-context learning)
     hidden_dropout_prob: float = 0.3
     training: TrainConfig = field(default_factory=TrainConfig)
     save_adapter: Optional[str] = None       # None: <dataset>-prefix-adapter for --option prefix
@@ -111,6 +133,10 @@ class ClassifyConfig:
             raise MinillamaError(f"--hidden_dropout_prob must be in [0, 1), got {self.hidden_dropout_prob}")
         if self.max_sentence_len is not None and self.max_sentence_len <= 0:
             raise MinillamaError(f"--max_sentence_len must be a positive integer, got {self.max_sentence_len}")
+        if isinstance(self.k_shot, bool) or not isinstance(self.k_shot, int) or self.k_shot < 0:
+            raise MinillamaError(f"--k_shot must be a non-negative number of examples, got {self.k_shot}")
+        if self.k_shot and self.option != "prompt":
+            raise MinillamaError(f"--k_shot puts examples in the prompt of --option prompt, not --option {self.option}")
         check_adapter_sources(self.load_adapter, self.interpolate, self.adapter_names)
         if self.adapter_names and self.export_peft:
             raise MinillamaError("--export_peft converts one adapter: drop --adapter_names, or --export_peft")
@@ -229,11 +255,17 @@ def placeholder_note(test_path: str, labels: torch.Tensor) -> Optional[str]:
     return None
 
 
-def context_budget(backbone, tokenizer, classifier, suffix: Optional[str], max_sentence_len: Optional[int]) -> int:
-    """Sentence tokens that fit the model's context with BOS, the prompt and the
-    label-name tokens; the smaller of that and --max_sentence_len."""
-    extra = 1 + (len(tokenizer.encode(suffix, bos=False)) if suffix else 0) + getattr(classifier, "extra_positions", 0)
+def context_budget(backbone, tokenizer, classifier, suffix: Optional[str], max_sentence_len: Optional[int],
+                   prefix: str = "", k_shot: int = 0) -> int:
+    """Sentence tokens that fit the model's context with BOS, the in-context examples, the
+    prompt and the label-name tokens; the smaller of that and --max_sentence_len."""
+    shots = len(tokenizer.encode(prefix, bos=False)) if prefix else 0
+    extra = 1 + shots + (len(tokenizer.encode(suffix, bos=False)) if suffix else 0) + \
+        getattr(classifier, "extra_positions", 0)
     fit_len = backbone.input_room - extra
+    if fit_len <= 0 and k_shot:
+        raise MinillamaError(f"--k_shot {k_shot}: the {k_shot} examples take {shots} of the model's "
+                             f"{backbone.input_room}-token context, leaving no room for a sentence: lower --k_shot")
     if fit_len <= 0:
         raise MinillamaError(f"the model's context ({backbone.input_room} tokens) is too short for the prompt")
     return fit_len if max_sentence_len is None else min(max_sentence_len, fit_len)
@@ -317,9 +349,14 @@ def run(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, float]:
         print(describe_method(cfg, classifier))
         print(describe_trainable(classifier))
     suffix = course_prompt(label_names) if isinstance(classifier, VerbalizerClassifier) else None
+    shots = demonstrations(read_examples(cfg.train_path, num_labels), label_names, cfg.k_shot, run_cfg.seed) \
+        if cfg.k_shot else ""
+    if cfg.k_shot:
+        print(f"in-context learning: {cfg.k_shot} labelled examples of {cfg.train_path} (balanced across the "
+              f"labels, chosen with --seed {run_cfg.seed}) before each sentence")
     # the backbone's context: a prefix of P virtual tokens leaves P fewer for the input
-    max_len = context_budget(backbone, tokenizer, classifier, suffix, cfg.max_sentence_len)
-    splits = {name: load_split(path, tokenizer, num_labels, max_len, suffix) for name, path in paths.items()}
+    max_len = context_budget(backbone, tokenizer, classifier, suffix, cfg.max_sentence_len, shots, cfg.k_shot)
+    splits = {name: load_split(path, tokenizer, num_labels, max_len, suffix, shots) for name, path in paths.items()}
     for split in splits.values():
         print(f"load {len(split)} data from {split.path}")
     note_cut_sentences(splits, tokenizer, max_len, cfg.max_sentence_len)
