@@ -194,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--k_shot", type=int, help="MMLU: 0..5 exemplars from dev before each question; --option prompt: "
                                               "K labelled --train examples (balanced, chosen with --seed) before "
                                               "each sentence (default 0)")
+    m.add_argument("--temperatures", type=str, help="--mmlu_mode generate: also sample the answers at each of "
+                                                     "these temperatures (e.g. 0,0.7,1.0): accuracy, refusal rate, "
+                                                     "consistency and answer entropy per temperature")
+    m.add_argument("--samples", type=int, help=f"answers sampled per question at each temperature "
+                                               f"(default {default(MMLUSettings, 'samples')})")
     m.add_argument("--mmlu_split", type=str, choices=SPLITS)
     m.add_argument("--mmlu_mode", type=str, choices=MMLU_MODES,
                    help="logits: compare the letter tokens' logits; generate: parse a greedy reply (refusals)")
@@ -313,7 +318,8 @@ FLAG_GROUPS: Dict[str, FlagGroup] = {
     "k_shot": FlagGroup({"k_shot": "k_shot"}, options=("prompt",), tasks=("classify",), who="--option prompt"),
     # MMLU
     "mmlu": FlagGroup({"mmlu_dir": "mmlu_dir", "subjects": "subjects", "limit": "limit", "k_shot": "k_shot",
-                       "mmlu_mode": "mode", "mmlu_new_tokens": "new_tokens", "chat": "chat", "mmlu_out": "out"},
+                       "mmlu_mode": "mode", "mmlu_new_tokens": "new_tokens", "chat": "chat", "mmlu_out": "out",
+                       "temperatures": "temperatures", "samples": "samples"},
                       tasks=("mmlu",), who="--option mmlu and --option prefix --task mmlu"),
     "mmlu_eval": FlagGroup({"mmlu_split": "split"}, options=("mmlu",)),
     "mmlu_prefix": FlagGroup({"mmlu_holdout": "holdout"}, options=("prefix",), tasks=("mmlu",), trains=True),

@@ -18,6 +18,7 @@ report (or, for a .jsonl path, one record per question followed by the summary).
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -53,10 +54,27 @@ class MMLUSettings:
     new_tokens: int = 10            # generate mode: room for "The answer is (B)." and similar
     chat: bool = False              # Llama 3 Instruct chat format
     batch_size: int = TrainConfig.batch_size
+    temperatures: Optional[Tuple[float, ...]] = None  # generate mode: sample at each (e.g. "0,0.7,1.0")
+    samples: int = 1                # answers sampled per question at each temperature
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise MinillamaError(f"--mmlu_mode must be logits or generate, got {self.mode!r}")
+        if isinstance(self.temperatures, str):
+            try:
+                self.temperatures = tuple(float(t) for t in self.temperatures.split(","))
+            except ValueError:
+                raise MinillamaError(f"--temperatures takes numbers separated by commas (e.g. 0,0.7,1.0), "
+                                     f"got {self.temperatures!r}") from None
+        if self.temperatures is not None:
+            if self.mode != "generate":
+                raise MinillamaError("--temperatures samples the answers: it needs --mmlu_mode generate")
+            if not self.temperatures or not all(0.0 <= t < math.inf for t in self.temperatures):
+                raise MinillamaError(f"--temperatures must be finite numbers >= 0, got {self.temperatures}")
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
+            raise MinillamaError(f"--samples must be a positive number of answers per question, got {self.samples}")
+        if self.samples > 1 and self.temperatures is None:
+            raise MinillamaError("--samples draws answers at each of --temperatures: give --temperatures too")
         if not 0 <= self.k_shot <= 5:
             raise MinillamaError(f"--k_shot must be in 0..5 (MMLU's dev split holds 5 per subject), got {self.k_shot}")
         for flag, value in (("--limit", self.limit), ("--mmlu_new_tokens", self.new_tokens),
@@ -195,8 +213,10 @@ def parse_answer(text: str) -> Optional[str]:
 
 @torch.no_grad()
 def generate_replies(model: nn.Module, tokenizer, prompts: Sequence[Sequence[int]], max_new_tokens: int,
-                     batch_size: int = MMLUSettings.batch_size, device=None, bf16: bool = False, progress: bool = True) -> List[str]:
-    """Greedy replies (decoded text, stop token excluded) for every prompt, in input order."""
+                     batch_size: int = MMLUSettings.batch_size, device=None, bf16: bool = False, progress: bool = True,
+                     temperature: float = 0.0, generator: Optional[torch.Generator] = None) -> List[str]:
+    """Replies (decoded text, stop token excluded) for every prompt, in input order: greedy, or
+    sampled at `temperature` with `generator`."""
     device = device or next(model.parameters()).device
     replies: List[Optional[str]] = [None] * len(prompts)
     prepare_for_decoding(model)  # a sped-up model's decode layout (fast/layout.py)
@@ -204,8 +224,8 @@ def generate_replies(model: nn.Module, tokenizer, prompts: Sequence[Sequence[int
                     leave=False):
         ids, mask = pad_left([prompts[i] for i in idx], tokenizer.pad_id)
         with autocast(device, bf16):
-            out = generate(model, ids.to(device), max_new_tokens, temperature=0.0, eos_id=tokenizer.stop_ids,
-                           attention_mask=mask.to(device))
+            out = generate(model, ids.to(device), max_new_tokens, temperature=temperature, eos_id=tokenizer.stop_ids,
+                           attention_mask=mask.to(device), generator=generator)
         for row, i in enumerate(idx):
             replies[i] = tokenizer.decode(strip_after_stop(out[row, ids.shape[1]:].tolist(), tokenizer.stop_ids))
     return replies
@@ -301,3 +321,51 @@ def evaluate_with(model: nn.Module, tokenizer, questions: Sequence[Question], de
     return evaluate(model, tokenizer, questions, dev, mode=mode or s.mode, k_shot=s.k_shot, chat=s.chat,
                     batch_size=s.batch_size, max_new_tokens=s.new_tokens, device=device, bf16=bf16,
                     progress=progress)
+
+
+# -- answers across temperatures ------------------------------------------------------------
+def agreement(answers: Sequence[Optional[str]]) -> Tuple[bool, float]:
+    """(all the sampled answers of one question agree, their entropy in bits); a refusal
+    (None) counts as an answer of its own."""
+    counts: Dict[Optional[str], int] = {}
+    for a in answers:
+        counts[a] = counts.get(a, 0) + 1
+    n = len(answers)
+    entropy = -sum(c / n * math.log2(c / n) for c in counts.values())
+    return len(counts) == 1, entropy + 0.0  # + 0.0: -0.0 when all agree
+
+
+def temperature_sweep(model: nn.Module, tokenizer, questions: Sequence[Question], dev: Dict[str, List[Question]],
+                      s: MMLUSettings, seed: int, device=None, bf16: bool = False, progress: bool = True) -> Dict:
+    """At each of s.temperatures, s.samples answers per question (generate mode; sample i at
+    temperature t drawn from a generator seeded with seed + i): accuracy and refusal rate over
+    all the samples, consistency (the share of questions whose samples all agree) and the mean
+    entropy of each question's answers.  {str(t): {...}}."""
+    device = device or next(model.parameters()).device
+    room = model.input_room - s.new_tokens
+    prompts, _ = encode_questions(tokenizer, questions, dev, s.k_shot, s.chat, room)
+    out = {}
+    for t in s.temperatures:
+        answers = []
+        for i in range(s.samples):
+            generator = torch.Generator(device=device).manual_seed(seed + i)
+            replies = generate_replies(model, tokenizer, prompts, s.new_tokens, s.batch_size, device, bf16, progress,
+                                       temperature=t, generator=generator)
+            answers.append([parse_answer(r) for r in replies])
+        per_question = [agreement(column) for column in zip(*answers)]
+        total = len(questions) * s.samples
+        out[f"{t:g}"] = {
+            "temperature": t, "samples": s.samples,
+            "accuracy": sum(a == q.answer for row in answers for a, q in zip(row, questions)) / total,
+            "refusal_rate": sum(a is None for row in answers for a in row) / total,
+            "consistency": sum(agree for agree, _ in per_question) / len(questions),
+            "answer_entropy": sum(h for _, h in per_question) / len(questions)}
+    return out
+
+
+def format_sweep(sweep: Dict) -> str:
+    lines = [f"{'temperature':>11}  {'samples':>7}  {'acc':>6}  {'refusal':>7}  {'consistency':>11}  {'entropy':>7}"]
+    for row in sweep.values():
+        lines.append(f"{row['temperature']:>11g}  {row['samples']:>7}  {row['accuracy']:>6.3f}  "
+                     f"{row['refusal_rate']:>7.3f}  {row['consistency']:>11.3f}  {row['answer_entropy']:>7.3f}")
+    return "\n".join(lines)

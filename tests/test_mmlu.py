@@ -184,3 +184,13 @@ def test_chat_prompts_and_scoring_with_the_llama3_tokenizer(tmp_path):
         assert r["scores"] == pytest.approx(want.tolist(), abs=1e-4)  # records keep 4 decimals
     with pytest.raises(MinillamaError, match="--chat needs a Llama 3 tokenizer"):
         mmlu.encode_questions(load_tokenizer(asset("llama2c/tok512.model")), qs, dev, 0, True, 100)
+
+
+def test_agreement_counts_a_refusal_as_an_answer_of_its_own():
+    from minillama.mmlu import agreement
+    assert agreement(["A", "A", "A"]) == (True, 0.0)
+    assert agreement(["A", "B"]) == (False, 1.0)
+    assert agreement(["A", None, "A", None]) == (False, 1.0)
+    assert agreement([None, None]) == (True, 0.0)
+    agree, entropy = agreement(["A", "B", "C", "D"])
+    assert not agree and abs(entropy - 2.0) < 1e-12

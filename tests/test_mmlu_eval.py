@@ -35,3 +35,41 @@ def test_cli_option_mmlu_end_to_end(tmp_path, capsys):
     assert main(common + ["--mmlu_out", bad_out]) == 2
     err = capsys.readouterr().err
     assert "gamma_test.csv:1: answer 'Z'" in err and not os.path.exists(bad_out)
+
+
+@pytest.mark.slow
+def test_answers_across_temperatures_report_accuracy_refusals_and_consistency(tmp_path, capsys):
+    """At temperature 0 every sample is the greedy answer: consistency 1, entropy 0 and the
+    greedy accuracy; sampled temperatures are seeded (the same run twice gives the same table)."""
+    root = make_fixture(tmp_path / "mmlu")
+    ckpt = str(tmp_path / "tiny.pt")
+    save_checkpoint(tiny_model(vocab_size=512, max_seq_len=512), ckpt)
+    common = ["--option", "mmlu", "--pretrained-model-path", ckpt, "--tokenizer", asset("llama2c/tok512.model"),
+              "--norm", "rmsnorm", "--mmlu_dir", root, "--batch_size", "2", "--mmlu_mode", "generate",
+              "--mmlu_new_tokens", "3", "--temperatures", "0,1.5", "--samples", "3"]
+    reports = []
+    for name in ("a.json", "b.json"):
+        assert main(common + ["--mmlu_out", str(tmp_path / name)]) == 0
+        reports.append(json.load(open(tmp_path / name)))
+    a, b = reports
+    assert a["temperatures"] == b["temperatures"] and list(a["temperatures"]) == ["0", "1.5"]
+    greedy = a["temperatures"]["0"]
+    assert (greedy["consistency"], greedy["answer_entropy"], greedy["samples"]) == (1.0, 0.0, 3)
+    assert greedy["accuracy"] == a["accuracy"] and greedy["refusal_rate"] == a["refusal_rate"]
+    hot = a["temperatures"]["1.5"]
+    assert 0.0 <= hot["consistency"] <= 1.0 and 0.0 <= hot["answer_entropy"] <= 2.33  # log2(5 answers)
+    out = capsys.readouterr().out
+    assert "temperature  samples" in out and "consistency" in out
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--temperatures", "0,1"], "--temperatures samples the answers: it needs --mmlu_mode generate"),
+    (["--mmlu_mode", "generate", "--temperatures", "0,hot"], "--temperatures takes numbers separated by commas"),
+    (["--mmlu_mode", "generate", "--temperatures", "-1"], "--temperatures must be finite numbers >= 0"),
+    (["--mmlu_mode", "generate", "--temperatures", "1", "--samples", "0"], "--samples must be a positive number"),
+    (["--mmlu_mode", "generate", "--samples", "4"], "--samples draws answers at each of --temperatures"),
+])
+def test_bad_temperature_flags_are_one_line(capsys, flags, message):
+    assert main(["--option", "mmlu", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {message}") and len(err.splitlines()) == 1, err

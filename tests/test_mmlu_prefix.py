@@ -102,3 +102,20 @@ def test_report_and_saved_adapter_sharing_a_path_are_refused_before_loading(tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--mmlu_out and --save_adapter (.json) name the same file" in err[0], err
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_baseline_and_tuned_answers_across_temperatures(tmp_path):
+    root = make_fixture(tmp_path / "mmlu")
+    ckpt = str(tmp_path / "tiny.pt")
+    save_checkpoint(tiny_model(vocab_size=512, max_seq_len=512), ckpt)
+    argv = prefix_mmlu_argv(tmp_path, root, ckpt, "ptuning2", "--mmlu_mode", "generate", "--mmlu_new_tokens", "2",
+                            "--temperatures", "0,1", "--samples", "2")
+    argv[argv.index("--epochs") + 1] = "1"
+    assert main(argv) == 0
+    report = json.load(open(tmp_path / "report-ptuning2.json"))
+    assert set(report["temperatures"]) == {"baseline", "tuned"}
+    for which in ("baseline", "tuned"):
+        assert list(report["temperatures"][which]) == ["0", "1"]
+        greedy = report["temperatures"][which]["0"]
+        assert greedy["consistency"] == 1.0 and greedy["accuracy"] == report[which]["generate"]["accuracy"]

@@ -10,7 +10,8 @@ from ..adapters import load_adapters
 from ..adapters.io import check_adapter_sources
 from ..errors import MinillamaError
 from ..files import check_all_writable, check_distinct_paths
-from ..mmlu import MMLUSettings, evaluate_with, format_table, load_dev, load_questions, write_report
+from ..mmlu import (MMLUSettings, evaluate_with, format_sweep, format_table, load_dev, load_questions,
+                    temperature_sweep, write_report)
 from ..runconfig import RunConfig
 from ..runlog import RunLog
 
@@ -49,6 +50,11 @@ def run(run_cfg: RunConfig, cfg: MMLUEvalConfig) -> Dict:
     print(format_table(report))
     print(f"mmlu {cfg.split} acc :: {report['accuracy']:.3f} (macro {report['macro_accuracy']:.3f}, "
           f"refusal rate {report['refusal_rate']:.3f})")
+    if s.temperatures:
+        report["temperatures"] = temperature_sweep(model, tokenizer, questions, dev, s, run_cfg.seed,
+                                                   run_cfg.device, run_cfg.bf16, run_cfg.progress)
+        print(f"sampled answers, seeded by --seed {run_cfg.seed}:")
+        print(format_sweep(report["temperatures"]))
     if cfg.out:
         write_report(cfg.out, report, records)
         print(f"wrote MMLU report to {cfg.out}")

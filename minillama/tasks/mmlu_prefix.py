@@ -24,8 +24,8 @@ from ..data import Split
 from ..errors import MinillamaError
 from ..files import check_all_writable, check_distinct_paths
 from ..heads import VerbalizerClassifier
-from ..mmlu import (MMLUSettings, encode_questions, evaluate_with, letter_token_ids, load_dev, load_questions,
-                    write_report)
+from ..mmlu import (MMLUSettings, encode_questions, evaluate_with, format_sweep, letter_token_ids, load_dev,
+                    load_questions, temperature_sweep, write_report)
 from ..mmlu_data import Question
 from ..resume import data_identity, resolved
 from ..runconfig import RunConfig
@@ -126,8 +126,13 @@ def run(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
                                              run_cfg.bf16, run_cfg.progress)
     results: Dict[str, Dict[str, Dict]] = {"baseline": {}, "tuned": {}}
     records: Dict[str, List[Dict]] = {}
+    sweep = lambda m: temperature_sweep(m, tokenizer, test_q, dev, s, run_cfg.seed, run_cfg.device,  # noqa: E731
+                                        run_cfg.bf16, run_cfg.progress)
+    sweeps: Dict[str, Dict] = {}
     for mode in modes:
         results["baseline"][mode], records[f"baseline_{mode}"] = evaluate(model, mode)
+    if s.temperatures:
+        sweeps["baseline"] = sweep(model)
 
     if trains:
         backbone = attach(model, cfg.method, tokenizer).to(run_cfg.device)
@@ -156,6 +161,11 @@ def run(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
         for mode in modes:
             results["tuned"][mode], records[f"tuned_{mode}"] = evaluate(backbone, mode)
         print(side_by_side(results))
+        if s.temperatures:
+            sweeps["tuned"] = sweep(backbone)
+            for which, table in sweeps.items():
+                print(f"{which}: sampled answers, seeded by --seed {run_cfg.seed}")
+                print(format_sweep(table))
         for which in results:
             for mode in modes:
                 summary = {k: v for k, v in results[which][mode].items() if k != "subjects"}
@@ -166,7 +176,8 @@ def run(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
                        "n_test": len(test_q), "holdout": cfg.holdout},
               "history": [{"epoch": h.epoch, "train_loss": h.train_loss, "train_acc": h.train_acc,
                            "heldout_acc": h.dev_acc} for h in history],
-              "baseline": results["baseline"], "tuned": results["tuned"]}
+              "baseline": results["baseline"], "tuned": results["tuned"],
+              **({"temperatures": sweeps} if sweeps else {})}
     if cfg.out:
         write_report(cfg.out, report, [dict(r, run=name) for name, rs in records.items() for r in rs])
         print(f"wrote MMLU report to {cfg.out}")
