@@ -41,7 +41,8 @@ from ..runlog import RunLog
 from ..train import TrainConfig, accuracy, check_warmup, describe_trainable, fit, predict
 
 COURSE_PROMPT = "Is this movie {names}? This movie is "
-OUTPUT_WORDS = {"prompt": "prompting", "finetune": "finetuning", "lora": "lora", "prefix": "prefix"}
+OUTPUT_WORDS = {"prompt": "prompting", "finetune": "finetuning", "lora": "lora", "prefix": "prefix",
+                "bottleneck": "bottleneck"}
 # What --option prefix trains for classification when neither --prefix_mode nor --prefix_hidden
 # is given: P-tuning v2 with its classification settings (PrefixConfig.task_settings), read
 # through the mean of all real tokens' states, not the last one's (every position passes on the

@@ -74,8 +74,8 @@ class E2EConfig:
     wandb: bool = False
 
     def __post_init__(self):
-        if self.option not in ("finetune", "lora", "prefix"):
-            raise MinillamaError(f"--task e2e trains --option finetune, lora or prefix, not {self.option}")
+        if self.option not in ("finetune", "lora", "prefix", "bottleneck"):
+            raise MinillamaError(f"--task e2e trains --option finetune, lora, prefix or bottleneck, not {self.option}")
         if not isinstance(self.beam_size, int) or self.beam_size <= 0:
             raise MinillamaError(f"--beam_size must be a positive integer (1 = greedy), got {self.beam_size}")
         if not abs(self.length_penalty) < float("inf"):
