@@ -19,6 +19,7 @@ from ..errors import MinillamaError
 from ..files import atomic_write_group, contents
 from .base import AdaptedModel
 from .identity import SHAPE_KEYS, base_identity, check_base, check_finite
+from .adapterhub_format import is_adapterhub_dir, load_adapterhub
 from .peft_format import check_exportable, is_peft_dir, load_peft
 from .registry import METHODS, make_config
 
@@ -76,6 +77,8 @@ def read_adapter_meta(path: str) -> dict:
 def peek_adapter(path: str) -> dict:
     """What a saved adapter's JSON says (method, config, label names, ...), read before any
     model loads; a PEFT directory: its method only as PEFT names it, and no label names."""
+    if is_adapterhub_dir(path):
+        return {"method": "bottleneck", "config": {}, "label_names": None}
     if is_peft_dir(path):
         return {"method": None, "config": {}, "label_names": None}
     return read_adapter_meta(path)
@@ -107,7 +110,10 @@ def load_adapter(base: nn.Module, path: str, tokenizer=None) -> AdaptedModel:
     """The adapter saved at <path>.{safetensors,json}, attached to `base`, frozen and
     finalized (a LoRA adapter is injected into `base` itself).  Also sets `.adapter_meta`
     (the JSON) and `.head_state` (head tensors, {} if none).  A directory holding
-    adapter_config.json is read as a Hugging Face PEFT adapter (adapters/peft_format.py)."""
+    adapter_config.json is read as AdapterHub's (adapters/adapterhub_format.py) or else as a Hugging Face
+    PEFT adapter (adapters/peft_format.py)."""
+    if is_adapterhub_dir(path):
+        return load_adapterhub(base, path, tokenizer)
     if is_peft_dir(path):
         return load_peft(base, path, tokenizer)
     meta = read_adapter_meta(path)
