@@ -152,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
                          f"default {default(BottleneckConfig, 'config')})")
     bn.add_argument("--reduction_factor", type=int,
                     help=f"adapter width = model width / this (default {default(BottleneckConfig, 'reduction_factor')})")
+    bn.add_argument("--export_adapterhub", type=str, metavar="DIR",
+                    help="also write the bottleneck adapter (trained, or given by --load_adapter) in AdapterHub's "
+                         "saved-adapter layout, which adapters' load_adapter reads on a transformers "
+                         "LlamaForCausalLM (a classification head stays behind)")
     bn.add_argument("--non_linearity", type=str, choices=list(NON_LINEARITIES),
                     help="between the down- and up-projection (default: the config's, "
                          + ", ".join(f"{c} {f}" for c, f in DEFAULT_NON_LINEARITY.items()) + ")")
@@ -305,6 +309,8 @@ FLAG_GROUPS: Dict[str, FlagGroup] = {
     "save": FlagGroup({"save_adapter": "save_adapter"}, options=TRAINING_OPTIONS, tasks=("classify", "mmlu"),
                       trains=True),
     "export": FlagGroup({"export_peft": "export_peft"}, options=CLASSIFY_OPTIONS, tasks=("classify", "mmlu", "e2e")),
+    "export_adapterhub": FlagGroup({"export_adapterhub": "export_adapterhub"}, options=CLASSIFY_OPTIONS,
+                                   tasks=("classify", "e2e")),
     "lora": FlagGroup({"lora_rank": "rank", "lora_alpha": "alpha", "lora_dropout": "dropout",
                        "lora_targets": "targets"}, options=("lora",), trains=True),
     "bottleneck": FlagGroup({"bottleneck_config": "config", "reduction_factor": "reduction_factor",
@@ -473,9 +479,10 @@ def task_config(ns: Dict[str, Any], spelling: Optional[Dict[str, str]] = None) -
     if task == "e2e":
         return "e2e", E2EConfig(option=option, method=method,
                                 training=training_config(ns, default(E2EConfig, "training")),
-                                **given(ns, {**flags("e2e", "e2e_train", "e2e_save", "export"), **common}))
+                                **given(ns, {**flags("e2e", "e2e_train", "e2e_save", "export", "export_adapterhub"),
+                                             **common}))
     return "classify", ClassifyConfig(option=option, method=method, training=training_config(ns), **given(ns, {
-        **flags("classify", "classify_train", "save", "export", "mixed"), **common,
+        **flags("classify", "classify_train", "save", "export", "export_adapterhub", "mixed"), **common,
         **{dest: name for dest, name in flags("head").items() if dest != "head_lr"}}))  # head_lr: TrainConfig's
 
 

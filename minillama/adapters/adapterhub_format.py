@@ -141,7 +141,8 @@ def export_adapterhub_for_task(adapter: AdaptedModel, directory: str, model_path
     """--export_adapterhub of a task: export, and say what AdapterHub needs besides and what stays behind."""
     nbytes = export_adapterhub(adapter, directory, os.path.abspath(model_path))
     print(f"exported the bottleneck adapter in AdapterHub's layout to {directory} ({nbytes:,} bytes); adapters "
-          f"loads it onto {model_path} as a transformers LlamaForCausalLM (formats.hf.save_hf_dir)")
+          f"loads it onto {model_path} written as a Hugging Face directory (formats.hf.save_hf_dir), "
+          "a transformers LlamaForCausalLM")
     if head_left_out:
         print("note: the classification head is left out of the AdapterHub export; it travels in minillama's own "
               "adapter file (--save_adapter)")

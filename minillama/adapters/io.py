@@ -19,7 +19,7 @@ from ..errors import MinillamaError
 from ..files import atomic_write_group, contents
 from .base import AdaptedModel
 from .identity import SHAPE_KEYS, base_identity, check_base, check_finite
-from .adapterhub_format import is_adapterhub_dir, load_adapterhub
+from .adapterhub_format import check_adapterhub_exportable, is_adapterhub_dir, load_adapterhub
 from .peft_format import check_exportable, is_peft_dir, load_peft
 from .registry import METHODS, make_config
 
@@ -177,6 +177,12 @@ def load_adapters(base: nn.Module, paths: List[str], alpha: Optional[float] = No
         head = {k: alpha * heads[0][k] + (1 - alpha) * heads[1][k] for k in heads[0]}
         print(f"adapter: {alpha:g} x {paths[0]} + {1 - alpha:g} x {paths[1]}")
     return backbone.requires_grad_(False), head
+
+
+def check_saved_adapterhub_exportable(path: str):
+    """check_adapterhub_exportable for a saved adapter (--load_adapter A --export_adapterhub DIR), from
+    its JSON alone (a PEFT directory never holds a bottleneck adapter)."""
+    check_adapterhub_exportable(peek_adapter(path).get("method") or "a PEFT adapter")
 
 
 def check_saved_exportable(path: str):
