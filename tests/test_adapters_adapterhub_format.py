@@ -15,7 +15,7 @@ import subprocess
 import pytest
 import torch
 
-from conftest import REPO_ROOT, asset, course_argv, data_slice, tiny_model
+from conftest import REPO_ROOT, course_argv, data_slice, tiny_model
 from minillama.adapters import Bottleneck, BottleneckConfig, attach, load_adapter
 from minillama.adapters.adapterhub_format import WEIGHTS_FILE, export_adapterhub, is_adapterhub_dir
 from minillama.cli import main
