@@ -1,7 +1,7 @@
 """The efficiency table ("Prefix Tuning vs Other Methods"): for one model and data set,
 every adaptation method side by side:
 
-    finetune, lora, prefix, ptuning2, prompt, adapter (LLaMA-Adapter)
+    finetune, lora, prefix, ptuning2, prompt, adapter (LLaMA-Adapter), houlsby and pfeiffer (bottleneck adapters)
 
   trainable   parameters that train (adapter + the cls head), and their share of the model
   on disk     bytes of the saved adapter (finetune: the whole model as a .pt checkpoint) vs the model's
@@ -59,16 +59,22 @@ from accuracy import data_dir, subsample  # noqa: E402  (bench/: fixed random su
 from train_step import memory_mark, peak_since  # noqa: E402
 from progress import Runs  # noqa: E402
 
-METHODS = ("finetune", "lora", "prefix", "ptuning2", "prompt", "adapter")
-OPTION = {"finetune": "finetune", "lora": "lora"}  # run_llama.py --option of each method (else prefix)
+METHODS = ("finetune", "lora", "prefix", "ptuning2", "prompt", "adapter", "houlsby", "pfeiffer")
+# run_llama.py --option of each method (else prefix)
+OPTION = {"finetune": "finetune", "lora": "lora", "houlsby": "bottleneck", "pfeiffer": "bottleneck"}
+BOTTLENECK = {"houlsby": "houlsby", "pfeiffer": "pfeiffer"}  # --bottleneck_config of each bottleneck row
 TITLES = {"finetune": "Full fine-tuning", "lora": "LoRA (r 4, all projections)", "prefix": "Prefix tuning (MLP, folded)",
-          "ptuning2": "P-tuning v2", "prompt": "Prompt tuning", "adapter": "LLaMA-Adapter"}
+          "ptuning2": "P-tuning v2", "prompt": "Prompt tuning", "adapter": "LLaMA-Adapter",
+          "houlsby": "Bottleneck adapters (Houlsby, dim / 16)", "pfeiffer": "Bottleneck adapters (Pfeiffer, dim / 16)"}
 COURSE_BATCH = {"sst": 80, "cfimdb": 10}  # the course's batch sizes (finetune SST, LoRA CFIMDB)
 SHAPES = {"stories42M": dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=8, vocab_size=32000, max_seq_len=1024)}
 
 
 def method_config(method: str, lrs: dict):
-    cfg = FullConfig() if method == "finetune" else make_config(method)
+    if method in BOTTLENECK:
+        cfg = make_config("bottleneck", config=BOTTLENECK[method])
+    else:
+        cfg = FullConfig() if method == "finetune" else make_config(method)
     return cfg, lrs.get(method, type(cfg).default_lr)
 
 

@@ -21,7 +21,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from . import distributed, files
-from .adapters import FullConfig, LlamaAdapterConfig, LoraConfig, PrefixConfig, PrefixTuningConfig, PromptTuningConfig
+from .adapters import (BottleneckConfig, FullConfig, LlamaAdapterConfig, LoraConfig, PrefixConfig, PrefixTuningConfig,
+                       PromptTuningConfig)
+from .adapters.bottleneck import CONFIGS as BOTTLENECK_CONFIGS, DEFAULT_NON_LINEARITY, NON_LINEARITIES
 from .errors import MinillamaError, show_one_line
 from .adapters.llama_adapter import GATES
 from .adapters.prefix import INITS
@@ -37,11 +39,11 @@ from .tasks.mmlu_eval import MMLUEvalConfig
 from .tasks.mmlu_prefix import MMLUPrefixConfig
 from .train import SCHEDULES, TrainConfig
 
-OPTIONS = ("generate", "prompt", "finetune", "lora", "prefix", "mmlu")
+OPTIONS = ("generate", "prompt", "finetune", "lora", "prefix", "bottleneck", "mmlu")
 TASKS = ("classify", "mmlu", "e2e")
 PREFIX_MODES = {"prefix": PrefixTuningConfig, "ptuning2": PrefixConfig, "prompt": PromptTuningConfig,
                 "adapter": LlamaAdapterConfig}
-OPTION_METHODS = {"finetune": FullConfig, "lora": LoraConfig, **PREFIX_MODES}
+OPTION_METHODS = {"finetune": FullConfig, "lora": LoraConfig, **PREFIX_MODES, "bottleneck": BottleneckConfig}
 
 
 def lr_defaults() -> str:
@@ -76,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                       argument_default=argparse.SUPPRESS)
     p.add_argument("--option", type=str, required=True, choices=OPTIONS,
                    help="generate: continue a prompt; prompt: zero-shot; finetune: full model; "
-                        "lora: LoRA adapters; prefix: prefix/prompt tuning, P-tuning v2; mmlu: evaluate on MMLU")
+                        "lora: LoRA adapters; prefix: prefix/prompt tuning, P-tuning v2; bottleneck: bottleneck "
+                        "adapters (Houlsby, Pfeiffer); mmlu: evaluate on MMLU")
     # model and run
     p.add_argument("--pretrained-model-path", type=str,
                    help=f"llama2.c .pt/.bin checkpoint or Llama 3.2 directory (default {default(RunConfig, 'model_path')})")
@@ -141,6 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--lora_dropout", type=float, help=f"default {default(LoraConfig, 'dropout')}")
     lo.add_argument("--lora_targets", type=str, help="comma-separated projections: wq,wk,wv,wo,w1,w2,w3 "
                                                      f"(default {','.join(default(LoraConfig, 'targets'))})")
+    # bottleneck adapters
+    bn = p.add_argument_group("bottleneck")
+    bn.add_argument("--bottleneck_config", type=str, choices=BOTTLENECK_CONFIGS,
+                    help="houlsby: an adapter after the attention and after the feed-forward of every block; "
+                         "pfeiffer: after the feed-forward only (AdapterHub's DoubleSeqBnConfig / SeqBnConfig; "
+                         f"default {default(BottleneckConfig, 'config')})")
+    bn.add_argument("--reduction_factor", type=int,
+                    help=f"adapter width = model width / this (default {default(BottleneckConfig, 'reduction_factor')})")
+    bn.add_argument("--export_adapterhub", type=str, metavar="DIR",
+                    help="also write the bottleneck adapter (trained, or given by --load_adapter) in AdapterHub's "
+                         "saved-adapter layout, which adapters' load_adapter reads on a transformers "
+                         "LlamaForCausalLM (a classification head stays behind)")
+    bn.add_argument("--non_linearity", type=str, choices=list(NON_LINEARITIES),
+                    help="between the down- and up-projection (default: the config's, "
+                         + ", ".join(f"{c} {f}" for c, f in DEFAULT_NON_LINEARITY.items()) + ")")
     # prefix family
     x = p.add_argument_group("prefix")
     x.add_argument("--prefix_mode", type=str, choices=list(PREFIX_MODES),
@@ -236,7 +254,7 @@ class Asked:
         return self.option in TRAINING_OPTIONS and not self.loads
 
 
-TRAINING_OPTIONS = ("finetune", "lora", "prefix")
+TRAINING_OPTIONS = ("finetune", "lora", "prefix", "bottleneck")
 CLASSIFY_OPTIONS = ("prompt",) + TRAINING_OPTIONS
 EVALUATING_OPTIONS = CLASSIFY_OPTIONS + ("mmlu",)  # every option but generate
 
@@ -298,8 +316,12 @@ FLAG_GROUPS: Dict[str, FlagGroup] = {
     "save": FlagGroup({"save_adapter": "save_adapter"}, options=TRAINING_OPTIONS, tasks=("classify", "mmlu"),
                       trains=True),
     "export": FlagGroup({"export_peft": "export_peft"}, options=CLASSIFY_OPTIONS, tasks=("classify", "mmlu", "e2e")),
+    "export_adapterhub": FlagGroup({"export_adapterhub": "export_adapterhub"}, options=CLASSIFY_OPTIONS,
+                                   tasks=("classify", "e2e")),
     "lora": FlagGroup({"lora_rank": "rank", "lora_alpha": "alpha", "lora_dropout": "dropout",
                        "lora_targets": "targets"}, options=("lora",), trains=True),
+    "bottleneck": FlagGroup({"bottleneck_config": "config", "reduction_factor": "reduction_factor",
+                             "non_linearity": "non_linearity"}, options=("bottleneck",), trains=True),
     "prefix": FlagGroup({"prefix_mode": "mode", "prefix_length": "length"}, options=("prefix",), trains=True),
     "prefix_init": FlagGroup({"prefix_init": "init", "prefix_init_text": "init_text"}, options=("prefix",),
                              trains=True, modes=("prefix", "ptuning2", "prompt")),
@@ -329,7 +351,8 @@ FLAG_GROUPS: Dict[str, FlagGroup] = {
                       "max_new_tokens": "max_new_tokens", "test_out": "test_out", "dev_out": "dev_out",
                       "scores_out": "scores_out", "no_java": "no_java"}, tasks=("e2e",)),
     "e2e_train": FlagGroup({"train": "train", "max_train_rows": "max_train_rows"}, tasks=("e2e",), trains=True),
-    "e2e_save": FlagGroup({"save_adapter": "save_adapter"}, options=("lora", "prefix"), tasks=("e2e",), trains=True),
+    "e2e_save": FlagGroup({"save_adapter": "save_adapter"}, options=("lora", "prefix", "bottleneck"), tasks=("e2e",),
+                          trains=True),
 }
 
 
@@ -413,6 +436,8 @@ def method_config(option: str, ns: Dict[str, Any], task: str = "classify"):
         return FullConfig()
     if option == "lora":
         return LoraConfig(**given(ns, flags("lora")))
+    if option == "bottleneck":
+        return BottleneckConfig(**given(ns, flags("bottleneck")))
     if option != "prefix":
         return None
     mode = prefix_mode(ns, task)
@@ -444,8 +469,8 @@ def task_config(ns: Dict[str, Any], spelling: Optional[Dict[str, str]] = None) -
     if task == "mmlu" and option not in ("prefix", "mmlu"):
         raise MinillamaError(f"--task mmlu trains a prefix on MMLU: use --option prefix (or --option mmlu to "
                              f"evaluate), not --option {option}")
-    if task == "e2e" and option not in ("finetune", "lora", "prefix"):
-        raise MinillamaError(f"--task e2e trains a generator: use --option finetune, lora or prefix, "
+    if task == "e2e" and option not in TRAINING_OPTIONS:
+        raise MinillamaError(f"--task e2e trains a generator: use --option finetune, lora, prefix or bottleneck, "
                              f"not --option {option}")
     check_flags_read(ns, spelling or flag_spelling(build_parser()))
     if option == "generate":
@@ -463,9 +488,10 @@ def task_config(ns: Dict[str, Any], spelling: Optional[Dict[str, str]] = None) -
     if task == "e2e":
         return "e2e", E2EConfig(option=option, method=method,
                                 training=training_config(ns, default(E2EConfig, "training")),
-                                **given(ns, {**flags("e2e", "e2e_train", "e2e_save", "export"), **common}))
+                                **given(ns, {**flags("e2e", "e2e_train", "e2e_save", "export", "export_adapterhub"),
+                                             **common}))
     return "classify", ClassifyConfig(option=option, method=method, training=training_config(ns), **given(ns, {
-        **flags("classify", "classify_train", "save", "export", "mixed", "k_shot"), **common,
+        **flags("classify", "classify_train", "save", "export", "export_adapterhub", "mixed", "k_shot"), **common,
         **{dest: name for dest, name in flags("head").items() if dest != "head_lr"}}))  # head_lr: TrainConfig's
 
 

@@ -10,6 +10,7 @@ from typing import Optional
 from torch import nn
 
 from .base import AdaptedModel, AdapterConfig
+from .bottleneck import Bottleneck, BottleneckConfig
 from .full import FullConfig, FullFinetune
 from .io import interpolate, load_adapter, load_adapters, parameter_counts, save_adapter
 from .registry import METHODS, REGISTRY, attach, make_config
@@ -36,7 +37,7 @@ def PrefixModel(base: nn.Module, mode: str = "prefix", length: int = 10, *, repa
     return attach(base, cfg, tokenizer)
 
 
-__all__ = ["AdaptedModel", "AdapterConfig", "LlamaAdapter", "LlamaAdapterConfig", "LoraConfig", "LoraModel", "LoRALinear", "PrefixConfig",
+__all__ = ["AdaptedModel", "AdapterConfig", "Bottleneck", "BottleneckConfig", "LlamaAdapter", "LlamaAdapterConfig", "LoraConfig", "LoraModel", "LoRALinear", "PrefixConfig",
            "PrefixTuningConfig", "PromptTuningConfig", "PrefixTuning", "PTuningV2", "PromptTuning", "PrefixModel",
            "REGISTRY", "METHODS", "attach", "make_config", "inject_lora", "merge_lora", "unmerge_lora",
            "save_adapter", "load_adapter", "load_adapters", "interpolate", "FullConfig", "FullFinetune", "parameter_counts"]

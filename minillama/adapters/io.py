@@ -19,6 +19,7 @@ from ..errors import MinillamaError
 from ..files import atomic_write_group, contents
 from .base import AdaptedModel
 from .identity import SHAPE_KEYS, base_identity, check_base, check_finite
+from .adapterhub_format import check_adapterhub_exportable, is_adapterhub_dir, load_adapterhub
 from .peft_format import check_exportable, is_peft_dir, load_peft
 from .registry import METHODS, make_config
 
@@ -76,6 +77,8 @@ def read_adapter_meta(path: str) -> dict:
 def peek_adapter(path: str) -> dict:
     """What a saved adapter's JSON says (method, config, label names, ...), read before any
     model loads; a PEFT directory: its method only as PEFT names it, and no label names."""
+    if is_adapterhub_dir(path):
+        return {"method": "bottleneck", "config": {}, "label_names": None}
     if is_peft_dir(path):
         return {"method": None, "config": {}, "label_names": None}
     return read_adapter_meta(path)
@@ -107,7 +110,10 @@ def load_adapter(base: nn.Module, path: str, tokenizer=None) -> AdaptedModel:
     """The adapter saved at <path>.{safetensors,json}, attached to `base`, frozen and
     finalized (a LoRA adapter is injected into `base` itself).  Also sets `.adapter_meta`
     (the JSON) and `.head_state` (head tensors, {} if none).  A directory holding
-    adapter_config.json is read as a Hugging Face PEFT adapter (adapters/peft_format.py)."""
+    adapter_config.json is read as AdapterHub's (adapters/adapterhub_format.py) or else as a Hugging Face
+    PEFT adapter (adapters/peft_format.py)."""
+    if is_adapterhub_dir(path):
+        return load_adapterhub(base, path, tokenizer)
     if is_peft_dir(path):
         return load_peft(base, path, tokenizer)
     meta = read_adapter_meta(path)
@@ -171,6 +177,12 @@ def load_adapters(base: nn.Module, paths: List[str], alpha: Optional[float] = No
         head = {k: alpha * heads[0][k] + (1 - alpha) * heads[1][k] for k in heads[0]}
         print(f"adapter: {alpha:g} x {paths[0]} + {1 - alpha:g} x {paths[1]}")
     return backbone.requires_grad_(False), head
+
+
+def check_saved_adapterhub_exportable(path: str):
+    """check_adapterhub_exportable for a saved adapter (--load_adapter A --export_adapterhub DIR), from
+    its JSON alone (a PEFT directory never holds a bottleneck adapter)."""
+    check_adapterhub_exportable(peek_adapter(path).get("method") or "a PEFT adapter")
 
 
 def check_saved_exportable(path: str):

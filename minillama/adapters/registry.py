@@ -6,6 +6,7 @@ from typing import Dict, Type
 from torch import nn
 
 from .base import AdaptedModel, AdapterConfig
+from .bottleneck import Bottleneck, BottleneckConfig
 from .full import FullConfig, FullFinetune
 from .llama_adapter import LlamaAdapter, LlamaAdapterConfig
 from .lora import LoraConfig, LoraModel
@@ -20,6 +21,7 @@ REGISTRY: Dict[str, tuple] = {
     "ptuning2": (PrefixConfig, PTuningV2),
     "prompt": (PromptTuningConfig, PromptTuning),
     "adapter": (LlamaAdapterConfig, LlamaAdapter),
+    "bottleneck": (BottleneckConfig, Bottleneck),
 }
 METHODS: Dict[str, Type[AdaptedModel]] = {name: model for name, (_, model) in REGISTRY.items()}
 

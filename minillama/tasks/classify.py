@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from ..adapters import AdapterConfig, attach, load_adapter, load_adapters, parameter_counts, save_adapter
-from ..adapters.io import check_adapter_sources, check_saved_exportable, peek_adapter
+from ..adapters.adapterhub_format import check_adapterhub_dir, check_adapterhub_exportable, export_adapterhub_for_task
+from ..adapters.io import check_adapter_sources, check_saved_adapterhub_exportable, check_saved_exportable, peek_adapter
 from ..curves import curves_path, plot_curves
 from ..adapters.peft_format import check_export_dir, check_exportable, export_for_task
 from ..data import Example, load_split, pad_batch, read_examples, read_label_names, write_predictions
@@ -42,7 +43,8 @@ from ..runlog import RunLog
 from ..train import TrainConfig, accuracy, check_warmup, describe_trainable, fit, predict
 
 COURSE_PROMPT = "Is this movie {names}? This movie is "
-OUTPUT_WORDS = {"prompt": "prompting", "finetune": "finetuning", "lora": "lora", "prefix": "prefix"}
+OUTPUT_WORDS = {"prompt": "prompting", "finetune": "finetuning", "lora": "lora", "prefix": "prefix",
+                "bottleneck": "bottleneck"}
 # What --option prefix trains for classification when neither --prefix_mode nor --prefix_hidden
 # is given: P-tuning v2 with its classification settings (PrefixConfig.task_settings), read
 # through the mean of all real tokens' states, not the last one's (every position passes on the
@@ -116,6 +118,7 @@ class ClassifyConfig:
     load_adapter: Optional[List[str]] = None  # evaluate saved adapter(s) instead of training
     interpolate: Optional[float] = None      # with two adapters: alpha * A + (1 - alpha) * B
     export_peft: Optional[str] = None        # also write the adapter as a Hugging Face PEFT directory
+    export_adapterhub: Optional[str] = None  # also write a bottleneck adapter in AdapterHub's layout
     adapter_names: Optional[List[str]] = None  # several --load_adapter, each on its own files (run_mixed)
     log_jsonl: Optional[str] = None
     wandb: bool = False
@@ -145,6 +148,11 @@ class ClassifyConfig:
                                  "(use --option lora or prefix, or --load_adapter an adapter to convert)")
         if self.export_peft and self.trains:  # decided now, not after the training
             check_exportable(self.method.method, self.method.to_dict())
+        if self.export_adapterhub and (self.adapter_names or (self.method is None and not self.load_adapter)):
+            raise MinillamaError("--export_adapterhub converts one bottleneck adapter: train one with --option "
+                                 "bottleneck, or --load_adapter one (without --adapter_names)")
+        if self.export_adapterhub and self.trains:
+            check_adapterhub_exportable(self.method.method)
         if self.method is not None:
             self.training = self.training.with_lr(self.method.lr_for("classify"))
 
@@ -244,6 +252,8 @@ def finish(cfg: ClassifyConfig, classifier: nn.Module, label_names: List[str], m
               f"({100 * nbytes / model_bytes:.3f}%)")
     if cfg.export_peft:
         export_for_task(backbone, cfg.export_peft, model_path, head_left_out=head_state is not None)
+    if cfg.export_adapterhub:
+        export_adapterhub_for_task(backbone, cfg.export_adapterhub, model_path, head_left_out=head_state is not None)
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -328,6 +338,8 @@ def run(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, float]:
         check_warmup(cfg.training, -(-rows["train"] // cfg.training.batch_size))
     if cfg.export_peft and cfg.load_adapter:
         check_saved_exportable(cfg.load_adapter[0])
+    if cfg.export_adapterhub and cfg.load_adapter:
+        check_saved_adapterhub_exportable(cfg.load_adapter[0])
     adapter = cfg.adapter_path
     curves = curves_path(cfg.outputs["dev"]) if cfg.trains else None
     check_distinct_paths({**{f"--{k}": v for k, v in paths.items()}, "--dev_out": cfg.outputs["dev"],
@@ -340,6 +352,7 @@ def run(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, float]:
                         "--save_adapter": adapter and adapter + ".json", "--log_jsonl": cfg.log_jsonl,
                         "curves (beside --dev_out)": curves})
     check_export_dir(cfg.export_peft)
+    check_adapterhub_dir(cfg.export_adapterhub)
 
     model, tokenizer = run_cfg.load()
     print(f"load model from {run_cfg.model_path}")

@@ -27,7 +27,8 @@ from typing import Dict, List, Optional
 import torch
 
 from ..adapters import AdapterConfig, FullConfig, attach, load_adapters, save_adapter
-from ..adapters.io import check_adapter_sources
+from ..adapters.adapterhub_format import check_adapterhub_dir, check_adapterhub_exportable, export_adapterhub_for_task
+from ..adapters.io import check_adapter_sources, check_saved_adapterhub_exportable
 from ..adapters.peft_format import check_export_dir, export_for_task
 from ..curves import curves_path, plot_curves
 from ..fast import prepare_for_decoding
@@ -70,12 +71,13 @@ class E2EConfig:
     load_adapter: Optional[List[str]] = None  # decode with a saved adapter, no training
     interpolate: Optional[float] = None      # with two adapters: alpha * A + (1 - alpha) * B
     export_peft: Optional[str] = None        # also write the adapter as a Hugging Face PEFT directory
+    export_adapterhub: Optional[str] = None  # also write a bottleneck adapter in AdapterHub's layout
     log_jsonl: Optional[str] = None
     wandb: bool = False
 
     def __post_init__(self):
-        if self.option not in ("finetune", "lora", "prefix"):
-            raise MinillamaError(f"--task e2e trains --option finetune, lora or prefix, not {self.option}")
+        if self.option not in ("finetune", "lora", "prefix", "bottleneck"):
+            raise MinillamaError(f"--task e2e trains --option finetune, lora, prefix or bottleneck, not {self.option}")
         if not isinstance(self.beam_size, int) or self.beam_size <= 0:
             raise MinillamaError(f"--beam_size must be a positive integer (1 = greedy), got {self.beam_size}")
         if not abs(self.length_penalty) < float("inf"):
@@ -87,6 +89,8 @@ class E2EConfig:
         if self.export_peft and self.option == "finetune" and not self.load_adapter:
             raise MinillamaError("--export_peft: --option finetune trains no adapter "
                                  "(use --option lora or prefix, or --load_adapter an adapter to convert)")
+        if self.export_adapterhub and not self.load_adapter:  # decided now, not after the training
+            check_adapterhub_exportable(self.method.method)
         self.training = self.training.with_lr(self.method.lr_for("e2e"))
         self.training = self.training.with_schedule("linear")
 
@@ -229,6 +233,9 @@ def run(run_cfg: RunConfig, cfg: E2EConfig) -> Dict:
                         "--save_adapter": adapter and adapter + ".json", "--log_jsonl": cfg.log_jsonl,
                         "curves (beside --test_out)": curves})
     check_export_dir(cfg.export_peft)
+    check_adapterhub_dir(cfg.export_adapterhub)
+    if cfg.export_adapterhub and cfg.load_adapter:
+        check_saved_adapterhub_exportable(cfg.load_adapter[0])
     train_pairs = read_split(cfg.train, cfg, cfg.max_train_rows) if cfg.trains else []
     dev_pairs, test_pairs = read_split(cfg.dev, cfg), read_split(cfg.test, cfg)
 
@@ -266,6 +273,8 @@ def run(run_cfg: RunConfig, cfg: E2EConfig) -> Dict:
                 print(f"saved adapter to {adapter}.safetensors/.json ({size:,} bytes)")
         if cfg.export_peft:
             export_for_task(backbone, cfg.export_peft, run_cfg.model_path)
+        if cfg.export_adapterhub:
+            export_adapterhub_for_task(backbone, cfg.export_adapterhub, run_cfg.model_path)
         results, short_of_room, generations = {}, {}, {}
         for name, pairs, path in (("test", test_pairs, cfg.test), ("dev", dev_pairs if outs["dev"] else [], cfg.dev)):
             if not pairs:
