@@ -23,7 +23,7 @@
 #   MINILLAMA_MIRROR=DIR   copy assets from DIR instead of downloading them
 #   MINILLAMA_OFFLINE=1    never download assets (those missing from the mirror are reported)
 #   MINILLAMA_LLAMA32=1    also download meta-llama/Llama-3.2-1B-Instruct (gated; needs `hf auth login`)
-#   MINILLAMA_ADAPTERHUB=1 also build .venv-adapterhub (adapters 1.3.0: the AdapterHub oracle test)
+#   MINILLAMA_ADAPTERHUB=1 also build .venv/adapterhub (adapters 1.3.0: the AdapterHub oracle test)
 #   PYTHON=python3.11      the interpreter used to create .venv (default: python3)
 set -euo pipefail
 
@@ -281,19 +281,19 @@ report_failed() {
 }
 
 # The AdapterHub oracle's own environment (MINILLAMA_ADAPTERHUB=1; .ci/run sets it): adapters 1.3.0
-# pins an older transformers than requirements-dev.txt, so it lives in .venv-adapterhub/, never in .venv.
+# pins an older transformers than requirements-dev.txt, so it is a venv of its own in .venv/adapterhub/, never installed into .venv itself.
 setup_adapterhub_venv() {
     [[ "${MINILLAMA_ADAPTERHUB:-}" == 1 ]] || return 0
-    local venv="$REPO/.venv-adapterhub" stamp="$REPO/.venv-adapterhub/.minillama-requirements"
+    local venv="$REPO/.venv/adapterhub" stamp="$REPO/.venv/adapterhub/.minillama-requirements"
     local want; want="$(cat requirements-adapterhub.txt)"
     if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
-        say "ok       .venv-adapterhub (the AdapterHub oracle's environment)"
+        say "ok       .venv/adapterhub (the AdapterHub oracle's environment)"
         return 0
     fi
-    say "installing requirements-adapterhub.txt into .venv-adapterhub (the AdapterHub oracle's environment)"
+    say "installing requirements-adapterhub.txt into .venv/adapterhub (the AdapterHub oracle's environment)"
     "$PYTHON" -m venv "$venv" || die "could not create $venv with $PYTHON"
     "$venv/bin/python" -m pip install --no-compile -q -r requirements-adapterhub.txt \
-        || die "pip install -r requirements-adapterhub.txt into .venv-adapterhub failed (see above)"
+        || die "pip install -r requirements-adapterhub.txt into .venv/adapterhub failed (see above)"
     printf '%s\n' "$want" > "$stamp"
 }
 

@@ -6,8 +6,8 @@ logits and beam-search outputs, and minillama loads what it saves with the same 
 
 adapters 1.3.0 pins transformers 4.57.6, so the oracle runs in its own environment
 (tests/adapterhub_oracle.py, by the interpreter MINILLAMA_ADAPTERHUB_PYTHON names, default
-.venv-adapterhub/bin/python; made with `python3 -m venv .venv-adapterhub &&
-.venv-adapterhub/bin/pip install -r requirements-adapterhub.txt`); without it that test is skipped."""
+.venv/adapterhub/bin/python; made with `python3 -m venv .venv/adapterhub &&
+.venv/adapterhub/bin/pip install -r requirements-adapterhub.txt`, or `MINILLAMA_ADAPTERHUB=1 bash setup.sh`); without it that test is skipped, except in CI, where it fails."""
 import json
 import os
 import subprocess
@@ -24,7 +24,7 @@ from minillama.formats.hf import save_hf_dir
 from test_adapters_bottleneck import opened
 
 ADAPTERHUB_PYTHON = os.environ.get("MINILLAMA_ADAPTERHUB_PYTHON") or os.path.join(
-    REPO_ROOT, ".venv-adapterhub", "bin", "python")
+    REPO_ROOT, ".venv", "adapterhub", "bin", "python")
 
 # What adapters 1.3.0's save_adapter wrote for "double_seq_bn" on a 2-layer, 64-wide Llama (its
 # seq_bn differs in mh_adapter false, original_ln_before true, non_linearity relu); minillama's
