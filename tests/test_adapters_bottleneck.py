@@ -309,3 +309,27 @@ def test_cli_flags_belong_to_option_bottleneck(tmp_path, capsys, tiny_ckpt):
     assert main(course_argv("lora", tiny_ckpt, data, "--reduction_factor", "4")) == 2
     assert capsys.readouterr().err.strip() == ("error: --reduction_factor does nothing with --option lora: drop it "
                                                "(it is read by --option bottleneck when training (no --load_adapter))")
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:this tokenizer splits")
+def test_cli_mmlu_evaluates_a_saved_bottleneck_adapter(tmp_path, capsys):
+    """--option mmlu --load_adapter reads a bottleneck adapter: the report differs from the
+    base model's when the adapter is not zero, and equals it when it is (up = 0 at init)."""
+    import json
+    from conftest import make_fixture
+    from minillama.formats import save_checkpoint
+    root = make_fixture(tmp_path / "mmlu")
+    base = tiny_model(vocab_size=512, max_seq_len=512)
+    ckpt = str(tmp_path / "tiny.pt")
+    save_checkpoint(base, ckpt)
+    save_adapter(attach(base, BottleneckConfig(reduction_factor=8)), str(tmp_path / "zero"))
+    save_adapter(opened(attach(base, BottleneckConfig(reduction_factor=8)), scale=3.0), str(tmp_path / "open"))
+    common = ["--option", "mmlu", "--pretrained-model-path", ckpt, "--tokenizer", asset("llama2c/tok512.model"),
+              "--norm", "rmsnorm", "--mmlu_dir", root, "--batch_size", "2"]
+    scores = {}
+    for name in ("base", "zero", "open"):
+        out = str(tmp_path / f"{name}.jsonl")
+        assert main(common + ["--mmlu_out", out] + ([] if name == "base" else ["--load_adapter", str(tmp_path / name)])) == 0
+        scores[name] = [json.loads(line).get("scores") for line in open(out)][:-1]
+    assert scores["zero"] == scores["base"] and scores["open"] != scores["base"]
