@@ -40,6 +40,16 @@ def check_writable(path: Optional[str], flag: Optional[str] = None):
                              f"({e.strerror}); choose another output path") from None
 
 
+def check_output_dir(directory: Optional[str], flag: str, what: str, first_file: str):
+    """Before any work: `directory` is, or can be created as, a writable directory that will
+    hold `what` (its `first_file` probed when the directory exists).  None passes."""
+    if not directory:
+        return
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise MinillamaError(f"{flag}: {directory} is a file; give a directory to write {what} into")
+    check_writable(os.path.join(directory, first_file) if os.path.isdir(directory) else directory.rstrip("/"), flag)
+
+
 def check_all_writable(paths: Dict[str, Optional[str]]):
     """check_writable for every {flag: path} (None paths are outputs not asked for)."""
     for flag, path in paths.items():

@@ -118,3 +118,19 @@ def test_another_failure_in_a_group_is_not_called_a_full_disk(tmp_path):
     with pytest.raises(OSError, match="Input/output error"):
         atomic_write_group([(str(tmp_path / "a.txt"), contents("a")), (str(tmp_path / "b.txt"), broken)])
     assert os.listdir(tmp_path) == []
+
+
+def test_an_output_directory_is_checked_before_any_work(tmp_path):
+    from minillama.files import check_output_dir
+    check_output_dir(None, "--export_peft", "the PEFT adapter", "adapter_config.json")  # not asked for
+    check_output_dir(str(tmp_path / "new"), "--export_peft", "the PEFT adapter", "adapter_config.json")
+    check_output_dir(str(tmp_path), "--export_peft", "the PEFT adapter", "adapter_config.json")
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(MinillamaError) as e:
+        check_output_dir(str(tmp_path / "f"), "--export_adapterhub", "the AdapterHub adapter", "adapter_config.json")
+    assert str(e.value) == (f"--export_adapterhub: {tmp_path / 'f'} is a file; give a directory to write the "
+                            "AdapterHub adapter into")
+    with pytest.raises(MinillamaError, match=r"^--export_peft: cannot write .*/missing/deeper: directory .*missing "
+                                             r"does not exist"):
+        check_output_dir(str(tmp_path / "missing" / "deeper"), "--export_peft", "the PEFT adapter", "adapter_config.json")
+    assert not (tmp_path / "new").exists()

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import MinillamaError
-from ..files import atomic_write_group, check_writable, contents
+from ..files import atomic_write_group, check_output_dir, contents
 from .base import AdaptedModel
 from .bottleneck import NON_LINEARITIES, Bottleneck, BottleneckConfig
 from .identity import base_identity, check_base, check_finite
@@ -107,11 +107,7 @@ def check_adapterhub_exportable(method: Optional[str], flag: str = "--export_ada
 
 def check_adapterhub_dir(directory: Optional[str], flag: str = "--export_adapterhub"):
     """Before any work: `directory` is, or can be created as, a writable directory."""
-    if not directory:
-        return
-    if os.path.exists(directory) and not os.path.isdir(directory):
-        raise MinillamaError(f"{flag}: {directory} is a file; give a directory to write the AdapterHub adapter into")
-    check_writable(os.path.join(directory, CONFIG_FILE) if os.path.isdir(directory) else directory.rstrip("/"), flag)
+    check_output_dir(directory, flag, "the AdapterHub adapter", CONFIG_FILE)
 
 
 def export_adapterhub(adapter: AdaptedModel, directory: str, model_name: Optional[str] = None) -> int:

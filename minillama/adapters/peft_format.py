@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from ..errors import MinillamaError, warn
-from ..files import atomic_write_group, check_writable, contents
+from ..files import atomic_write_group, check_output_dir, contents
 from ..formats.hf import HF_LAYER_NAMES, hf_to_meta_qk, meta_to_hf_qk
 from .base import AdaptedModel
 from .identity import SHAPE_KEYS, base_identity, check_base, check_finite
@@ -157,11 +157,7 @@ def check_exportable(method: str, config: dict):
 
 def check_export_dir(directory: Optional[str], flag: str = "--export_peft"):
     """Before any work: `directory` is, or can be created as, a writable directory."""
-    if not directory:
-        return
-    if os.path.exists(directory) and not os.path.isdir(directory):
-        raise MinillamaError(f"{flag}: {directory} is a file; give a directory to write the PEFT adapter into")
-    check_writable(os.path.join(directory, CONFIG_FILE) if os.path.isdir(directory) else directory.rstrip("/"), flag)
+    check_output_dir(directory, flag, "the PEFT adapter", CONFIG_FILE)
 
 
 def export_peft(adapter: AdaptedModel, directory: str, base_path: Optional[str] = None) -> int:
