@@ -20,6 +20,7 @@ own adapter's cls head or label names (heads.RowReader).
 """
 from __future__ import annotations
 
+import itertools
 import os
 import random
 from dataclasses import dataclass, field
@@ -79,13 +80,8 @@ def demonstrations(examples: Sequence[Example], names: Sequence[str], k: int, se
     by_label = [[ex for ex in examples if ex.label == label] for label in range(len(names))]
     for pool in by_label:
         rng.shuffle(pool)
-    chosen, turn = [], 0
-    while len(chosen) < k:
-        pool = by_label[turn % len(by_label)]
-        taken = sum(1 for ex in chosen if ex.label == turn % len(by_label))
-        if taken < len(pool):
-            chosen.append(pool[taken])
-        turn += 1
+    in_turn = [ex for turn in itertools.zip_longest(*by_label) for ex in turn if ex is not None]
+    chosen = in_turn[:k]
     return "".join(f"{ex.sentence} {course_prompt(names)}{names[ex.label]}\n" for ex in chosen)
 
 
