@@ -37,6 +37,7 @@ from .heads import VerbalizerClassifier
 from .mmlu_data import LETTERS, Question
 from .core.decoding import strip_after_stop
 from .core.sampling import generate
+from .flags import flag, same_flag
 from .train import TrainConfig, autocast
 
 MODES = ("logits", "generate")
@@ -46,16 +47,25 @@ MODES = ("logits", "generate")
 class MMLUSettings:
     """Which questions, how they are prompted and how the answer is read."""
 
-    mmlu_dir: str = "data/mmlu"
-    subjects: Optional[str] = None  # comma-separated; None: all 57
-    limit: Optional[int] = None     # at most this many questions per subject
-    k_shot: int = 0                 # dev exemplars before each question
-    mode: str = "logits"            # see MODES
-    new_tokens: int = 10            # generate mode: room for "The answer is (B)." and similar
-    chat: bool = False              # Llama 3 Instruct chat format
-    batch_size: int = TrainConfig.batch_size
-    temperatures: Optional[Tuple[float, ...]] = None  # generate mode: sample at each (e.g. "0,0.7,1.0")
-    samples: int = 1                # answers sampled per question at each temperature
+    mmlu_dir: str = flag("data/mmlu", "--mmlu_dir", readers="mmlu",
+                         help="MMLU data with dev/ val/ test/ CSVs (default {default})")
+    subjects: Optional[str] = flag(None, "--subjects", readers="mmlu",
+                                   help="comma-separated MMLU subjects (default: all 57)")
+    limit: Optional[int] = flag(None, "--limit", readers="mmlu", type=int,
+                                help="at most this many questions per subject")
+    k_shot: int = same_flag(0, "--k_shot", readers="mmlu")  # dev exemplars before each question
+    mode: str = flag("logits", "--mmlu_mode", readers="mmlu", choices=MODES,
+                     help="logits: compare the letter tokens' logits; generate: parse a greedy reply (refusals)")
+    new_tokens: int = flag(10, "--mmlu_new_tokens", readers="mmlu",  # room for "The answer is (B)."
+                           help="tokens generated in generate mode (default {default})")
+    chat: bool = same_flag(False, "--chat", readers="mmlu")  # Llama 3 Instruct chat format
+    batch_size: int = same_flag(TrainConfig.batch_size, "--batch_size", readers="batch")
+    temperatures: Optional[Tuple[float, ...]] = flag(None, "--temperatures", readers="mmlu",
+                                                     help="--mmlu_mode generate: also sample the answers at each "
+                                                          "of these temperatures (e.g. 0,0.7,1.0): accuracy, refusal "
+                                                          "rate, consistency and answer entropy per temperature")
+    samples: int = flag(1, "--samples", readers="mmlu",
+                        help="answers sampled per question at each temperature (default {default})")
 
     def __post_init__(self):
         if self.mode not in MODES:

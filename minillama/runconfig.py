@@ -12,21 +12,29 @@ import torch
 from .core.config import NORMS
 from .errors import MinillamaError
 from .files import resolve_repo_path
+from .flags import flag
 from .formats import DTYPES
 from .loading import load_model_and_tokenizer
 
 
 @dataclass
 class RunConfig:
-    model_path: str = "stories42M.pt"  # where setup.sh puts it (the course's default)
-    tokenizer_path: Optional[str] = None  # None: the model's own (Llama 3.2 dir) or tokenizer.model
-    norm: Optional[str] = None  # stories checkpoints: layernorm (the course's) unless rmsnorm
-    dtype: Optional[str] = None  # None keeps the checkpoint's
-    fast: bool = True  # minillama.fast's paths, proven equal to the core; False (--no_fast): the plain core
-    use_sdpa: bool = False  # opt-in fast path: torch's fused attention
-    device: str = "cpu"
-    bf16: bool = False  # bf16 autocast for training and evaluation
-    seed: int = 1337
+    model_path: str = flag("stories42M.pt", "--pretrained-model-path", readers="run",  # where setup.sh puts it
+                           help="llama2.c .pt/.bin checkpoint or Llama 3.2 directory (default {default})")
+    tokenizer_path: Optional[str] = flag(None, "--tokenizer", readers="run",
+                                         help="tokenizer.model (default: the one inside a Llama 3.2 directory, "
+                                              "else tokenizer.model)")
+    norm: Optional[str] = flag(None, "--norm", readers="run", choices=NORMS,
+                               help="norm for stories checkpoints (default layernorm, the course's; rmsnorm "
+                                    "reproduces llama2.c)")
+    dtype: Optional[str] = flag(None, "--dtype", readers="run", choices=list(DTYPES),
+                                help="weights' dtype (default: the checkpoint's)")
+    fast: bool = flag(True, "--no_fast", readers="run", action="store_false", dest="fast",
+                      help="run the plain hand-written core, without minillama.fast's speed-ups (same results, slower)")
+    use_sdpa: bool = flag(False, "--use_sdpa", readers="run", help="opt-in fast path: torch's fused attention")
+    device: str = "cpu"  # --use_gpu: cuda when there is one (cli.choose_device)
+    bf16: bool = flag(False, "--bf16", readers="bf16", help="bf16 autocast for training/eval (mixed precision)")
+    seed: int = flag(1337, "--seed", readers="run", help="default {default}")
     progress: bool = True  # tqdm bars
     bundled_command: Optional[str] = None  # the same job on assets/stories260K, for a missing default model
 

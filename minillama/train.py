@@ -28,6 +28,7 @@ from .data import Split
 from .errors import MinillamaError
 from . import distributed, resume
 from .core.optimizer import AdamW
+from .flags import flag
 from .resume import LoopState
 from .runconfig import RunConfig
 
@@ -40,20 +41,32 @@ class TrainConfig:
     """The shared loop's settings (every training option and task).  Where and how it
     runs (device, bf16, the seed of the batch order, progress bars) is the RunConfig's."""
 
-    epochs: int = 5
-    lr: Optional[float] = None      # None: the method's default_lr (adapters/); resolved by `with_lr`
-    batch_size: int = 8
-    weight_decay: float = 0.0
-    patience: Optional[int] = None  # epochs without a dev improvement before stopping; None: never stop early
-    min_delta: float = 0.0          # a dev score must beat the best by more than this to count
-    lr_schedule: Optional[str] = None  # constant | linear | cosine (after warmup); None: the task's default
-    warmup_steps: int = 0           # steps of linear warm-up from 0 to lr
-    grad_accum: int = 1             # micro-batches per step: the same step as one batch of batch_size, in pieces
-    max_grad_norm: Optional[float] = None  # clip the trainable parameters' global gradient norm; None: off
-    head_lr: Optional[float] = None  # lr of a newly created head ("head.*" parameters); None: lr
-    checkpoint_dir: Optional[str] = None  # write a resumable checkpoint there after every epoch
-    save_every: Optional[int] = None  # ... and every N optimisation steps
-    resume: bool = False            # continue from checkpoint_dir's last whole checkpoint
+    epochs: int = flag(5, "--epochs", readers="training", help="default {default}")
+    lr: Optional[float] = flag(None, "--lr", readers="training", type=float,  # None: resolved by `with_lr`
+                               help="learning rate (default: the method's; {method_lrs})")
+    batch_size: int = flag(8, "--batch_size", readers="batch", help="default {default}")
+    weight_decay: float = flag(0.0, "--weight_decay", readers="training", help="default {default}")
+    patience: Optional[int] = flag(None, "--patience", readers="training", type=int,
+                                   help="early stopping: epochs without dev improvement (default: never stop early)")
+    min_delta: float = flag(0.0, "--min_delta", readers="training",
+                            help="early stopping: smallest improvement that counts (default {default})")
+    lr_schedule: Optional[str] = flag(None, "--lr_schedule", readers="training", choices=SCHEDULES,
+                                      help="after --warmup_steps (default: constant; --task e2e: linear decay, "
+                                           "the paper's)")
+    warmup_steps: int = flag(0, "--warmup_steps", readers="training",
+                             help="linear warm-up steps from 0 to lr (default {default})")
+    grad_accum: int = flag(1, "--grad_accum", readers="training",
+                           help="split each batch into N micro-batches (the same step, less memory)")
+    max_grad_norm: Optional[float] = flag(None, "--max_grad_norm", readers="training", type=float,
+                                          help="clip the trainable parameters' global gradient norm (default off)")
+    head_lr: Optional[float] = flag(None, "--head_lr", readers="head", type=float,  # "head.*" parameters
+                                    help="learning rate of a new classification head (default: --lr)")
+    checkpoint_dir: Optional[str] = flag(None, "--checkpoint_dir", readers="training",
+                                         help="write a resumable checkpoint there after every epoch")
+    save_every: Optional[int] = flag(None, "--save_every", readers="training", type=int,
+                                     help="... and every N optimisation steps")
+    resume: bool = flag(False, "--resume", readers="training",
+                        help="continue from --checkpoint_dir's last whole checkpoint")
 
     def __post_init__(self):
         positive = {"--epochs": self.epochs, "--batch_size": self.batch_size}

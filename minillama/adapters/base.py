@@ -21,12 +21,13 @@ plus `config` (the base's architecture), `input_room` (positions left for input)
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Dict
+from typing import Any, ClassVar, Dict, Set, Tuple
 
 import torch
 from torch import nn
 
 from ..core.attention import KVCache
+from ..flags import Flag
 
 
 @dataclass
@@ -37,9 +38,22 @@ class AdapterConfig:
     a method's per-task defaults are stated (the flags given still win)."""
 
     method: ClassVar[str] = ""
+    option: ClassVar[str] = ""   # the run_llama.py --option that trains it ("": --option <method>)
+    summary: ClassVar[str] = ""  # what it is, in a few words (--help)
     default_lr: ClassVar[float] = 2e-5
     task_lr: ClassVar[Dict[str, float]] = {}
     task_settings: ClassVar[Dict[str, Dict[str, Any]]] = {}
+    tasks: ClassVar[Tuple[str, ...]] = ("classify", "e2e")  # the --task values it trains on
+    switches: ClassVar[Tuple[Flag, ...]] = ()  # flags that choose the method rather than set a field
+
+    @classmethod
+    def trained_by(cls) -> str:
+        return cls.option or cls.method
+
+    @classmethod
+    def from_flags(cls, settings: Dict[str, Any], switches: Set[str]) -> "AdapterConfig":
+        """The config a command line asks for: its fields' `settings` and the `switches` given."""
+        return cls(**settings)
 
     @classmethod
     def lr_for(cls, task: str) -> float:

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import MinillamaError
+from ..flags import flag
 from .base import AdaptedModel, AdapterConfig
 from .llama_adapter import sharing_copy
 
@@ -57,12 +58,18 @@ class BottleneckConfig(AdapterConfig):
     files record it."""
 
     method: ClassVar[str] = "bottleneck"
+    summary: ClassVar[str] = "bottleneck adapters (Houlsby, Pfeiffer)"
     # Houlsby et al. searched 3e-5..3e-3 for BERT; a small model whose adapters start at zero
     # effect takes the larger steps LoRA-sized parameter counts usually get.
     default_lr: ClassVar[float] = 1e-3
-    config: str = "houlsby"
-    reduction_factor: int = 16
-    non_linearity: Optional[str] = None
+    config: str = flag("houlsby", "--bottleneck_config", choices=CONFIGS,
+                       help="houlsby: an adapter after the attention and after the feed-forward of every block; "
+                            "pfeiffer: after the feed-forward only (AdapterHub's DoubleSeqBnConfig / SeqBnConfig; "
+                            "default {default})")
+    reduction_factor: int = flag(16, "--reduction_factor", help="adapter width = model width / this (default {default})")
+    non_linearity: Optional[str] = flag(None, "--non_linearity", choices=list(NON_LINEARITIES),
+                                        help="between the down- and up-projection (default: the config's, " +
+                                             ", ".join(f"{c} {f}" for c, f in DEFAULT_NON_LINEARITY.items()) + ")")
 
     def __post_init__(self):
         if self.config not in CONFIGS:

@@ -16,6 +16,7 @@ class FullConfig(AdapterConfig):
     """--option finetune: no settings of its own (the course's lr 2e-5 is AdapterConfig's)."""
 
     method: ClassVar[str] = "finetune"
+    summary: ClassVar[str] = "full model"
     task_lr: ClassVar[Dict[str, float]] = {"e2e": 3e-3}  # --task e2e: the lowest dev loss in bench/e2e_accuracy.py's sweep (docs/guide.md, E2E)
 
 

@@ -30,12 +30,13 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, replace
-from typing import ClassVar, Dict, Optional
+from typing import ClassVar, Dict, Optional, Tuple
 
 import torch
 from torch import nn
 
 from ..errors import MinillamaError
+from ..flags import flag, same_flag
 from ..core.rope import apply_rope
 from .base import AdaptedModel, AdapterConfig
 
@@ -49,10 +50,17 @@ class LlamaAdapterConfig(AdapterConfig):
     (None: all but the first two, as litgpt; at least one)."""
 
     method: ClassVar[str] = "adapter"
+    option: ClassVar[str] = "prefix"
+    tasks: ClassVar[Tuple[str, ...]] = ("classify", "mmlu", "e2e")
+    summary: ClassVar[str] = "LLaMA-Adapter, a zero-gated prompt read in a separate softmax (Zhang et al.)"
     default_lr: ClassVar[float] = 1e-2  # the paper's 9e-3: few free parameters, starting at zero effect
-    length: int = 10
-    layers: Optional[int] = None
-    gate: str = "scalar"
+    length: int = same_flag(10, "--prefix_length")
+    layers: Optional[int] = flag(None, "--adapter_layers", type=int,
+                                 help="--prefix_mode adapter: how many top layers get a prompt (default: all but "
+                                      "the first two)")
+    gate: str = flag("scalar", "--adapter_gate", choices=GATES,
+                     help="--prefix_mode adapter: scalar (default): one gate per layer, as PEFT; tanh: one "
+                          "tanh(gate) per head, as the paper (PEFT cannot load it)")
 
     def __post_init__(self):
         if isinstance(self.length, bool) or not isinstance(self.length, int) or self.length <= 0:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import MinillamaError
+from ..flags import flag
 from .base import AdaptedModel, AdapterConfig
 
 # projection name -> the submodule of a TransformerBlock that holds it
@@ -36,14 +37,16 @@ class LoraConfig(AdapterConfig):
     """--option lora: rank-`rank` updates of `targets` in every block, scaled by alpha / rank."""
 
     method: ClassVar[str] = "lora"
+    summary: ClassVar[str] = "LoRA adapters"
     task_lr: ClassVar[Dict[str, float]] = {"e2e": 3e-2}  # --task e2e: the lowest dev loss in bench/e2e_accuracy.py's sweep (docs/guide.md, E2E)
-    rank: int = 4
-    alpha: float = 1.0
-    dropout: float = 0.0
+    rank: int = flag(4, "--lora_rank", help="default {default}")
+    alpha: float = flag(1.0, "--lora_alpha", help="default {default}")
+    dropout: float = flag(0.0, "--lora_dropout", help="default {default}")
     # Every projection of a block (attention and feed-forward), not only the LoRA paper's
     # wq, wv: at rank 4 the updates of wq, wv alone barely move a tiny model in the course's
     # 5 epochs (stories260K SST dev 0.286 at --lr 1e-3, all seven 0.327; README "SST defaults").
-    targets: Tuple[str, ...] = tuple(TARGET_PARENTS)
+    targets: Tuple[str, ...] = flag(tuple(TARGET_PARENTS), "--lora_targets",
+                                    help="comma-separated projections: wq,wk,wv,wo,w1,w2,w3 (default {default})")
 
     def __post_init__(self):
         if not isinstance(self.rank, int) or self.rank <= 0:

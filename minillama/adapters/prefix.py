@@ -13,13 +13,14 @@ head_dim, P prefix length.  Prompt tuning (input embeddings only) is adapters/pr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, Optional, Sequence
+from typing import Any, ClassVar, Dict, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import nn
 
 from ..core.attention import KVCache
 from ..errors import MinillamaError
+from ..flags import Flag, flag
 from .base import AdaptedModel, AdapterConfig
 
 INITS = ("random", "vocab", "text")
@@ -31,15 +32,18 @@ class PrefixConfig(AdapterConfig):
     at random vocabulary tokens, or at a text (`init_text`, or token ids `init_ids`)."""
 
     method: ClassVar[str] = "ptuning2"
+    option: ClassVar[str] = "prefix"
+    tasks: ClassVar[Tuple[str, ...]] = ("classify", "mmlu", "e2e")
+    summary: ClassVar[str] = "per-layer keys/values trained directly (P-tuning v2)"
     default_lr: ClassVar[float] = 1e-2  # a few thousand free parameters take far larger steps
     task_lr: ClassVar[Dict[str, float]] = {"e2e": 3e-1}  # --task e2e: the lowest dev loss in bench/e2e_accuracy.py's sweep (docs/guide.md, E2E)
     # Classification: 60 virtual tokens started at random vocabulary tokens' keys/values (at the
     # model's own scale; random ones at std 0.02 barely draw attention), the best of the SST runs
     # in RESULTS.md (dev 0.324 / 0.324 / 0.314 at seeds 0 / 1 / 2).
     task_settings: ClassVar[Dict[str, Dict[str, Any]]] = {"classify": {"length": 60, "init": "vocab"}}
-    length: int = 10
-    init: str = "random"
-    init_text: Optional[str] = None
+    length: int = flag(10, "--prefix_length", help="virtual tokens (default {default})")
+    init: str = flag("random", "--prefix_init", choices=INITS, help="where the prefix starts (default {default})")
+    init_text: Optional[str] = flag(None, "--prefix_init_text", help="text whose tokens start the prefix")
     init_ids: Optional[Sequence[int]] = None
 
     def __post_init__(self):
@@ -61,14 +65,26 @@ class PrefixTuningConfig(PrefixConfig):
     """Prefix tuning: the prefix through a `hidden`-wide MLP (the paper's 512)."""
 
     method: ClassVar[str] = "prefix"
+    summary: ClassVar[str] = "per-layer keys/values via an MLP (Li & Liang)"
+    switches: ClassVar[Tuple[Flag, ...]] = (
+        Flag("--no_reparam", "train the keys/values directly (that is P-tuning v2's model)", None,
+             (("action", "store_true"),)),)
     task_lr: ClassVar[Dict[str, float]] = {"e2e": 3e-3}  # --task e2e: the lowest dev loss in bench/e2e_accuracy.py's sweep (docs/guide.md, E2E)
     task_settings: ClassVar[Dict[str, Dict[str, Any]]] = {}
-    hidden: int = 512
+    hidden: int = flag(512, "--prefix_hidden", help="width of the reparameterization MLP (default {default})")
 
     def __post_init__(self):
         super().__post_init__()
         if not isinstance(self.hidden, int) or self.hidden <= 0:
             raise MinillamaError(f"--prefix_hidden must be a positive width, got {self.hidden}")
+
+    @classmethod
+    def from_flags(cls, settings: Dict[str, Any], switches: Set[str]) -> PrefixConfig:
+        """--no_reparam: keys/values without the MLP, which is P-tuning v2's model."""
+        if "no_reparam" not in switches:
+            return cls(**settings)
+        print("--no_reparam: prefix keys/values trained directly, which is --prefix_mode ptuning2")
+        return PrefixConfig(**{k: v for k, v in settings.items() if k != "hidden"})
 
 
 def init_token_ids(base: nn.Module, cfg: PrefixConfig, tokenizer=None) -> Optional[torch.Tensor]:

@@ -18,6 +18,7 @@ class PromptTuningConfig(PrefixConfig):
     """Prompt tuning: the prefix family's settings, at the embeddings only."""
 
     method = "prompt"
+    summary: ClassVar[str] = "input embeddings (Lester et al.)"
     task_lr: ClassVar[Dict[str, float]] = {"e2e": 3e-2}  # --task e2e: the lowest dev loss in bench/e2e_accuracy.py's sweep (docs/guide.md, E2E)
     task_settings: ClassVar[Dict[str, Dict[str, Any]]] = {}
 

@@ -37,6 +37,7 @@ from ..adapters.peft_format import check_export_dir, check_exportable, export_fo
 from ..data import Example, load_split, pad_batch, read_examples, read_label_names, write_predictions
 from ..errors import MinillamaError
 from ..files import check_all_writable, check_distinct_paths
+from ..flags import comma_list, flag
 from ..heads import HeadClassifier, RowReader, VerbalizerClassifier, label_token_ids
 from ..resume import data_identity, resolved
 from ..runconfig import RunConfig
@@ -95,29 +96,58 @@ def dataset_name(train_path: str) -> str:
 class ClassifyConfig:
     option: str = "prompt"                   # names the default output files (OUTPUT_WORDS)
     method: Optional[AdapterConfig] = None   # None: the frozen model (zero-shot prompting)
-    # cls: linear head on the last token; mean: linear head on the mean of all real tokens;
-    # verbalizer: the LM scores the label names after the course prompt.
     # None: verbalizer for the frozen model, PREFIX_HEAD for the prefix family, else cls (the
     # course's; bench/accuracy.py compares it with the verbalizer: RESULTS.md).
-    head: Optional[str] = None
-    train: Optional[str] = None              # None: DEFAULT_TRAIN when it trains; names the default outputs
-    dev: str = "data/cfimdb-dev.txt"
-    test: str = "data/cfimdb-test.txt"
-    label_names: Optional[str] = None        # None: the names saved with --load_adapter's adapter, else DEFAULT_LABEL_NAMES
-    dev_out: Optional[str] = None            # None: <dataset>-dev-<word>-output.txt (see `dataset`)
-    test_out: Optional[str] = None
-    max_sentence_len: Optional[int] = None
-    k_shot: int = 0  # --option prompt: labelled training examples read before each sentence (in-context learning)
-    hidden_dropout_prob: float = 0.3
+    head: Optional[str] = flag(None, "--prefix_head", readers="head", choices=HEADS,
+                               help="cls: linear head on the last token; mean (default): linear head on the mean "
+                                    "of all tokens' final hidden states; verbalizer: LM head scores the label names "
+                                    "after the course prompt (no new head: the whole task in the prefix)")
+    train: Optional[str] = flag(None, "--train", readers="classify_train",
+                                help=f"default {DEFAULT_TRAIN}; its name (sst-train.txt: sst) names the default "
+                                     "outputs, else --dev's when nothing trains")
+    dev: str = flag("data/cfimdb-dev.txt", "--dev", readers="classify", help="default {default}")
+    test: str = flag("data/cfimdb-test.txt", "--test", readers="classify", help="default {default}")
+    label_names: Optional[str] = flag(None, "--label-names", readers="classify",
+                                      help="JSON list of label names (default: the ones saved with --load_adapter's "
+                                           f"adapter, else {DEFAULT_LABEL_NAMES})")
+    dev_out: Optional[str] = flag(None, "--dev_out", readers="classify",
+                                  help="default: <dataset>-dev-<option>-output.txt")
+    test_out: Optional[str] = flag(None, "--test_out", readers="classify",
+                                   help="default: <dataset>-test-<option>-output.txt")
+    max_sentence_len: Optional[int] = flag(None, "--max_sentence_len", readers="classify", type=int,
+                                           help="cut each sentence to this many tokens (default: none)")
+    k_shot: int = flag(0, "--k_shot", readers="k_shot",
+                       help="MMLU: 0..5 exemplars from dev before each question; --option prompt: K labelled --train "
+                            "examples (balanced, chosen with --seed) before each sentence (default {default})")
+    hidden_dropout_prob: float = flag(0.3, "--hidden_dropout_prob", readers="head", help="default {default}")
     training: TrainConfig = field(default_factory=TrainConfig)
-    save_adapter: Optional[str] = None       # None: <dataset>-prefix-adapter for --option prefix
-    load_adapter: Optional[List[str]] = None  # evaluate saved adapter(s) instead of training
-    interpolate: Optional[float] = None      # with two adapters: alpha * A + (1 - alpha) * B
-    export_peft: Optional[str] = None        # also write the adapter as a Hugging Face PEFT directory
-    export_adapterhub: Optional[str] = None  # also write a bottleneck adapter in AdapterHub's layout
-    adapter_names: Optional[List[str]] = None  # several --load_adapter, each on its own files (run_mixed)
-    log_jsonl: Optional[str] = None
-    wandb: bool = False
+    save_adapter: Optional[str] = flag(None, "--save_adapter", readers="save",
+                                       help="write the trained adapter to PATH.safetensors + PATH.json "
+                                            "(prefix default: <dataset>-prefix-adapter; --task mmlu: "
+                                            "mmlu-prefix-adapter)")
+    load_adapter: Optional[List[str]] = flag(None, "--load_adapter", readers="adapters", nargs="+", metavar="PATH",
+                                             help="evaluate saved adapter(s) without training; with two, see "
+                                                  "--interpolate; a PATH may also be a PEFT or AdapterHub adapter "
+                                                  "directory trained on this base")
+    interpolate: Optional[float] = flag(None, "--interpolate", readers="adapters", type=float, metavar="ALPHA",
+                                        help="with two --load_adapter: alpha*A + (1-alpha)*B")
+    export_peft: Optional[str] = flag(None, "--export_peft", readers="export", metavar="DIR",
+                                      help="also write the adapter (trained, or given by --load_adapter) as a Hugging "
+                                           "Face PEFT directory: {peft_methods} (a classification head stays behind)")
+    export_adapterhub: Optional[str] = flag(None, "--export_adapterhub", readers="export_adapterhub", metavar="DIR",
+                                            help="also write the bottleneck adapter (trained, or given by "
+                                                 "--load_adapter) in AdapterHub's saved-adapter layout, which "
+                                                 "adapters' load_adapter reads on a transformers LlamaForCausalLM "
+                                                 "(a classification head stays behind)")
+    adapter_names: Optional[List[str]] = flag(None, "--adapter_names", readers="mixed", type=comma_list,
+                                              metavar="a,b,...",
+                                              help="with several --load_adapter (deep prefixes): evaluate each on "
+                                                   "its own files in one pass, batches mixing them; --dev, --test "
+                                                   "(and --label-names, --dev_out, --test_out) then take one "
+                                                   "comma-separated entry per adapter")
+    log_jsonl: Optional[str] = flag(None, "--log_jsonl", readers="log",
+                                    help="this run's per-epoch / eval records as JSON lines (see runlog.py)")
+    wandb: bool = flag(False, "--wandb", readers="log", help="also log to Weights & Biases (if installed)")
 
     def __post_init__(self):
         if self.option not in OUTPUT_WORDS:

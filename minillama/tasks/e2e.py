@@ -36,6 +36,7 @@ from ..data import pad_left
 from ..distributed import is_main
 from ..errors import MinillamaError
 from ..files import atomic_write_group, check_all_writable, contents, check_distinct_paths, resolve_repo_path
+from ..flags import flag, same_flag
 from ..lm_data import LMSplit, prompt_ids
 from ..metrics import e2e_scores, format_scores, require_java
 from ..pairs_data import DEFAULT_SOURCE_COLUMN, DEFAULT_TARGET_COLUMN, group_references, read_pairs
@@ -52,28 +53,34 @@ from .classify import OUTPUT_WORDS
 class E2EConfig:
     option: str = "finetune"                 # names the default output files
     method: AdapterConfig = field(default_factory=FullConfig)
-    train: str = "data/e2e/trainset.csv"
-    dev: str = "data/e2e/devset.csv"
-    test: str = "data/e2e/testset_w_refs.csv"
-    source_column: str = DEFAULT_SOURCE_COLUMN
-    target_column: str = DEFAULT_TARGET_COLUMN
-    max_train_rows: Optional[int] = None     # the first N training rows (quick runs)
+    train: str = same_flag("data/e2e/trainset.csv", "--train", readers="e2e_train")
+    dev: str = same_flag("data/e2e/devset.csv", "--dev", readers="e2e")
+    test: str = same_flag("data/e2e/testset_w_refs.csv", "--test", readers="e2e")
+    source_column: str = flag(DEFAULT_SOURCE_COLUMN, "--source_column", readers="e2e",
+                              help="CSV column of the source (default {default})")
+    target_column: str = flag(DEFAULT_TARGET_COLUMN, "--target_column", readers="e2e",
+                              help="CSV column of the target (default {default})")
+    max_train_rows: Optional[int] = flag(None, "--max_train_rows", readers="e2e_train", type=int,
+                                         help="train on the first N rows only")
     # None: the method's lr_for("e2e"), linear decay (the paper's); batch 10 (the paper's)
     training: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=10))
-    beam_size: int = 5                       # 1: greedy
-    length_penalty: float = 1.0
-    max_new_tokens: Optional[int] = None     # None: the longest training target in tokens, plus its eos
-    test_out: Optional[str] = None           # None: e2e-test-<word>-output.txt
-    dev_out: Optional[str] = None            # dev is decoded only when asked
-    scores_out: Optional[str] = None         # None: <test_out without .txt>-scores.json
-    no_java: bool = False                    # BLEU and NIST only (METEOR, ROUGE_L, CIDEr need Java)
-    save_adapter: Optional[str] = None       # None: e2e-<method>-adapter for the adapter methods
-    load_adapter: Optional[List[str]] = None  # decode with a saved adapter, no training
-    interpolate: Optional[float] = None      # with two adapters: alpha * A + (1 - alpha) * B
-    export_peft: Optional[str] = None        # also write the adapter as a Hugging Face PEFT directory
-    export_adapterhub: Optional[str] = None  # also write a bottleneck adapter in AdapterHub's layout
-    log_jsonl: Optional[str] = None
-    wandb: bool = False
+    beam_size: int = flag(5, "--beam_size", readers="e2e", help="beams (1 = greedy; default {default})")
+    length_penalty: float = flag(1.0, "--length_penalty", readers="e2e",
+                                 help="beam hypotheses scored sum log p / length ** this (default {default})")
+    max_new_tokens: Optional[int] = same_flag(None, "--max_new_tokens", readers="e2e")  # None: longest target + eos
+    test_out: Optional[str] = same_flag(None, "--test_out", readers="e2e")  # None: e2e-test-<word>-output.txt
+    dev_out: Optional[str] = same_flag(None, "--dev_out", readers="e2e")    # dev is decoded only when asked
+    scores_out: Optional[str] = flag(None, "--scores_out", readers="e2e",
+                                     help="JSON report of the five metrics (default <test_out>-scores.json)")
+    no_java: bool = flag(False, "--no_java", readers="e2e",
+                         help="score BLEU and NIST only (METEOR, ROUGE_L, CIDEr need Java)")
+    save_adapter: Optional[str] = same_flag(None, "--save_adapter", readers="e2e_save")  # None: e2e-<method>-adapter
+    load_adapter: Optional[List[str]] = same_flag(None, "--load_adapter", readers="adapters")  # decode, no training
+    interpolate: Optional[float] = same_flag(None, "--interpolate", readers="adapters")
+    export_peft: Optional[str] = same_flag(None, "--export_peft", readers="export")
+    export_adapterhub: Optional[str] = same_flag(None, "--export_adapterhub", readers="export_adapterhub")
+    log_jsonl: Optional[str] = same_flag(None, "--log_jsonl", readers="log")
+    wandb: bool = same_flag(False, "--wandb", readers="log")
 
     def __post_init__(self):
         if self.option not in ("finetune", "lora", "prefix", "bottleneck"):

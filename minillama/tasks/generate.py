@@ -24,6 +24,7 @@ import torch
 from ..fast import prepare_for_decoding
 from ..errors import MinillamaError
 from ..files import atomic_write_text, check_all_writable, check_distinct_paths
+from ..flags import flag
 from ..runconfig import RunConfig
 from ..core.decoding import strip_after_stop
 from ..core.sampling import check_sampling_args
@@ -35,13 +36,19 @@ COURSE_TEMPERATURES = (0.0, 1.0)
 
 @dataclass
 class GenerateConfig:
-    low_temp_out: str = "generated-sentence-temp-0.txt"
-    high_temp_out: Optional[str] = None    # None: generated-sentence-temp-<T>.txt, T the temperature used
-    prompt_text: Optional[str] = None      # None: the course's Frankenstein sentence
-    temperature: Optional[float] = None    # None: the course's pair 0.0 and 1.0
-    epsilon: Optional[float] = None        # epsilon sampling threshold in [0, 1)
-    max_new_tokens: int = 75
-    chat: bool = False                     # wrap the prompt in the Llama 3 Instruct chat format
+    low_temp_out: str = flag("generated-sentence-temp-0.txt", "--generated_sentence_low_temp_out",
+                             readers="generate", help="default {default}")
+    high_temp_out: Optional[str] = flag(None, "--generated_sentence_high_temp_out", readers="generate",
+                                        help="default generated-sentence-temp-<T>.txt, T the sampling temperature "
+                                             "(1 for the course's pair)")
+    prompt_text: Optional[str] = flag(None, "--prompt_text", readers="generate",
+                                      help="text to continue (default: the course's)")
+    temperature: Optional[float] = flag(None, "--temperature", readers="generate", type=float,
+                                        help="one temperature (>= 0) instead of the course's 0.0 and 1.0")
+    epsilon: Optional[float] = flag(None, "--epsilon", readers="generate", type=float,
+                                    help="epsilon sampling threshold in [0, 1)")
+    max_new_tokens: int = flag(75, "--max_new_tokens", readers="generate", help="default {default}")
+    chat: bool = flag(False, "--chat", readers="generate", help="wrap the prompt in the Llama 3 Instruct chat format")
 
     def __post_init__(self):
         for t in self.temperatures:

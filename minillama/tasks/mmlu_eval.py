@@ -12,6 +12,7 @@ from ..errors import MinillamaError
 from ..files import check_all_writable, check_distinct_paths
 from ..mmlu import (MMLUSettings, evaluate_with, format_sweep, format_table, load_dev, load_questions,
                     temperature_sweep, write_report)
+from ..flags import flag, same_flag
 from ..runconfig import RunConfig
 from ..runlog import RunLog
 
@@ -19,12 +20,14 @@ from ..runlog import RunLog
 @dataclass
 class MMLUEvalConfig:
     settings: MMLUSettings = field(default_factory=MMLUSettings)
-    split: str = "test"
-    out: Optional[str] = None                 # report: .json, or .jsonl with one line per question
-    load_adapter: Optional[List[str]] = None
-    interpolate: Optional[float] = None
-    log_jsonl: Optional[str] = None
-    wandb: bool = False
+    split: str = flag("test", "--mmlu_split", readers="mmlu_eval", choices=mmlu_data.SPLITS,
+                      help="the questions evaluated (default {default})")
+    out: Optional[str] = flag(None, "--mmlu_out", readers="mmlu",
+                              help="report: .json, or .jsonl with one line per question")
+    load_adapter: Optional[List[str]] = same_flag(None, "--load_adapter", readers="adapters")
+    interpolate: Optional[float] = same_flag(None, "--interpolate", readers="adapters")
+    log_jsonl: Optional[str] = same_flag(None, "--log_jsonl", readers="log")
+    wandb: bool = same_flag(False, "--wandb", readers="log")
 
     def __post_init__(self):
         if self.split not in mmlu_data.SPLITS:

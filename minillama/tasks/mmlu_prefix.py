@@ -28,6 +28,7 @@ from ..mmlu import (MMLUSettings, encode_questions, evaluate_with, format_sweep,
                     load_questions, temperature_sweep, write_report)
 from ..mmlu_data import Question
 from ..resume import data_identity, resolved
+from ..flags import flag, same_flag
 from ..runconfig import RunConfig
 from ..runlog import RunLog
 from ..train import TrainConfig, describe_trainable, fit
@@ -38,14 +39,15 @@ class MMLUPrefixConfig:
     settings: MMLUSettings = field(default_factory=MMLUSettings)
     method: AdapterConfig = field(default_factory=PrefixTuningConfig)
     training: TrainConfig = field(default_factory=TrainConfig)
-    holdout: float = 0.2                       # share of val (per subject) held out for early stopping
-    save_adapter: str = "mmlu-prefix-adapter"  # + .safetensors / .json
-    load_adapter: Optional[List[str]] = None   # evaluate saved adapter(s) against the baseline, no training
-    interpolate: Optional[float] = None
-    export_peft: Optional[str] = None          # also write the adapter as a Hugging Face PEFT directory
-    out: Optional[str] = None                  # report: .json, or .jsonl with one line per question
-    log_jsonl: Optional[str] = None
-    wandb: bool = False
+    holdout: float = flag(0.2, "--mmlu_holdout", readers="mmlu_prefix",
+                          help="share of val (per subject) held out for early stopping (default {default})")
+    save_adapter: str = same_flag("mmlu-prefix-adapter", "--save_adapter", readers="save")  # + .safetensors / .json
+    load_adapter: Optional[List[str]] = same_flag(None, "--load_adapter", readers="adapters")  # vs the baseline
+    interpolate: Optional[float] = same_flag(None, "--interpolate", readers="adapters")
+    export_peft: Optional[str] = same_flag(None, "--export_peft", readers="export")
+    out: Optional[str] = same_flag(None, "--mmlu_out", readers="mmlu")
+    log_jsonl: Optional[str] = same_flag(None, "--log_jsonl", readers="log")
+    wandb: bool = same_flag(False, "--wandb", readers="log")
 
     def __post_init__(self):
         if not 0.0 < self.holdout < 1.0:
