@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from . import distributed, files, flags
-from .adapters.registry import REGISTRY
+from .adapters.registry import REGISTRY, trainers
 from .errors import MinillamaError, show_one_line
 from .mmlu import MMLUSettings
 from .runconfig import RunConfig, seed_everything
@@ -48,11 +48,6 @@ TASK_CONFIGS = tuple(SECTIONS)
 
 
 TASK_WORDS = {"mmlu": "trains a prefix or adapter on MMLU", "e2e": "trains a generator"}
-
-
-def trainers(task: str) -> Tuple[str, ...]:
-    """The options whose method trains on `task` (the method configs' `tasks`)."""
-    return tuple(dict.fromkeys(c.trained_by() for c in METHOD_CONFIGS if task in c.tasks))
 
 
 def lr_defaults() -> str:
@@ -190,10 +185,11 @@ READERS: Dict[str, Readers] = {
     "k_shot": Readers(options=("prompt",), tasks=("classify",), who="--option prompt"),
     "mmlu": Readers(tasks=("mmlu",), who="--option mmlu and --option prefix --task mmlu"),
     "mmlu_eval": Readers(options=("mmlu",)),
-    "mmlu_prefix": Readers(options=("prefix",), tasks=("mmlu",), trains=True),
+    "mmlu_prefix": Readers(options=trainers("mmlu"), tasks=("mmlu",), trains=True),
     "e2e": Readers(tasks=("e2e",)),
     "e2e_train": Readers(tasks=("e2e",), trains=True),
-    "e2e_save": Readers(options=tuple(o for o in TRAINING_OPTIONS if o != "finetune"), tasks=("e2e",), trains=True),
+    "e2e_save": Readers(options=tuple(dict.fromkeys(c.trained_by() for c in METHOD_CONFIGS if c.has_adapter_file)),
+                        tasks=("e2e",), trains=True),
 }
 SELECTION_READERS = {"option": READERS["run"], "task": READERS["run"], "use_gpu": READERS["run"],
                      "prefix_mode": Readers(options=("prefix",), trains=True)}

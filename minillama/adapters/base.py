@@ -40,6 +40,8 @@ class AdapterConfig:
     method: ClassVar[str] = ""
     option: ClassVar[str] = ""   # the run_llama.py --option that trains it ("": --option <method>)
     summary: ClassVar[str] = ""  # what it is, in a few words (--help)
+    output_word: ClassVar[str] = ""  # its option in default output names ("": the option)
+    has_adapter_file: ClassVar[bool] = True  # what trains fits an adapter file (save_adapter)
     default_lr: ClassVar[float] = 2e-5
     task_lr: ClassVar[Dict[str, float]] = {}
     task_settings: ClassVar[Dict[str, Dict[str, Any]]] = {}

@@ -17,6 +17,8 @@ class FullConfig(AdapterConfig):
 
     method: ClassVar[str] = "finetune"
     summary: ClassVar[str] = "full model"
+    output_word: ClassVar[str] = "finetuning"  # the course's sst-dev-finetuning-output.txt
+    has_adapter_file: ClassVar[bool] = False  # every weight trains: a whole checkpoint, not an adapter
     task_lr: ClassVar[Dict[str, float]] = {"e2e": 3e-3}  # --task e2e: the lowest dev loss in bench/e2e_accuracy.py's sweep (docs/guide.md, E2E)
 
 

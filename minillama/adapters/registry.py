@@ -1,7 +1,7 @@
 """The methods by name: one line each.  attach(model, cfg) builds cfg's method on model."""
 from __future__ import annotations
 
-from typing import Dict, Type
+from typing import Dict, Tuple, Type
 
 from torch import nn
 
@@ -24,6 +24,15 @@ REGISTRY: Dict[str, tuple] = {
     "bottleneck": (BottleneckConfig, Bottleneck),
 }
 METHODS: Dict[str, Type[AdaptedModel]] = {name: model for name, (_, model) in REGISTRY.items()}
+# The word of each --option in default output file names (sst-dev-finetuning-output.txt);
+# --option prompt trains no method.
+OUTPUT_WORDS: Dict[str, str] = {"prompt": "prompting", **{config.trained_by(): config.output_word or config.trained_by()
+                                                          for config, _ in REGISTRY.values()}}
+
+
+def trainers(task: str) -> Tuple[str, ...]:
+    """The --option values whose method trains on `task` (the configs' `tasks`)."""
+    return tuple(dict.fromkeys(config.trained_by() for config, _ in REGISTRY.values() if task in config.tasks))
 
 
 def make_config(method: str, **settings) -> AdapterConfig:

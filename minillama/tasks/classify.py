@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..adapters.registry import OUTPUT_WORDS
 from ..adapters import AdapterConfig, attach, load_adapter, load_adapters, parameter_counts, save_adapter
 from ..adapters.adapterhub_format import check_adapterhub_dir, check_adapterhub_exportable, export_adapterhub_for_task
 from ..adapters.io import check_adapter_sources, check_saved_adapterhub_exportable, check_saved_exportable, peek_adapter
@@ -45,8 +46,6 @@ from ..runlog import RunLog
 from ..train import TrainConfig, accuracy, check_warmup, describe_trainable, fit, predict
 
 COURSE_PROMPT = "Is this movie {names}? This movie is "
-OUTPUT_WORDS = {"prompt": "prompting", "finetune": "finetuning", "lora": "lora", "prefix": "prefix",
-                "bottleneck": "bottleneck"}
 # What --option prefix trains for classification when neither --prefix_mode nor --prefix_hidden
 # is given: P-tuning v2 with its classification settings (PrefixConfig.task_settings), read
 # through the mean of all real tokens' states, not the last one's (every position passes on the

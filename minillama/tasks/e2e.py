@@ -28,6 +28,7 @@ import torch
 
 from ..adapters import AdapterConfig, FullConfig, attach, load_adapters, save_adapter
 from ..adapters.adapterhub_format import check_adapterhub_dir, check_adapterhub_exportable, export_adapterhub_for_task
+from ..adapters.registry import OUTPUT_WORDS, trainers
 from ..adapters.io import check_adapter_sources, check_saved_adapterhub_exportable
 from ..adapters.peft_format import check_export_dir, export_for_task
 from ..curves import curves_path, plot_curves
@@ -45,7 +46,6 @@ from ..runconfig import RunConfig
 from ..runlog import RunLog
 from ..core.decoding import strip_after_stop
 from ..train import CausalLM, TrainConfig, autocast, describe_trainable, fit
-from .classify import OUTPUT_WORDS
 
 
 
@@ -83,8 +83,8 @@ class E2EConfig:
     wandb: bool = same_flag(False, "--wandb", readers="log")
 
     def __post_init__(self):
-        if self.option not in ("finetune", "lora", "prefix", "bottleneck"):
-            raise MinillamaError(f"--task e2e trains --option finetune, lora, prefix or bottleneck, not {self.option}")
+        if self.option not in trainers("e2e"):
+            raise MinillamaError(f"--task e2e trains --option {' or '.join(trainers('e2e'))}, not {self.option}")
         if not isinstance(self.beam_size, int) or self.beam_size <= 0:
             raise MinillamaError(f"--beam_size must be a positive integer (1 = greedy), got {self.beam_size}")
         if not abs(self.length_penalty) < float("inf"):
@@ -113,7 +113,7 @@ class E2EConfig:
 
     @property
     def adapter_path(self) -> Optional[str]:
-        if not self.trains or self.method.method == "finetune":
+        if not self.trains or not self.method.has_adapter_file:
             return None
         return self.save_adapter or f"e2e-{self.method.method}-adapter"
 
