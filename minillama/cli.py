@@ -26,7 +26,7 @@ from .adapters import (BottleneckConfig, FullConfig, LlamaAdapterConfig, LoraCon
 from .adapters.bottleneck import CONFIGS as BOTTLENECK_CONFIGS, DEFAULT_NON_LINEARITY, NON_LINEARITIES
 from .errors import MinillamaError, show_one_line
 from .adapters.llama_adapter import GATES
-from .adapters.prefix import INITS
+from .adapters.prefix_init import INITS
 from .core.config import NORMS
 from .formats import DTYPES
 from .mmlu import MODES as MMLU_MODES, MMLUSettings

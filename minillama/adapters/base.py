@@ -5,7 +5,7 @@ A method is one module in this package with
   `__post_init__` with a one-line MinillamaError), subclassing `AdapterConfig`;
 - a backbone class, subclassing `AdaptedModel`, built as `Backbone(base, cfg, tokenizer)`
   ("attach"): it freezes the base and adds what trains;
-and one line in `adapters/__init__.py`'s registry.
+and one line in `adapters/registry.py`'s registry.
 
 What trains is what `attach` left with requires_grad (`trainable_parameters`); after
 training `finalize()` makes the result cheap to use (LoRA merges, prefix tuning folds
@@ -21,7 +21,7 @@ plus `config` (the base's architecture), `input_room` (positions left for input)
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Dict
+from typing import Any, ClassVar, Dict, Tuple
 
 import torch
 from torch import nn
@@ -40,6 +40,7 @@ class AdapterConfig:
     default_lr: ClassVar[float] = 2e-5
     task_lr: ClassVar[Dict[str, float]] = {}
     task_settings: ClassVar[Dict[str, Dict[str, Any]]] = {}
+    start_fields: ClassVar[Tuple[str, ...]] = ()  # settings of where training starts: a loaded adapter skips them
 
     @classmethod
     def lr_for(cls, task: str) -> float:
