@@ -281,7 +281,7 @@ def peft_adapted(name: str, hf):
         return hf.requires_grad_(True)
     if name == "peft_lora":
         from minillama.adapters.lora import LoraConfig as OurLora
-        from minillama.adapters.peft_format import peft_target_modules
+        from minillama.adapters.lora_peft import peft_target_modules
         return get_peft_model(hf, LoraConfig(task_type=TaskType.CAUSAL_LM, r=4, lora_alpha=1, lora_dropout=0.0,
                                              target_modules=peft_target_modules(OurLora().targets)))
     return get_peft_model(hf, PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=10,

@@ -77,8 +77,8 @@ def build_lora(model, num_labels, args):
 
 def prefix_builder(mode):
     def build(model, num_labels, args):
-        from minillama.adapters import PrefixModel
-        return HeadClassifier(PrefixModel(model, mode, 10, prefix_hidden=512), model.config.dim, num_labels,
+        from minillama.adapters import attach, make_config  # prefix: the paper's 512-wide MLP, its default
+        return HeadClassifier(attach(model, make_config(mode, length=10)), model.config.dim, num_labels,
                               dropout=0.3)
     return build
 

@@ -32,7 +32,7 @@ from .tasks.mmlu_eval import MMLUEvalConfig
 from .tasks.mmlu_prefix import MMLUPrefixConfig
 from .train import TrainConfig
 
-METHOD_CONFIGS = [config for config, _ in REGISTRY.values()]
+METHOD_CONFIGS = [m.config for m in REGISTRY.values()]
 METHOD_OPTIONS = tuple(dict.fromkeys(config.trained_by() for config in METHOD_CONFIGS))
 OPTIONS = ("generate", "prompt", *METHOD_OPTIONS, "mmlu")
 TASKS = ("classify", "mmlu", "e2e")
@@ -66,7 +66,7 @@ def task_defaults(dest: str) -> str:
     return f" ({'; '.join(dict.fromkeys(notes))})" if notes else ""
 
 
-HELP_CONTEXT = {"method_lrs": lr_defaults(), "peft_methods": "lora, prefix, ptuning2, prompt, adapter"}
+HELP_CONTEXT = {"method_lrs": lr_defaults(), "peft_methods": ", ".join(name for name, m in REGISTRY.items() if m.peft)}
 
 
 class OneLineParser(argparse.ArgumentParser):

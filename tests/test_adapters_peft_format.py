@@ -1,8 +1,9 @@
-"""Adapters in Hugging Face PEFT's format (minillama/adapters/peft_format.py), with peft
-itself as the oracle: for LoRA, prefix tuning / P-tuning v2, prompt tuning and LLaMA-Adapter,
-minillama -> PEFT (PeftModel.from_pretrained on the save_hf_dir base) and PEFT -> minillama
-(--load_adapter on a directory peft saved), logits equal to 1e-4 in fp32, on a GQA model
-with Llama 3's RoPE scaling; base-identity checks and bad directories, one line each."""
+"""Adapters in Hugging Face PEFT's format (minillama/adapters/peft_format.py and the methods'
+converters, adapters/<method>_peft.py), with peft itself as the oracle: for LoRA, prefix
+tuning / P-tuning v2, prompt tuning and LLaMA-Adapter, minillama -> PEFT
+(PeftModel.from_pretrained on the save_hf_dir base) and PEFT -> minillama (--load_adapter on a
+directory peft saved), logits equal to 1e-4 in fp32, on a GQA model with Llama 3's RoPE
+scaling; base-identity checks and bad directories, one line each."""
 import json
 import os
 import warnings
@@ -14,7 +15,8 @@ from conftest import tiny_model
 from hf_oracle import LLAMA3_SCALING, transformers
 from minillama.adapters import (LlamaAdapterConfig, LoraConfig, PrefixConfig, PrefixTuningConfig,
                                 PromptTuningConfig, attach, load_adapter)
-from minillama.adapters.peft_format import export_peft, flat_to_prefix, prefix_to_flat
+from minillama.adapters.peft_format import export_peft
+from minillama.adapters.prefix_peft import flat_to_prefix, prefix_to_flat
 from minillama.core.config import RopeScaling
 from minillama.errors import MinillamaError
 from minillama.formats.hf import save_hf_dir
@@ -272,6 +274,14 @@ def test_export_refusals_are_one_line(base_dir, tmp_path):
         export_peft(attach(base, PrefixConfig(length=2)), str(tmp_path / "file"))
     one_line(e, "is a file")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_a_method_without_a_converter_is_refused_naming_those_with_one(tmp_path):
+    from minillama.adapters import BottleneckConfig
+    with pytest.raises(MinillamaError) as e:
+        export_peft(attach(tiny_model(), BottleneckConfig(reduction_factor=8)), str(tmp_path / "b"))
+    one_line(e, "--export_peft: bottleneck has no PEFT adapter", "lora, prefix, ptuning2, prompt, adapter")
+    assert not (tmp_path / "b").exists()
 
 
 def test_non_finite_tensors_are_refused_naming_the_tensor(base_dir, tmp_path):

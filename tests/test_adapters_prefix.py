@@ -8,11 +8,12 @@ import torch
 from conftest import asset, tiny_model, word_group_task
 from minillama.errors import MinillamaError
 from minillama.core.optimizer import AdamW
-from minillama.adapters import PrefixConfig, PrefixModel, PrefixTuningConfig, PromptTuningConfig, parameter_counts
+from minillama.adapters import (PrefixConfig, PrefixModel, PrefixTuningConfig, PromptTuningConfig, attach,
+                                parameter_counts)
 from minillama.core.sampling import generate
 
-DEEP = [("prefix", False), ("prefix", True), ("ptuning2", None)]
-ALL = DEEP + [("prompt", None)]
+CONFIGS = {"prefix": PrefixTuningConfig, "ptuning2": PrefixConfig, "prompt": PromptTuningConfig}
+ALL = list(CONFIGS)
 TEXT = [1, 17, 5, 42, 8, 23]  # the "text" a text-initialised prefix stands for
 
 
@@ -20,12 +21,17 @@ def ids(*rows):
     return torch.tensor(rows)
 
 
-@pytest.mark.parametrize("mode,reparam", ALL)
-def test_text_init_equals_reading_the_text_first(mode, reparam):
+def mlp(method, hidden):
+    """Prefix tuning's MLP width, as settings of `method`'s config (the others have no MLP)."""
+    return {"hidden": hidden} if method == "prefix" else {}
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_text_init_equals_reading_the_text_first(method):
     base = tiny_model()
     x = torch.randint(0, 97, (3, 7))
     full_logits, full_hidden = base(torch.cat([ids(TEXT).expand(3, -1), x], dim=1))
-    model = PrefixModel(base, mode, len(TEXT), reparam=reparam, init="text", init_ids=TEXT)
+    model = attach(base, CONFIGS[method](length=len(TEXT), init="text", init_ids=TEXT))
     logits, hidden = model(x)
     assert logits.shape == (3, 7, 97) and hidden.shape == (3, 7, 64)
     torch.testing.assert_close(logits, full_logits[:, len(TEXT):], atol=1e-5, rtol=0)
@@ -38,8 +44,8 @@ def test_text_init_repeats_or_truncates_to_the_length():
     for length in (4, 9):
         text = (TEXT * 2)[:length]
         want = base(torch.cat([ids(text), x], dim=1))[0][:, length:]
-        for mode, reparam in ALL:
-            got = PrefixModel(base, mode, length, reparam=reparam, init="text", init_ids=TEXT)(x)[0]
+        for config in CONFIGS.values():
+            got = attach(base, config(length=length, init="text", init_ids=TEXT))(x)[0]
             torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
@@ -53,22 +59,22 @@ def test_text_init_from_a_tokenizer_and_vocab_init():
     x = torch.randint(0, 97, (1, 5))
     text_ids = [1, 13, 12, 15]  # WordTokenizer("the an three")
     want = base(torch.cat([ids(text_ids), x], dim=1))[0][:, 4:]
-    got = PrefixModel(base, "prefix", 4, init="text", init_text="the an three", tokenizer=WordTokenizer())(x)[0]
+    got = attach(base, PrefixTuningConfig(length=4, init="text", init_text="the an three"), WordTokenizer())(x)[0]
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
     torch.manual_seed(3)
     vocab_ids = torch.randint(0, 97, (4,))
     want = base(torch.cat([vocab_ids[None], x], dim=1))[0][:, 4:]
     torch.manual_seed(3)
-    torch.testing.assert_close(PrefixModel(base, "ptuning2", 4, init="vocab")(x)[0], want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(attach(base, PrefixConfig(length=4, init="vocab"))(x)[0], want, atol=1e-5, rtol=0)
     with pytest.raises(MinillamaError, match="prefix_init_text"):
-        PrefixModel(base, "prefix", 4, init="text")
+        PrefixTuningConfig(length=4, init="text")
 
 
-@pytest.mark.parametrize("mode,reparam", ALL)
-def test_padded_batch_equals_unpadded_singles(mode, reparam):
+@pytest.mark.parametrize("method", ALL)
+def test_padded_batch_equals_unpadded_singles(method):
     base = tiny_model()
     torch.manual_seed(1)
-    model = PrefixModel(base, mode, 5, reparam=reparam, init="random")
+    model = attach(base, CONFIGS[method](length=5, init="random"))
     seqs = [torch.randint(2, 97, (n,)) for n in (6, 3, 8)]
     singles = [model(s[None])[0][0] for s in seqs]
     for side in ("right", "left"):
@@ -83,11 +89,11 @@ def test_padded_batch_equals_unpadded_singles(mode, reparam):
             torch.testing.assert_close(logits[i, span], singles[i], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("mode,reparam", ALL)
-def test_only_the_prefix_trains_and_base_stays_bit_identical(mode, reparam):
+@pytest.mark.parametrize("method", ALL)
+def test_only_the_prefix_trains_and_base_stays_bit_identical(method):
     base = tiny_model()
     before = {k: v.clone() for k, v in base.state_dict().items()}
-    model = PrefixModel(base, mode, 4, reparam=reparam, prefix_hidden=32)
+    model = attach(base, CONFIGS[method](length=4, **mlp(method, 32)))
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert trainable and all(not p.requires_grad for p in base.parameters())
     opt = AdamW(model.parameters(), lr=1e-2, weight_decay=0.01)
@@ -109,22 +115,22 @@ def test_only_the_prefix_trains_and_base_stays_bit_identical(mode, reparam):
 def test_fold_keeps_outputs_and_leaves_only_the_prefix():
     base = tiny_model()
     torch.manual_seed(2)
-    model = PrefixModel(base, "prefix", 5, prefix_hidden=32)
+    model = attach(base, PrefixTuningConfig(length=5, hidden=32))
     opt = AdamW(model.parameters(), lr=1e-2)
     x = torch.randint(0, 97, (2, 6))
     model(x)[0].square().mean().backward()
     opt.step()  # move away from the init, so MLP(P') is not just the offset
     before = model(x)[0]
-    model.fold()
+    model.finalize()  # folds the MLP away
     assert [n for n, p in model.named_parameters() if p.requires_grad] == ["kv"]
     assert parameter_counts(model)["trainable"] == 2 * 2 * 2 * 5 * 16  # L * (k, v) * KV * P * hd
     torch.testing.assert_close(model(x)[0], before, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("mode,reparam", ALL)
-def test_generate_with_cache_equals_without_and_equals_reading_the_text(mode, reparam):
+@pytest.mark.parametrize("method", ALL)
+def test_generate_with_cache_equals_without_and_equals_reading_the_text(method):
     base = tiny_model(max_seq_len=24)
-    model = PrefixModel(base, mode, len(TEXT), reparam=reparam, init="text", init_ids=TEXT)
+    model = attach(base, CONFIGS[method](length=len(TEXT), init="text", init_ids=TEXT))
     prompt = torch.randint(2, 97, (2, 4))
     cached = generate(model, prompt, 12)
     assert torch.equal(cached, generate(model, prompt, 12, use_cache=False))
@@ -143,7 +149,7 @@ def test_prefix_tuning_learns_a_task_with_a_verbalizer():
     base = load_model(asset("llama2c/stories260K.bin"), norm="rmsnorm")
     (x, y), (x_test, y_test), label_ids = word_group_task()  # label k is answered by token label_ids[k]
     torch.manual_seed(0)
-    model = PrefixModel(base, "prefix", 8, prefix_hidden=128)
+    model = attach(base, PrefixTuningConfig(length=8, hidden=128))
     opt = AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     start = time.time()
     for _ in range(40):
@@ -169,3 +175,23 @@ def test_a_prefix_as_long_as_the_context_is_refused_by_its_config():
     PrefixConfig(length=63).check_fits(64)
     with pytest.raises(MinillamaError, match=r"^--prefix_length must be below the model's context of 64, got 64$"):
         PrefixConfig(length=64).check_fits(64)
+
+
+def test_prefix_model_is_attach_by_mode():
+    """PrefixModel(base, mode, length, ...), the earlier releases' constructor, builds what attach does."""
+    base = tiny_model()
+    x = torch.randint(0, 97, (2, 5))
+    text = dict(init="text", init_ids=TEXT)
+    for (mode, length), kw, cfg in [
+            (("prefix", 4), dict(prefix_hidden=32), PrefixTuningConfig(length=4, hidden=32)),
+            (("prefix", 4), dict(reparam=False, **text), PrefixConfig(length=4, **text)),  # P-tuning v2
+            (("ptuning2", 3), dict(prefix_hidden=32), PrefixConfig(length=3)),  # no MLP to size
+            (("prompt", 3), dict(init="vocab"), PromptTuningConfig(length=3, init="vocab"))]:
+        torch.manual_seed(5)
+        old = PrefixModel(base, mode, length, **kw)
+        torch.manual_seed(5)
+        new = attach(base, cfg)
+        assert type(old) is type(new) and old.cfg == new.cfg
+        assert torch.equal(old(x)[0], new(x)[0])
+    with pytest.raises(MinillamaError, match="unknown adaptation method 'deep'"):
+        PrefixModel(base, "deep", 4)

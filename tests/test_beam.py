@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import tiny_model
-from minillama.adapters import PrefixModel
+from minillama.adapters import attach, make_config
 from minillama.core.attention import KVCache
 from minillama.fast.kv_cache import PreallocatedKVCache
 from minillama.core.beam import beam_search
@@ -161,7 +161,7 @@ def text_prompts(text, ids, mask):
 def test_text_prefix_searches_like_the_base_after_reading_the_text(models, mode):
     base, _ = models
     text = [1, 17, 33, 8, 61, 40]
-    model = PrefixModel(base, mode, len(text), init="text", init_ids=text)
+    model = attach(base, make_config(mode, length=len(text), init="text", init_ids=text))
     ids, mask = ragged_prompts()
     T, P = ids.shape[1], len(text)
     for lp in (1.0, 0.0):

@@ -1,6 +1,5 @@
 """The preallocated KV cache (minillama.fast.kv_cache) holds what the plain one holds after
-every operation: writes past its capacity, a prefix, row reorders (in place and not), and a
-batch expansion."""
+every operation: writes past its capacity, a prefix, and row reorders (in place and not)."""
 import pytest
 import torch
 
@@ -52,14 +51,3 @@ def test_preallocated_cache_equals_plain_cache(prefix):
                 cache.reorder(index)
         assert_same(plain, fast)
     assert fast.keys[0].shape[2] >= plain.length  # the buffer kept growing, in place
-
-
-def test_expand_batch_of_either_cache_is_the_same():
-    g = torch.Generator().manual_seed(1)
-    k, v = torch.randn(1, KV, 5, HD, generator=g), torch.randn(1, KV, 5, HD, generator=g)
-    expanded = []
-    for cache_type in (KVCache, PreallocatedKVCache):
-        cache = cache_type.from_prefix([k] * LAYERS, [v] * LAYERS, capacity=8)
-        expanded.append(cache.expand_batch(4))
-    assert_same(*expanded)
-    assert type(expanded[1]) is PreallocatedKVCache and expanded[0].batch == 4

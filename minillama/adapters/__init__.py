@@ -1,7 +1,8 @@
 """Adaptation methods: each is a config (what to build) + a backbone class (adapters/base.py).
 
 Add a method: write adapters/<name>.py with a config subclassing AdapterConfig and a
-backbone subclassing AdaptedModel, then add one line to REGISTRY in adapters/registry.py.
+backbone subclassing AdaptedModel, then add one line to REGISTRY in adapters/registry.py
+(naming its PEFT converter, adapters/<name>_peft.py, if PEFT has a format for it).
 """
 from __future__ import annotations
 
@@ -21,20 +22,12 @@ from .prompt import PromptTuning, PromptTuningConfig
 
 
 def PrefixModel(base: nn.Module, mode: str = "prefix", length: int = 10, *, reparam: Optional[bool] = None,
-                prefix_hidden: int = 512, init: str = "random", init_text: Optional[str] = None,
-                tokenizer=None, init_ids=None) -> AdaptedModel:
-    """The prefix family by mode, as in earlier releases: "prefix" (with the MLP unless
-    reparam=False, which is P-tuning v2's model), "ptuning2" or "prompt"."""
-    from ..errors import MinillamaError
-    if mode not in ("prefix", "ptuning2", "prompt"):
-        raise MinillamaError(f"prefix mode must be prefix, ptuning2 or prompt, got {mode!r}")
-    if reparam and mode != "prefix":
-        raise MinillamaError(f"the MLP reparameterization belongs to mode 'prefix', not {mode!r}")
-    common = dict(length=length, init=init, init_text=init_text, init_ids=init_ids)
-    if mode == "prefix" and reparam is not False:
-        return attach(base, PrefixTuningConfig(hidden=prefix_hidden, **common), tokenizer)
-    cfg = PromptTuningConfig(**common) if mode == "prompt" else PrefixConfig(**common)
-    return attach(base, cfg, tokenizer)
+                prefix_hidden: Optional[int] = None, tokenizer=None, **init) -> AdaptedModel:
+    """`attach` by the earlier releases' name: the prefix family by mode ("prefix"; with reparam=False,
+    P-tuning v2's "ptuning2"; "prompt"); `init`: PrefixConfig's init, init_text, init_ids."""
+    method = "ptuning2" if mode == "prefix" and reparam is False else mode
+    mlp = {"hidden": prefix_hidden} if method == "prefix" and prefix_hidden else {}
+    return attach(base, make_config(method, length=length, **mlp, **init), tokenizer)
 
 
 __all__ = ["AdaptedModel", "AdapterConfig", "Bottleneck", "BottleneckConfig", "LlamaAdapter", "LlamaAdapterConfig", "LoraConfig", "LoraModel", "LoRALinear", "PrefixConfig",

@@ -1,4 +1,5 @@
-"""AdapterHub (the `adapters` library) saved-adapter directories, both ways: bottleneck adapters.
+"""AdapterHub (the `adapters` library) saved-adapter directories, both ways: the bottleneck
+method's (adapters/bottleneck.py) own interop, the one method whose adapters this layout holds.
 
 `model.save_adapter(DIR, name)` of adapters 1.x on a transformers LlamaForCausalLM writes
 
@@ -67,6 +68,11 @@ MUST_MATCH = ("output_adapter", "original_ln_after", "ln_before", "ln_after", "i
 ACTIVATION_NAMES = {"relu": "relu", "gelu": "gelu", "swish": "swish", "silu": "swish"}  # theirs -> ours
 
 
+def peek_adapterhub(path: str) -> dict:
+    """What io.peek_adapter says of an AdapterHub directory before any model loads."""
+    return {"method": Bottleneck.method, "config": {}, "label_names": None}
+
+
 def is_adapterhub_dir(path: str) -> bool:
     """A directory whose adapter_config.json is AdapterHub's (a "config" entry, no PEFT "peft_type")."""
     config = os.path.join(path, CONFIG_FILE)
@@ -100,7 +106,7 @@ def to_adapterhub(adapter: Bottleneck, name: str = NAME) -> Dict[str, torch.Tens
 
 
 def check_adapterhub_exportable(method: Optional[str], flag: str = "--export_adapterhub"):
-    if method is not None and method != "bottleneck":
+    if method is not None and method != Bottleneck.method:
         raise MinillamaError(f"{flag}: AdapterHub's saved-adapter layout is written for bottleneck adapters "
                              f"(--option bottleneck), not {method}")
 

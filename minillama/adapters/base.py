@@ -5,7 +5,7 @@ A method is one module in this package with
   `__post_init__` with a one-line MinillamaError), subclassing `AdapterConfig`;
 - a backbone class, subclassing `AdaptedModel`, built as `Backbone(base, cfg, tokenizer)`
   ("attach"): it freezes the base and adds what trains;
-and one line in `adapters/__init__.py`'s registry.
+and one line in `adapters/registry.py`'s registry.
 
 What trains is what `attach` left with requires_grad (`trainable_parameters`); after
 training `finalize()` makes the result cheap to use (LoRA merges, prefix tuning folds
@@ -45,6 +45,7 @@ class AdapterConfig:
     default_lr: ClassVar[float] = 2e-5
     task_lr: ClassVar[Dict[str, float]] = {}
     task_settings: ClassVar[Dict[str, Dict[str, Any]]] = {}
+    start_fields: ClassVar[Tuple[str, ...]] = ()  # settings of where training starts: a loaded adapter skips them
     tasks: ClassVar[Tuple[str, ...]] = ("classify", "e2e")  # the --task values it trains on
     switches: ClassVar[Tuple[Flag, ...]] = ()  # flags that choose the method rather than set a field
 

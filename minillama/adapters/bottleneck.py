@@ -26,8 +26,8 @@ So a Houlsby adapter wraps a sublayer (s -> s + A(s)) and a Pfeiffer adapter the
 (SiLU), pfeiffer relu; gelu is the exact (erf) one, as transformers' "gelu".
 
 The base is never modified: `adapted` is a second Llama object sharing every tensor and module
-of the base, whose blocks (houlsby: copies with wrapped sublayers, `sharing_copy`; pfeiffer: the
-base's own blocks, wrapped) hold the adapters.  The KV cache, last_only and generate work as
+of the base (adapters/sharing.py), whose blocks (houlsby: copies with wrapped sublayers; pfeiffer:
+the base's own blocks, wrapped) hold the adapters.  The KV cache, last_only and generate work as
 the base's: an adapter acts on each position alone.
 """
 from __future__ import annotations
@@ -42,7 +42,8 @@ from torch import nn
 from ..errors import MinillamaError
 from ..flags import flag
 from .base import AdaptedModel, AdapterConfig
-from .llama_adapter import sharing_copy
+from .checks import check_choice, check_count
+from .sharing import sharing_copy
 
 CONFIGS = ("houlsby", "pfeiffer")
 NON_LINEARITIES = {"relu": F.relu, "gelu": F.gelu, "swish": F.silu}
@@ -72,17 +73,12 @@ class BottleneckConfig(AdapterConfig):
                                              ", ".join(f"{c} {f}" for c, f in DEFAULT_NON_LINEARITY.items()) + ")")
 
     def __post_init__(self):
-        if self.config not in CONFIGS:
-            raise MinillamaError(f"--bottleneck_config must be one of {', '.join(CONFIGS)}, got {self.config!r}")
-        if (isinstance(self.reduction_factor, bool) or not isinstance(self.reduction_factor, int)
-                or self.reduction_factor <= 0):
-            raise MinillamaError(f"--reduction_factor must be a positive integer (adapter width = model width / "
-                                 f"factor), got {self.reduction_factor}")
+        check_choice(self.config, CONFIGS, "--bottleneck_config")
+        check_count(self.reduction_factor, "--reduction_factor",
+                    "a positive integer (adapter width = model width / factor)")
         if self.non_linearity is None:
             self.non_linearity = DEFAULT_NON_LINEARITY[self.config]
-        if self.non_linearity not in NON_LINEARITIES:
-            raise MinillamaError(f"--non_linearity must be one of {', '.join(NON_LINEARITIES)}, "
-                                 f"got {self.non_linearity!r}")
+        check_choice(self.non_linearity, NON_LINEARITIES, "--non_linearity")
 
     def width(self, dim: int) -> int:
         """The adapter's hidden width r = dim // reduction_factor, checked against the model's width."""
@@ -137,17 +133,12 @@ class Bottleneck(AdaptedModel):
         def adapter() -> BottleneckAdapter:
             return BottleneckAdapter(dim, self.width, cfg.non_linearity, like)
 
-        adapted = sharing_copy(base)
-        adapted.layers = nn.ModuleList(base.layers)
-        for i, block in enumerate(base.layers):
-            if cfg.config == "houlsby":
-                copy = sharing_copy(block)
-                copy.attention = Bottlenecked(block.attention, adapter())
-                copy.feed_forward = Bottlenecked(block.feed_forward, adapter())
-                adapted.layers[i] = copy
-            else:
-                adapted.layers[i] = Bottlenecked(block, adapter())
-        self.adapted = adapted
+        if cfg.config == "houlsby":  # in order: each block's attention adapter, then its feed-forward's
+            blocks = [sharing_copy(b, attention=Bottlenecked(b.attention, adapter()),
+                                   feed_forward=Bottlenecked(b.feed_forward, adapter())) for b in base.layers]
+        else:
+            blocks = [Bottlenecked(b, adapter()) for b in base.layers]
+        self.adapted = sharing_copy(base, layers=nn.ModuleList(blocks))
 
     def describe(self) -> str:
         sites = " and ".join({"attention": "the attention", "output": "the feed-forward"}[s]

@@ -19,9 +19,9 @@ from ..errors import MinillamaError
 from ..files import atomic_write_group, contents
 from .base import AdaptedModel
 from .identity import SHAPE_KEYS, base_identity, check_base, check_finite
-from .adapterhub_format import check_adapterhub_exportable, is_adapterhub_dir, load_adapterhub
+from .adapterhub_format import check_adapterhub_exportable, is_adapterhub_dir, load_adapterhub, peek_adapterhub
 from .peft_format import check_exportable, is_peft_dir, load_peft
-from .registry import METHODS, make_config
+from .registry import REGISTRY
 
 HEAD_PREFIX = "head."
 
@@ -78,7 +78,7 @@ def peek_adapter(path: str) -> dict:
     """What a saved adapter's JSON says (method, config, label names, ...), read before any
     model loads; a PEFT directory: its method only as PEFT names it, and no label names."""
     if is_adapterhub_dir(path):
-        return {"method": "bottleneck", "config": {}, "label_names": None}
+        return peek_adapterhub(path)
     if is_peft_dir(path):
         return {"method": None, "config": {}, "label_names": None}
     return read_adapter_meta(path)
@@ -118,13 +118,15 @@ def load_adapter(base: nn.Module, path: str, tokenizer=None) -> AdaptedModel:
         return load_peft(base, path, tokenizer)
     meta = read_adapter_meta(path)
     check_base(meta, base, path)
-    if meta["method"] not in METHODS:
+    if meta["method"] not in REGISTRY:
         raise MinillamaError(f"{path}.json: unknown adapter method {meta['method']!r} "
-                             f"(this minillama knows {', '.join(METHODS)})")
+                             f"(this minillama knows {', '.join(REGISTRY)})")
     tensors = read_tensors(path)
     check_finite(tensors, f"{path}.safetensors")
-    config = {k: v for k, v in meta["config"].items() if k not in ("init", "init_text", "init_ids")}
-    model = METHODS[meta["method"]](base, make_config(meta["method"], **config), tokenizer)
+    method = REGISTRY[meta["method"]]
+    # where training started is no matter: the saved tensors replace it
+    config = {k: v for k, v in meta["config"].items() if k not in method.config.start_fields}
+    model = method.model(base, method.config(**config), tokenizer)
     check_tensors(model.expected_tensors(), tensors, path)
     model.load_adapter_tensors(tensors)
     model.finalize().requires_grad_(False)

@@ -14,20 +14,15 @@ In each of the top `layers` blocks, a trainable adaption prompt A [P, dim] and a
 
 These are Hugging Face PEFT's `AdaptionPromptConfig` semantics (one gate per layer, used
 as is, prompt drawn from a standard normal), so PEFT's adapters convert exactly
-(adapters/peft_format.py).  `gate="tanh"` is the paper's variant instead: one gate per
-head, used as tanh(g).  The prompt takes no positions: `input_room` is the base's, and
-the KV cache holds the real tokens only.
-
-How the blocks change without changing the base.  The backbone builds `self.adapted`, a
-second Llama object that shares every tensor and every module of the base except the
-adapted blocks, whose copies hold `PromptedAttention(their attention)`.  The base itself
-is never modified: several adapters (or none) can run on one base side by side.
+(adapters/llama_adapter_peft.py).  `gate="tanh"` is the paper's variant instead: one gate
+per head, used as tanh(g).  The prompt takes no positions: `input_room` is the base's, and
+the KV cache holds the real tokens only.  The base is never modified: the adapted blocks
+are copies sharing its tensors (adapters/sharing.py).
 Shapes: B batch, T tokens (Tq queries: T, or 1 with last_only), H heads, KV kv heads
 (G = H / KV queries per kv head), hd head_dim, P prompt length.
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, replace
 from typing import ClassVar, Dict, Optional, Tuple
@@ -39,46 +34,11 @@ from ..errors import MinillamaError
 from ..flags import flag, same_flag
 from ..core.rope import apply_rope
 from .base import AdaptedModel, AdapterConfig
+from .checks import check_choice, check_count
+from .sharing import sharing_copy
 
 GATES = ("scalar", "tanh")  # scalar: PEFT's one gate per layer, as is; tanh: the paper's tanh(g) per head
 SKIPPED_LAYERS = 2  # litgpt's adapter_start_layer: by default every layer but the first two is adapted
-
-
-@dataclass
-class LlamaAdapterConfig(AdapterConfig):
-    """--prefix_mode adapter: a `length`-vector prompt in the top `layers` blocks
-    (None: all but the first two, as litgpt; at least one)."""
-
-    method: ClassVar[str] = "adapter"
-    option: ClassVar[str] = "prefix"
-    tasks: ClassVar[Tuple[str, ...]] = ("classify", "mmlu", "e2e")
-    summary: ClassVar[str] = "LLaMA-Adapter, a zero-gated prompt read in a separate softmax (Zhang et al.)"
-    default_lr: ClassVar[float] = 1e-2  # the paper's 9e-3: few free parameters, starting at zero effect
-    length: int = same_flag(10, "--prefix_length")
-    layers: Optional[int] = flag(None, "--adapter_layers", type=int,
-                                 help="--prefix_mode adapter: how many top layers get a prompt (default: all but "
-                                      "the first two)")
-    gate: str = flag("scalar", "--adapter_gate", choices=GATES,
-                     help="--prefix_mode adapter: scalar (default): one gate per layer, as PEFT; tanh: one "
-                          "tanh(gate) per head, as the paper (PEFT cannot load it)")
-
-    def __post_init__(self):
-        if isinstance(self.length, bool) or not isinstance(self.length, int) or self.length <= 0:
-            raise MinillamaError(f"--prefix_length must be a positive number of prompt vectors, got {self.length}")
-        if self.layers is not None and (isinstance(self.layers, bool) or not isinstance(self.layers, int)
-                                        or self.layers <= 0):
-            raise MinillamaError(f"--adapter_layers must be a positive number of layers, got {self.layers}")
-        if self.gate not in GATES:
-            raise MinillamaError(f"--adapter_gate must be one of {', '.join(GATES)}, got {self.gate!r}")
-
-    def layer_count(self, n_layers: int) -> int:
-        """How many top layers get a prompt, checked against the model's n_layers."""
-        if self.layers is None:
-            return max(n_layers - SKIPPED_LAYERS, 1)
-        if self.layers > n_layers:
-            raise MinillamaError(f"--adapter_layers {self.layers} is above the model's {n_layers} layers: "
-                                 f"choose 1..{n_layers}")
-        return self.layers
 
 
 class PromptedAttention(nn.Module):
@@ -102,13 +62,6 @@ class PromptedAttention(nn.Module):
         out = self.attention(x, cos, sin, bias, cache, layer, last_only)
         return out + self.prompt_term(x[:, -1:] if last_only else x, cos, sin)
 
-    def gate_factor(self) -> torch.Tensor:
-        """What multiplies the prompt's attention weights: g [1], or tanh(g) per head [KV, G, 1, 1]."""
-        a = self.attention
-        if self.gate_kind == "tanh":
-            return torch.tanh(self.gate).view(a.n_kv_heads, a.n_groups, 1, 1)
-        return self.gate
-
     def prompt_term(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """Wo (g * softmax(q K_A^T / sqrt(hd)) V_A): x [B, Tq, dim] (the query positions) -> [B, Tq, dim]."""
         a, P = self.attention, self.prompt.shape[0]
@@ -119,20 +72,14 @@ class PromptedAttention(nn.Module):
         q = apply_rope(a.wq(x).view(B, Tq, a.n_heads, hd), cos[:, -Tq:], sin[:, -Tq:]).transpose(1, 2)
         k = a.wk(self.prompt).view(P, a.n_kv_heads, hd).transpose(0, 1)  # [KV, P, hd], not rotated
         v = a.wv(self.prompt).view(P, a.n_kv_heads, hd).transpose(0, 1)  # [KV, P, hd]
-        # grouped-query heads as in Attention._attend: head h reads kv head h // G, no copies
+        # grouped-query heads as in Attention.attend: head h reads kv head h // G, no copies
         q = q.reshape(B, a.n_kv_heads, a.n_groups, Tq, hd) * (1.0 / math.sqrt(hd))
         scores = torch.matmul(q, k[:, None].transpose(-1, -2)).float()  # [B, KV, G, Tq, P]
-        probs = torch.softmax(scores, dim=-1).type_as(q) * self.gate_factor()  # no mask: every query sees all P
+        # the gate: g [1] as it is, or tanh(g) per head [KV, G, 1, 1]
+        g = torch.tanh(self.gate).view(a.n_kv_heads, a.n_groups, 1, 1) if self.gate_kind == "tanh" else self.gate
+        probs = torch.softmax(scores, dim=-1).type_as(q) * g  # no mask: every query sees all P
         out = torch.matmul(probs, v[:, None])  # [B, KV, G, Tq, hd]
         return a.wo(out.reshape(B, a.n_heads, Tq, hd).transpose(1, 2).reshape(B, Tq, a.n_heads * hd))
-
-
-def sharing_copy(module: nn.Module) -> nn.Module:
-    """A second module object with the same tensors, settings and children as `module`, but a
-    table of children of its own: replacing a child of the copy leaves `module` as it was."""
-    clone = copy.copy(module)
-    clone._modules = dict(module._modules)
-    return clone
 
 
 class LlamaAdapter(AdaptedModel):
@@ -150,17 +97,9 @@ class LlamaAdapter(AdaptedModel):
         n = base.config.n_layers
         self.cfg = replace(cfg, layers=cfg.layer_count(n))  # files record the resolved count
         self.length, self.first_layer = cfg.length, n - self.cfg.layers
-        adapted = sharing_copy(base)
-        adapted.layers = nn.ModuleList(base.layers)
-        for i in range(self.first_layer, n):
-            block = sharing_copy(base.layers[i])
-            block.attention = PromptedAttention(base.layers[i].attention, cfg.length, cfg.gate)
-            adapted.layers[i] = block
-        self.adapted = adapted
-
-    @property
-    def mode(self) -> str:  # the name messages use, as the prefix family's
-        return self.method
+        blocks = [sharing_copy(b, attention=PromptedAttention(b.attention, cfg.length, cfg.gate))
+                  if i >= self.first_layer else b for i, b in enumerate(base.layers)]
+        self.adapted = sharing_copy(base, layers=nn.ModuleList(blocks))
 
     def prompted(self) -> Dict[int, PromptedAttention]:
         """layer index -> its PromptedAttention (the top `cfg.layers` layers)."""
@@ -172,7 +111,39 @@ class LlamaAdapter(AdaptedModel):
 
     def adapter_tensors(self) -> Dict[str, torch.Tensor]:
         """layers.{i}.prompt [P, dim] and layers.{i}.gate [1] (tanh: [H]) of every adapted layer."""
-        out = {}
-        for i, attn in self.prompted().items():
-            out[f"layers.{i}.prompt"], out[f"layers.{i}.gate"] = attn.prompt, attn.gate
-        return out
+        return {f"layers.{i}.{part}": getattr(attn, part) for i, attn in self.prompted().items()
+                for part in ("prompt", "gate")}
+
+
+@dataclass
+class LlamaAdapterConfig(AdapterConfig):
+    """--prefix_mode adapter: a `length`-vector prompt in the top `layers` blocks
+    (None: all but the first two, as litgpt; at least one)."""
+
+    method: ClassVar[str] = "adapter"
+    option: ClassVar[str] = "prefix"
+    tasks: ClassVar[Tuple[str, ...]] = ("classify", "mmlu", "e2e")
+    summary: ClassVar[str] = "LLaMA-Adapter, a zero-gated prompt read in a separate softmax (Zhang et al.)"
+    default_lr: ClassVar[float] = 1e-2  # the paper's 9e-3: few free parameters, starting at zero effect
+    length: int = same_flag(10, "--prefix_length")
+    layers: Optional[int] = flag(None, "--adapter_layers", type=int,
+                                 help="--prefix_mode adapter: how many top layers get a prompt (default: all but "
+                                      "the first two)")
+    gate: str = flag("scalar", "--adapter_gate", choices=GATES,
+                     help="--prefix_mode adapter: scalar (default): one gate per layer, as PEFT; tanh: one "
+                          "tanh(gate) per head, as the paper (PEFT cannot load it)")
+
+    def __post_init__(self):
+        check_count(self.length, "--prefix_length", "a positive number of prompt vectors")
+        if self.layers is not None:
+            check_count(self.layers, "--adapter_layers", "a positive number of layers")
+        check_choice(self.gate, GATES, "--adapter_gate")
+
+    def layer_count(self, n_layers: int) -> int:
+        """How many top layers get a prompt, checked against the model's n_layers."""
+        if self.layers is None:
+            return max(n_layers - SKIPPED_LAYERS, 1)
+        if self.layers > n_layers:
+            raise MinillamaError(f"--adapter_layers {self.layers} is above the model's {n_layers} layers: "
+                                 f"choose 1..{n_layers}")
+        return self.layers

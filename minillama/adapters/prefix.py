@@ -8,7 +8,8 @@
 Keys/values enter through the KV cache (`KVCache.from_prefix`): the model behaves as
 if it had already read P tokens, so inputs sit at positions P, P+1, ..., padding masks
 stay correct and prefix keys are never rotated.  Shapes: L layers, KV kv heads, hd
-head_dim, P prefix length.  Prompt tuning (input embeddings only) is adapters/prompt.py.
+head_dim, P prefix length.  Where a prefix starts (random, vocab, text) is
+adapters/prefix_init.py; prompt tuning (input embeddings only) is adapters/prompt.py.
 """
 from __future__ import annotations
 
@@ -22,8 +23,92 @@ from ..core.attention import KVCache
 from ..errors import MinillamaError
 from ..flags import Flag, flag
 from .base import AdaptedModel, AdapterConfig
+from .checks import check_count
+from .prefix_init import INITS, check_init, start_keys_values
 
-INITS = ("random", "vocab", "text")
+
+class PTuningV2(AdaptedModel):
+    """Deep prefix trained directly: `kv` [L, 2, KV, P, hd] is the parameter."""
+
+    method = "ptuning2"
+    mixes_per_row = True  # what a row reads lives in its own cache rows
+
+    def __init__(self, base: nn.Module, cfg: PrefixConfig, tokenizer=None):
+        super().__init__(base, cfg)
+        cfg.check_fits(base.input_room)
+        self.length = self.virtual_tokens = cfg.length
+        self.build_encoder(start_keys_values(base, cfg, tokenizer))
+
+    def build_encoder(self, start: torch.Tensor):
+        """What trains, from the prefix [L, 2, KV, P, hd] the config starts at."""
+        self.kv = nn.Parameter(start)
+
+    def prefix_tensor(self) -> torch.Tensor:
+        """The prefix as used: [L, 2, KV, P, hd]."""
+        return self.kv
+
+    def new_cache(self, batch: int, capacity: int = 0) -> KVCache:
+        """A cache for `capacity` input tokens holding the prefix ([B, KV, P, hd] per layer)."""
+        kv = self.prefix_tensor()
+        expand = lambda t: t[None].expand(batch, -1, -1, -1)  # noqa: E731  [KV, P, hd] -> [B, KV, P, hd]
+        return self.base.cache_type.from_prefix([expand(t[0]) for t in kv], [expand(t[1]) for t in kv], capacity + self.length)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask=None, *, cache=None, last_only: bool = False):
+        """input_ids, attention_mask: [B, T]; cache: from `new_cache` (decoding).
+        Returns (logits [B, T, V], hidden [B, T, dim]) for the input positions."""
+        if cache is None:
+            # capacity 0: a one-shot cache (the prefix tensors, then this input's keys)
+            cache = self.new_cache(input_ids.shape[0], 0)
+        return self.base(input_ids, attention_mask, cache=cache, last_only=last_only)
+
+    def describe(self) -> str:
+        mlp = f", reparameterized by a {self.cfg.hidden}-wide MLP" if hasattr(self.cfg, "hidden") else ""
+        return f"prefix: mode {self.method}, length {self.length}{mlp}"
+
+    def adapter_tensors(self) -> Dict[str, torch.Tensor]:
+        return {"prefix": self.prefix_tensor()}
+
+
+class PrefixTuning(PTuningV2):
+    """Deep prefix trained through P = offset + MLP(P'); `finalize()` folds it to `kv`."""
+
+    method = "prefix"
+
+    def build_encoder(self, start: torch.Tensor):
+        c, w, hidden = self.base.config, self.base.tok_embeddings.weight, self.cfg.hidden
+        self.prefix_embed = nn.Parameter(torch.randn(self.length, c.dim, dtype=w.dtype, device=w.device))  # P'
+        self.mlp = nn.Sequential(nn.Linear(c.dim, hidden), nn.Tanh(),
+                                 nn.Linear(hidden, c.n_layers * 2 * c.kv_dim)).to(w.device, w.dtype)
+        if self.cfg.init == "random":
+            self.register_buffer("offset", torch.zeros_like(start))
+        else:
+            # Start exactly at the text's keys/values.  The last Linear's bias is shared by
+            # all P positions, so it cannot hold a per-position target; a frozen offset can.
+            # Zeroing the last layer makes MLP(P') = 0 exactly at init; its weight still gets
+            # gradient at once, and W1, P' from the next step on (like LoRA's B = 0).
+            self.register_buffer("offset", start)
+            nn.init.zeros_(self.mlp[2].weight)
+            nn.init.zeros_(self.mlp[2].bias)
+
+    def prefix_tensor(self) -> torch.Tensor:
+        if not hasattr(self, "mlp"):  # finalized
+            return self.kv
+        c = self.base.config
+        flat = self.mlp(self.prefix_embed)  # [P, L * 2 * KV * hd]
+        deep = flat.view(self.length, c.n_layers, 2, c.n_kv_heads, c.head_dim).permute(1, 2, 3, 0, 4)
+        return self.offset + deep
+
+    @torch.no_grad()
+    def finalize(self) -> "PrefixTuning":
+        """After training: P = offset + MLP(P') replaced by its value, the plain parameter `kv`."""
+        if hasattr(self, "mlp"):
+            kv = self.prefix_tensor().detach().clone()
+            del self.mlp, self.prefix_embed, self.offset
+            self.kv = nn.Parameter(kv)
+        return self
+
+    def expected_tensors(self) -> Dict[str, torch.Tensor]:
+        return {"prefix": self.finalize().kv}
 
 
 @dataclass
@@ -41,18 +126,15 @@ class PrefixConfig(AdapterConfig):
     # model's own scale; random ones at std 0.02 barely draw attention), the best of the SST runs
     # in RESULTS.md (dev 0.324 / 0.324 / 0.314 at seeds 0 / 1 / 2).
     task_settings: ClassVar[Dict[str, Dict[str, Any]]] = {"classify": {"length": 60, "init": "vocab"}}
+    start_fields: ClassVar[Tuple[str, ...]] = ("init", "init_text", "init_ids")
     length: int = flag(10, "--prefix_length", help="virtual tokens (default {default})")
     init: str = flag("random", "--prefix_init", choices=INITS, help="where the prefix starts (default {default})")
     init_text: Optional[str] = flag(None, "--prefix_init_text", help="text whose tokens start the prefix")
     init_ids: Optional[Sequence[int]] = None
 
     def __post_init__(self):
-        if isinstance(self.length, bool) or not isinstance(self.length, int) or self.length < 1:
-            raise MinillamaError(f"--prefix_length must be a positive number of virtual tokens, got {self.length}")
-        if self.init not in INITS:
-            raise MinillamaError(f"--prefix_init must be one of {', '.join(INITS)}, got {self.init!r}")
-        if self.init == "text" and not self.init_text and self.init_ids is None:
-            raise MinillamaError("--prefix_init text needs --prefix_init_text \"some words\"")
+        check_count(self.length, "--prefix_length", "a positive number of virtual tokens")
+        check_init(self)
 
     def check_fits(self, context: int):
         """The virtual tokens must leave the input at least one position of the model's context."""
@@ -75,8 +157,7 @@ class PrefixTuningConfig(PrefixConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not isinstance(self.hidden, int) or self.hidden <= 0:
-            raise MinillamaError(f"--prefix_hidden must be a positive width, got {self.hidden}")
+        check_count(self.hidden, "--prefix_hidden", "a positive width")
 
     @classmethod
     def from_flags(cls, settings: Dict[str, Any], switches: Set[str]) -> PrefixConfig:
@@ -85,137 +166,3 @@ class PrefixTuningConfig(PrefixConfig):
             return cls(**settings)
         print("--no_reparam: prefix keys/values trained directly, which is --prefix_mode ptuning2")
         return PrefixConfig(**{k: v for k, v in settings.items() if k != "hidden"})
-
-
-def init_token_ids(base: nn.Module, cfg: PrefixConfig, tokenizer=None) -> Optional[torch.Tensor]:
-    """Token ids [P] whose embeddings/keys start the prefix (None: random init).  A text
-    shorter than P is repeated, a longer one cut."""
-    if cfg.init == "random":
-        return None
-    if cfg.init == "vocab":
-        ids = torch.randint(0, base.config.vocab_size, (cfg.length,)).tolist()
-    elif cfg.init_ids is not None:
-        ids = list(cfg.init_ids)
-    else:
-        if tokenizer is None:
-            raise MinillamaError("--prefix_init text needs a tokenizer to encode --prefix_init_text")
-        ids = tokenizer.encode(cfg.init_text, bos=True)
-    if not ids:
-        raise MinillamaError("--prefix_init_text encodes to no tokens: give a non-empty text")
-    ids = ids * (-(-cfg.length // len(ids)))
-    return torch.tensor(ids[: cfg.length], device=base.tok_embeddings.weight.device)
-
-
-@torch.no_grad()
-def keys_values_of(base: nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    """The keys/values [L, 2, KV, P, hd] the frozen model stores after reading ids [P]."""
-    cache, was_training = base.new_cache(1, len(ids)), base.training
-    base.eval()(ids[None], cache=cache)  # no dropout: the keys/values of a clean read
-    base.train(was_training)
-    P = len(ids)
-    return torch.stack([torch.stack([cache.keys[i][0, :, :P], cache.values[i][0, :, :P]])
-                        for i in range(cache.n_layers)])
-
-
-class PTuningV2(AdaptedModel):
-    """Deep prefix trained directly: `kv` [L, 2, KV, P, hd] is the parameter."""
-
-    method = "ptuning2"
-    mixes_per_row = True  # what a row reads lives in its own cache rows
-
-    def __init__(self, base: nn.Module, cfg: PrefixConfig, tokenizer=None):
-        super().__init__(base, cfg)
-        c, w = base.config, base.tok_embeddings.weight
-        cfg.check_fits(base.input_room)
-        self.length = self.virtual_tokens = cfg.length
-        ids = init_token_ids(base, cfg, tokenizer)
-        self.start = keys_values_of(base, ids) if ids is not None else torch.randn(
-            c.n_layers, 2, c.n_kv_heads, cfg.length, c.head_dim, dtype=w.dtype, device=w.device) * 0.02
-        self.build_encoder()
-
-    def build_encoder(self):
-        self.kv = nn.Parameter(self.start)
-        del self.start
-
-    def prefix_tensor(self) -> torch.Tensor:
-        """The prefix as used: [L, 2, KV, P, hd]."""
-        return self.kv
-
-    @property
-    def mode(self) -> str:  # the name adapter files and messages use
-        return self.method
-
-    @property
-    def reparam(self) -> bool:
-        return hasattr(self, "mlp")
-
-    def new_cache(self, batch: int, capacity: int = 0) -> KVCache:
-        """A cache for `capacity` input tokens holding the prefix ([B, KV, P, hd] per layer)."""
-        kv = self.prefix_tensor()
-        expand = lambda t: t[None].expand(batch, -1, -1, -1)  # noqa: E731  [KV, P, hd] -> [B, KV, P, hd]
-        return self.base.cache_type.from_prefix([expand(t[0]) for t in kv], [expand(t[1]) for t in kv], capacity + self.length)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask=None, *, cache=None, last_only: bool = False):
-        """input_ids, attention_mask: [B, T]; cache: from `new_cache` (decoding).
-        Returns (logits [B, T, V], hidden [B, T, dim]) for the input positions."""
-        if cache is None:
-            # capacity 0: a one-shot cache (the prefix tensors, then this input's keys)
-            cache = self.new_cache(input_ids.shape[0], 0)
-        return self.base(input_ids, attention_mask, cache=cache, last_only=last_only)
-
-    def fold(self) -> "PTuningV2":
-        """Nothing to fold: the prefix already is the parameter."""
-        return self
-
-    def describe(self) -> str:
-        mlp = f", reparameterized by a {self.cfg.hidden}-wide MLP" if hasattr(self.cfg, "hidden") else ""
-        return f"prefix: mode {self.method}, length {self.length}{mlp}"
-
-    def finalize(self) -> "PTuningV2":
-        return self.fold()
-
-    def adapter_tensors(self) -> Dict[str, torch.Tensor]:
-        return {"prefix": self.prefix_tensor()}
-
-
-class PrefixTuning(PTuningV2):
-    """Deep prefix trained through P = offset + MLP(P'); `finalize()` folds it to `kv`."""
-
-    method = "prefix"
-
-    def build_encoder(self):
-        c, w, hidden = self.base.config, self.base.tok_embeddings.weight, self.cfg.hidden
-        self.prefix_embed = nn.Parameter(torch.randn(self.length, c.dim, dtype=w.dtype, device=w.device))  # P'
-        self.mlp = nn.Sequential(nn.Linear(c.dim, hidden), nn.Tanh(),
-                                 nn.Linear(hidden, c.n_layers * 2 * c.kv_dim)).to(w.device, w.dtype)
-        if self.cfg.init == "random":
-            self.register_buffer("offset", torch.zeros_like(self.start))
-        else:
-            # Start exactly at the text's keys/values.  The last Linear's bias is shared by
-            # all P positions, so it cannot hold a per-position target; a frozen offset can.
-            # Zeroing the last layer makes MLP(P') = 0 exactly at init; its weight still gets
-            # gradient at once, and W1, P' from the next step on (like LoRA's B = 0).
-            self.register_buffer("offset", self.start)
-            nn.init.zeros_(self.mlp[2].weight)
-            nn.init.zeros_(self.mlp[2].bias)
-        del self.start
-
-    def prefix_tensor(self) -> torch.Tensor:
-        if not self.reparam:
-            return self.kv
-        c = self.base.config
-        flat = self.mlp(self.prefix_embed)  # [P, L * 2 * KV * hd]
-        deep = flat.view(self.length, c.n_layers, 2, c.n_kv_heads, c.head_dim).permute(1, 2, 3, 0, 4)
-        return self.offset + deep
-
-    @torch.no_grad()
-    def fold(self) -> "PrefixTuning":
-        """Replace P = offset + MLP(P') by its value as a plain parameter (after training)."""
-        if self.reparam:
-            kv = self.prefix_tensor().detach().clone()
-            del self.mlp, self.prefix_embed, self.offset
-            self.kv = nn.Parameter(kv)
-        return self
-
-    def expected_tensors(self) -> Dict[str, torch.Tensor]:
-        return {"prefix": self.fold().kv}

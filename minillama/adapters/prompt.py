@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from .base import AdaptedModel
-from .prefix import PrefixConfig, init_token_ids
+from .prefix import PrefixConfig
+from .prefix_init import start_embeddings
 
 
 class PromptTuningConfig(PrefixConfig):
@@ -24,22 +25,15 @@ class PromptTuningConfig(PrefixConfig):
 
 
 class PromptTuning(AdaptedModel):
+    """The base reading `prompt` [P, dim] before every input."""
+
     method = "prompt"
-    reparam = False
 
     def __init__(self, base: nn.Module, cfg: PrefixConfig, tokenizer=None):
         super().__init__(base, cfg)
         cfg.check_fits(base.input_room)
         self.length = self.virtual_tokens = cfg.length
-        w = base.tok_embeddings.weight  # [V, dim]
-        ids = init_token_ids(base, cfg, tokenizer)
-        start = w[ids] if ids is not None else torch.randn(cfg.length, base.config.dim, dtype=w.dtype,
-                                                           device=w.device) * w.std()
-        self.prompt = nn.Parameter(start.detach().clone())  # [P, dim]
-
-    @property
-    def mode(self) -> str:
-        return self.method
+        self.prompt = nn.Parameter(start_embeddings(base, cfg, tokenizer))  # [P, dim]
 
     def prefix_tensor(self) -> torch.Tensor:
         """The prompt as used: [P, dim]."""
@@ -61,9 +55,6 @@ class PromptTuning(AdaptedModel):
 
     def describe(self) -> str:
         return f"prefix: mode {self.method}, length {self.length}"
-
-    def fold(self) -> "PromptTuning":
-        return self
 
     def adapter_tensors(self) -> Dict[str, torch.Tensor]:
         return {"prefix": self.prompt}

@@ -1,43 +1,57 @@
 """The methods by name: one line each.  attach(model, cfg) builds cfg's method on model."""
 from __future__ import annotations
 
-from typing import Dict, Tuple, Type
+from typing import Dict, NamedTuple, Optional, Tuple, Type
 
 from torch import nn
 
+from ..errors import MinillamaError
 from .base import AdaptedModel, AdapterConfig
 from .bottleneck import Bottleneck, BottleneckConfig
 from .full import FullConfig, FullFinetune
 from .llama_adapter import LlamaAdapter, LlamaAdapterConfig
+from .llama_adapter_peft import AdaptionPromptPeft
 from .lora import LoraConfig, LoraModel
+from .lora_peft import LoraPeft
+from .peft_convert import PeftConverter
 from .prefix import PrefixConfig, PrefixTuning, PrefixTuningConfig, PTuningV2
+from .prefix_peft import PrefixPeft
 from .prompt import PromptTuning, PromptTuningConfig
+from .prompt_peft import PromptPeft
 
-# method name -> (config class, backbone class)
-REGISTRY: Dict[str, tuple] = {
-    "finetune": (FullConfig, FullFinetune),
-    "lora": (LoraConfig, LoraModel),
-    "prefix": (PrefixTuningConfig, PrefixTuning),
-    "ptuning2": (PrefixConfig, PTuningV2),
-    "prompt": (PromptTuningConfig, PromptTuning),
-    "adapter": (LlamaAdapterConfig, LlamaAdapter),
-    "bottleneck": (BottleneckConfig, Bottleneck),
+
+class Method(NamedTuple):
+    config: Type[AdapterConfig]  # its settings
+    model: Type[AdaptedModel]  # its backbone
+    peft: Optional[PeftConverter] = None  # its Hugging Face PEFT format (adapters/<method>_peft.py), if PEFT has one
+
+
+REGISTRY: Dict[str, Method] = {
+    "finetune": Method(FullConfig, FullFinetune),
+    "lora": Method(LoraConfig, LoraModel, peft=LoraPeft()),
+    "prefix": Method(PrefixTuningConfig, PrefixTuning, peft=PrefixPeft()),  # exported folded: read back as ptuning2
+    "ptuning2": Method(PrefixConfig, PTuningV2, peft=PrefixPeft()),
+    "prompt": Method(PromptTuningConfig, PromptTuning, peft=PromptPeft()),
+    "adapter": Method(LlamaAdapterConfig, LlamaAdapter, peft=AdaptionPromptPeft()),
+    "bottleneck": Method(BottleneckConfig, Bottleneck),
 }
-METHODS: Dict[str, Type[AdaptedModel]] = {name: model for name, (_, model) in REGISTRY.items()}
+METHODS: Dict[str, Type[AdaptedModel]] = {name: m.model for name, m in REGISTRY.items()}
 # The word of each --option in default output file names (sst-dev-finetuning-output.txt);
 # --option prompt trains no method.
-OUTPUT_WORDS: Dict[str, str] = {"prompt": "prompting", **{config.trained_by(): config.output_word or config.trained_by()
-                                                          for config, _ in REGISTRY.values()}}
+OUTPUT_WORDS: Dict[str, str] = {"prompt": "prompting", **{m.config.trained_by(): m.config.output_word or
+                                                          m.config.trained_by() for m in REGISTRY.values()}}
 
 
 def trainers(task: str) -> Tuple[str, ...]:
     """The --option values whose method trains on `task` (the configs' `tasks`)."""
-    return tuple(dict.fromkeys(config.trained_by() for config, _ in REGISTRY.values() if task in config.tasks))
+    return tuple(dict.fromkeys(m.config.trained_by() for m in REGISTRY.values() if task in m.config.tasks))
 
 
 def make_config(method: str, **settings) -> AdapterConfig:
     """The config of `method` from keyword settings (unknown keys are an error)."""
-    return REGISTRY[method][0](**settings)
+    if method not in REGISTRY:
+        raise MinillamaError(f"unknown adaptation method {method!r}: minillama has {', '.join(REGISTRY)}")
+    return REGISTRY[method].config(**settings)
 
 
 def attach(model: nn.Module, cfg: AdapterConfig, tokenizer=None) -> AdaptedModel:

@@ -32,9 +32,8 @@ class KVCache:
 
     def __init__(self, n_layers: int, batch: int, n_kv_heads: int, head_dim: int,
                  capacity: int = 0, dtype=torch.float32, device="cpu"):
-        # capacity: how many keys the caller expects (a hint: only the fast cache reserves them)
         self.n_layers, self.batch = n_layers, batch
-        self.shape = (batch, n_kv_heads, capacity, head_dim)
+        self.capacity = capacity  # how many keys the caller expects (a hint: only the fast cache reserves them)
         self.keys: List[Optional[torch.Tensor]] = [None] * n_layers
         self.values: List[Optional[torch.Tensor]] = [None] * n_layers
         self.mask = torch.zeros(batch, 0, dtype=torch.bool, device=device)
@@ -80,24 +79,12 @@ class KVCache:
                     store[i] = old[:, :, : self.length].index_select(0, index)
         self.mask = self.mask[:, : self.length].index_select(0, index)
         self.batch = len(index)
-        self.shape = (self.batch,) + self.shape[1:]
         return self
 
     def beam_rows(self, parent: torch.Tensor) -> torch.Tensor:
-        """Which of its prompt's k rows each new beam takes: parent [L, k] (the beam each
-        extends, best first) -> order [L, k], row s gets new beam order[:, s].  In rank order
-        here; the order decides nothing but exact ties."""
+        """Which of its prompt's k rows each new beam takes: parent [L, k] (the beam each extends,
+        best first) -> order [L, k], row s gets beam order[:, s].  Rank order (ties aside, any would do)."""
         return torch.arange(parent.shape[1], device=parent.device).expand_as(parent)
-
-    def expand_batch(self, batch: int) -> "KVCache":
-        """A batch-`batch` view of a batch-1 cache (prefixes shared by every example)."""
-        out = type(self)(self.n_layers, batch, self.shape[1], self.shape[3], 0, self.dtype, self.device)
-        for i in range(self.n_layers):
-            k, v = self.keys[i][:, :, : self.length], self.values[i][:, :, : self.length]
-            out.write(i, k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1), 0)
-        out.mask = self.mask[:, : self.length].expand(batch, -1).clone()
-        out.length = self.length
-        return out
 
 
 def attention_bias(key_mask: torch.Tensor, n_new: int, dtype) -> torch.Tensor:

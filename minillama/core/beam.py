@@ -1,26 +1,21 @@
 """Beam search: follow the k most likely continuations of a prompt, not just the best token.
 
-A beam's score is the sum of its tokens' log-probabilities.  Every step, each of a
-prompt's k beams proposes its V next tokens (k * V continuations, each scored
-beam score + log p(token)), and the best 2k of them become candidates: 2k, because
-up to k may end here (eos) and k must remain to continue.
-
-  * a candidate that ends (eos, or the last allowed token) and ranks among the best k
-    becomes a finished hypothesis, scored  score / generated_length ** length_penalty
-    (generated_length counts the eos; length_penalty > 0 favours longer hypotheses,
-    0 compares raw sums, < 0 favours shorter ones);
+A beam's score is the sum of its tokens' log-probabilities.  Every step, each of a prompt's
+k beams proposes its V next tokens, scored beam score + log p(token), and the best 2k of the
+k * V become candidates: up to k may end here (eos), and k must remain to continue.
+  * a candidate that ends (eos, or the last allowed token) and ranks among the best k becomes
+    a finished hypothesis, scored  score / generated_length ** length_penalty  (the length
+    counts the eos; length_penalty > 0 favours longer hypotheses, 0 compares raw sums,
+    < 0 favours shorter ones);
   * the best k candidates that do not end are the next step's beams.
+A prompt is done once it holds k finished hypotheses; its answer is the best of them.  These
+are the rules of transformers' generate(num_beams=k, length_penalty=lp, early_stopping=True,
+do_sample=False), so on the same weights both produce the same tokens (tests/test_beam.py).
 
-A prompt is done once it holds k finished hypotheses; its answer is the best of
-them.  These are the rules of transformers'
-generate(num_beams=k, length_penalty=lp, early_stopping=True, do_sample=False),
-so on the same weights both produce the same tokens (tests/test_beam.py).
-
-The k beams of every prompt run as one batch through the KV cache: prompt b's
-beams are rows b*k .. b*k + k-1.  After each step `KVCache.reorder` gives every
-new beam the history of the beam it extends; a prompt that is done leaves the
-batch.  Shapes: B prompts (L of them still searching), k beams, V vocabulary,
-T prompt tokens, N new tokens at most.
+The k beams of every prompt run as one batch through the KV cache: prompt b's beams are rows
+b*k .. b*k + k-1.  After each step `KVCache.reorder` gives every new beam the history of the
+beam it extends; a prompt that is done leaves the batch.  Shapes: B prompts (L of them still
+searching), k beams, V vocabulary, T prompt tokens, N new tokens at most.
 """
 from __future__ import annotations
 
@@ -85,21 +80,19 @@ def beam_search(model, input_ids: torch.Tensor, max_new_tokens: int, beam_size: 
                 length_penalty: float = 1.0, eos_id=None, attention_mask: Optional[torch.Tensor] = None
                 ) -> torch.Tensor:
     """The best of beam_size beams after each prompt of input_ids [B, T] (left-padded
-    if ragged, with attention_mask [B, T]): [B, T + n], n <= max_new_tokens.
+    if ragged, with attention_mask [B, T]): [B, T + n], n <= max_new_tokens.  model: any
+    backbone (new_cache, forward(ids, mask, cache=, last_only=), input_room).
 
     A hypothesis ends at an id in eos_id (int or ids; None: only at max_new_tokens or
     the model's context); shorter ones are filled with the first eos id after it, as
-    transformers fills them (with its pad id, which defaults to the eos id).
-    model: any backbone with new_cache / forward(ids, mask, cache=, last_only=) /
-    input_room (Llama, PrefixModel, PrefixBank).  beam_size 1 is greedy decoding."""
+    transformers fills them (with its pad id, which defaults to the eos id)."""
     check_beam_args(beam_size, length_penalty)
     B, T = input_ids.shape
     k, device = beam_size, input_ids.device
     N = fit_new_tokens(model, T, max_new_tokens)
     if N == 0:
         return input_ids.clone()
-    stop_ids = as_id_set(eos_id)
-    stop_ids = stop_ids.to(device) if stop_ids is not None else None
+    stop_ids = as_id_set(eos_id, device)
     n_stop = len(stop_ids) if stop_ids is not None else 0
     n_candidates = max(2, 1 + n_stop) * k  # however many end (<= n_stop per beam), k remain to go on
     done = Hypotheses(B, k, N, int(stop_ids[0]) if stop_ids is not None else 0, device)

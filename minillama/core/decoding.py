@@ -9,11 +9,11 @@ import torch
 from ..errors import MinillamaError
 
 
-def as_id_set(eos_id: Union[None, int, Iterable[int]]) -> Optional[torch.Tensor]:
-    """eos_id (None, an id or ids) -> None or the ids [n]; the first is what finished rows emit."""
+def as_id_set(eos_id: Union[None, int, Iterable[int]], device=None) -> Optional[torch.Tensor]:
+    """eos_id (None, an id or ids) -> None or the ids [n] on `device`; the first is what finished rows emit."""
     if eos_id is None:
         return None
-    return torch.tensor([eos_id] if isinstance(eos_id, int) else list(eos_id))
+    return torch.tensor([eos_id] if isinstance(eos_id, int) else list(eos_id), device=device)
 
 
 def fit_new_tokens(model, prompt_len: int, max_new_tokens: int) -> int:

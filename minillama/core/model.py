@@ -71,12 +71,9 @@ class Llama(nn.Module):
         if config.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
         self._rope_cache = {}
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        for module in self.modules():  # a fresh model: every weight N(0, 0.02) (checkpoints replace them)
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     # -- positions -------------------------------------------------------------
     def rope_table(self, device) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -146,17 +143,11 @@ class Llama(nn.Module):
         return self.output(h), h
 
     @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
-                 epsilon: Optional[float] = None, eos_id=None, attention_mask: Optional[torch.Tensor] = None,
-                 generator: Optional[torch.Generator] = None, use_cache: bool = True, beam_size: int = 1,
-                 length_penalty: float = 1.0) -> torch.Tensor:
-        """Continue input_ids [B, T] (left-padded if ragged, with attention_mask)
-        by up to max_new_tokens: [B, T + new].  See sampling.generate; beam_size > 1:
-        beam search (beam.py), hypotheses scored with length_penalty."""
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
+        """Continue input_ids [B, T] by up to max_new_tokens: [B, T + new].  The settings
+        (temperature, epsilon, eos_id, attention_mask, beam_size, ...) are sampling.generate's."""
         from .sampling import generate
-        return generate(self, input_ids, max_new_tokens, temperature=temperature, epsilon=epsilon,
-                        eos_id=eos_id, attention_mask=attention_mask, generator=generator, use_cache=use_cache,
-                        beam_size=beam_size, length_penalty=length_penalty)
+        return generate(self, input_ids, max_new_tokens, **kwargs)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Distinct parameters (a tied output counts once)."""

@@ -26,28 +26,18 @@ def rope_frequencies(head_dim: int, theta: float = 10000.0) -> torch.Tensor:
 def llama3_scaled_frequencies(freqs: torch.Tensor, factor: float, low_freq_factor: float,
                               high_freq_factor: float, original_max_position_embeddings: int) -> torch.Tensor:
     """Llama 3 scaling: keep high frequencies, divide low ones by `factor`,
-    interpolate smoothly in between (wavelength = 2*pi/freq)."""
-    old_ctx = original_max_position_embeddings
-    low_wavelen = old_ctx / low_freq_factor
-    high_wavelen = old_ctx / high_freq_factor
-    out = []
-    for freq in freqs.tolist():
-        wavelen = 2 * math.pi / freq
-        if wavelen < high_wavelen:
-            out.append(freq)
-        elif wavelen > low_wavelen:
-            out.append(freq / factor)
-        else:
-            smooth = (old_ctx / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
-            out.append((1 - smooth) * freq / factor + smooth * freq)
-    return torch.tensor(out, dtype=freqs.dtype)
+    interpolate smoothly in between (wavelength = 2*pi/freq).  freqs: [hd/2]."""
+    old_ctx, f = original_max_position_embeddings, freqs.double()  # float64, as Meta's Python floats
+    wavelen = 2 * math.pi / f
+    smooth = (old_ctx / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    scaled = torch.where(wavelen > old_ctx / low_freq_factor, f / factor, (1 - smooth) * f / factor + smooth * f)
+    return torch.where(wavelen < old_ctx / high_freq_factor, f, scaled).to(freqs.dtype)
 
 
 def precompute_rope_table(head_dim: int, max_seq_len: int, theta: float = 10000.0,
                           scaling=None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of p * theta_i: each [max_seq_len, head_dim/2] float32.
-
-    `scaling` is a config.RopeScaling (Llama 3) or None."""
+    """cos and sin of p * theta_i: each [max_seq_len, head_dim/2] float32; `scaling`: a
+    config.RopeScaling (Llama 3) or None."""
     freqs = rope_frequencies(head_dim, theta)
     if scaling is not None:
         freqs = llama3_scaled_frequencies(freqs, scaling.factor, scaling.low_freq_factor,
@@ -61,9 +51,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
     x: [B, T, H, head_dim]; cos, sin: [B or 1, T, head_dim/2] (the table rows of
     each token's position).  Returns x's shape and dtype; computes in float32."""
-    # (x_even + i x_odd) * (cos + i sin) is the rotation, written as one complex
-    # product: the same arithmetic as the explicit two-line form, in half the
-    # kernel launches (this runs twice per layer per decoded token).
+    # (x_even + i x_odd) * (cos + i sin) is the rotation of each pair, as one complex
+    # product: the same arithmetic as the two-line real form.
     x_pairs = torch.view_as_complex(x.float().contiguous().view(*x.shape[:-1], -1, 2))  # [B, T, H, hd/2]
     rotation = torch.complex(cos, sin).unsqueeze(2)  # broadcast over heads
     return torch.view_as_real(x_pairs * rotation).flatten(-2).type_as(x)

@@ -63,7 +63,7 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: f
     max_new_tokens = fit_new_tokens(model, T, max_new_tokens)
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
-    stop_ids = as_id_set(eos_id)
+    stop_ids = as_id_set(eos_id, input_ids.device)
     finished = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
     ids, mask = input_ids, attention_mask
     cache = model.new_cache(B, T + max_new_tokens) if use_cache else None
@@ -72,9 +72,8 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: f
         logits, _ = model(step_ids, step_mask, cache=cache, last_only=True)
         next_id = sample_next_token(logits[:, -1], temperature, epsilon, generator)
         if stop_ids is not None:
-            done_id = stop_ids[0].to(next_id.device)
-            next_id = torch.where(finished, done_id, next_id)
-            finished |= torch.isin(next_id, stop_ids.to(next_id.device))
+            next_id = torch.where(finished, stop_ids[0], next_id)
+            finished |= torch.isin(next_id, stop_ids)
         ids = torch.cat([ids, next_id[:, None]], dim=1)
         mask = torch.cat([mask, torch.ones_like(next_id[:, None])], dim=1)
         step_ids, step_mask = (next_id[:, None], mask[:, -1:]) if use_cache else (ids, mask)

@@ -48,7 +48,7 @@ class PreallocatedKVCache(KVCache):
 
     def _ensure_capacity(self, layer: int, needed: int, like: torch.Tensor):
         buf = self.keys[layer]
-        cap = buf.shape[2] if buf is not None else self.shape[2]
+        cap = buf.shape[2] if buf is not None else self.capacity
         if buf is not None and needed <= cap:
             return
         new_cap = max(needed, 2 * cap)
@@ -113,7 +113,6 @@ class PreallocatedKVCache(KVCache):
                     store[i] = new
         self.mask = self.mask.index_select(0, index)
         self.batch = len(index)
-        self.shape = (self.batch,) + self.shape[1:]
         return self
 
     def beam_rows(self, parent: torch.Tensor) -> torch.Tensor:
