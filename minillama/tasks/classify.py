@@ -35,7 +35,7 @@ from ..adapters.adapterhub_format import check_adapterhub_dir, check_adapterhub_
 from ..adapters.io import check_adapter_sources, check_saved_adapterhub_exportable, check_saved_exportable, peek_adapter
 from ..curves import curves_path, plot_curves
 from ..adapters.peft_format import check_export_dir, check_exportable, export_for_task
-from ..data import Example, load_split, pad_batch, read_examples, read_label_names, write_predictions
+from ..data import Example, Split, load_split, pad_batch, read_examples, read_label_names, write_predictions
 from ..errors import MinillamaError
 from ..files import check_all_writable, check_distinct_paths
 from ..flags import comma_list, flag
@@ -89,6 +89,16 @@ def dataset_name(train_path: str) -> str:
     """'data/sst-train.txt' -> 'sst' (the part of the file name before the first '-')."""
     stem = os.path.splitext(os.path.basename(train_path))[0]
     return stem.split("-")[0] or "data"
+
+
+def check_reading(head: str, hidden_dropout_prob: float, max_sentence_len: Optional[int]):
+    """How a classification run reads its sentences and answers (also tasks/multitask.py's)."""
+    if head not in HEADS:
+        raise MinillamaError(f"--prefix_head must be one of {', '.join(HEADS)}, got {head!r}")
+    if not 0.0 <= hidden_dropout_prob < 1.0:
+        raise MinillamaError(f"--hidden_dropout_prob must be in [0, 1), got {hidden_dropout_prob}")
+    if max_sentence_len is not None and max_sentence_len <= 0:
+        raise MinillamaError(f"--max_sentence_len must be a positive integer, got {max_sentence_len}")
 
 
 @dataclass
@@ -153,14 +163,9 @@ class ClassifyConfig:
             raise MinillamaError(f"classification option must be one of {', '.join(OUTPUT_WORDS)}, got {self.option!r}")
         if self.head is None:
             self.head = "verbalizer" if self.method is None else PREFIX_HEAD if self.option == "prefix" else "cls"
-        if self.head not in HEADS:
-            raise MinillamaError(f"--prefix_head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        check_reading(self.head, self.hidden_dropout_prob, self.max_sentence_len)
         if self.method is None and self.head != "verbalizer":
             raise MinillamaError("the frozen model (--option prompt) reads its answer with the verbalizer")
-        if not 0.0 <= self.hidden_dropout_prob < 1.0:
-            raise MinillamaError(f"--hidden_dropout_prob must be in [0, 1), got {self.hidden_dropout_prob}")
-        if self.max_sentence_len is not None and self.max_sentence_len <= 0:
-            raise MinillamaError(f"--max_sentence_len must be a positive integer, got {self.max_sentence_len}")
         if isinstance(self.k_shot, bool) or not isinstance(self.k_shot, int) or self.k_shot < 0:
             raise MinillamaError(f"--k_shot must be a non-negative number of examples, got {self.k_shot}")
         if self.k_shot and self.option != "prompt":
@@ -427,11 +432,11 @@ def run(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, float]:
 
 
 # -- several adapters, each on its own files, in one pass -----------------------------------
-def per_adapter(value: Optional[str], names: List[str], flag: str) -> List[str]:
-    """A comma list with one entry per adapter."""
+def per_adapter(value: Optional[str], names: List[str], flag: str, each: str = "adapter") -> List[str]:
+    """A comma list with one entry per adapter (per task: tasks/multitask.py)."""
     items = [v.strip() for v in (value or "").split(",")]
     if len(items) != len(names) or not all(items):
-        raise MinillamaError(f"{flag}: give one file per adapter ({len(names)}, for {','.join(names)}), "
+        raise MinillamaError(f"{flag}: give one file per {each} ({len(names)}, for {','.join(names)}), "
                              f"comma-separated; got {value!r}")
     return items
 
@@ -469,6 +474,24 @@ def mixed_run_paths(names: List[str], inputs: Dict[str, List[str]], outs: Dict[s
     return paths
 
 
+def row_splits(reader: RowReader, tokenizer, room: int, labels: Dict[str, List[str]], files: Dict[str, List[str]],
+               max_sentence_len: Optional[int]) -> Dict[Tuple[str, str], Split]:
+    """{(name, split): Split} for the rows of a mixed batch: name's files[split] (one per name, in
+    `labels`' order), read as `reader` reads that name (the course prompt before label names),
+    sentences cut to what fits `room`, the context beside the longest prefix (a note says so)."""
+    splits = {}
+    for i, name in enumerate(labels):
+        suffix = None if name in reader.heads else course_prompt(labels[name])
+        extra = 1 + (len(tokenizer.encode(suffix, bos=False)) if suffix else 0) + reader.extra_positions(name)
+        max_len = room - extra if max_sentence_len is None else min(max_sentence_len, room - extra)
+        if max_len <= 0:
+            raise MinillamaError(f"the model's context ({room} tokens beside the prefixes) is too short for the prompt")
+        for split in files:
+            splits[name, split] = load_split(files[split][i], tokenizer, len(labels[name]), max_len, suffix)
+        note_cut_sentences({split: splits[name, split] for split in files}, tokenizer, max_len, max_sentence_len)
+    return splits
+
+
 def run_mixed(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, Dict[str, float]]:
     """Evaluate --load_adapter A B ... (named --adapter_names) on their own dev/test files,
     in batches whose rows mix every adapter.  Returns {name: {"dev": acc, "test": acc}}."""
@@ -501,16 +524,8 @@ def run_mixed(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, Dict[str, fl
             readers[name] = label_token_ids(tokenizer, labels[name])
     pools = {name: POOL_OF_HEAD.get(saved_head(a, a.head_state)) for name, a in adapters.items()}
     reader = RowReader(multi, readers, pools).to(run_cfg.device)
-    room = model.input_room - max(multi.lengths)  # every row gives way to the longest prefix
-    splits = {}  # (name, split) -> Split
+    splits = row_splits(reader, tokenizer, model.input_room - max(multi.lengths), labels, files, cfg.max_sentence_len)
     for i, name in enumerate(names):
-        suffix = None if name in reader.heads else course_prompt(labels[name])
-        extra = 1 + (len(tokenizer.encode(suffix, bos=False)) if suffix else 0) + reader.extra_positions(name)
-        max_len = room - extra if cfg.max_sentence_len is None else min(cfg.max_sentence_len, room - extra)
-        if max_len <= 0:
-            raise MinillamaError(f"the model's context ({room} tokens beside the prefixes) is too short for the prompt")
-        for split in files:
-            splits[name, split] = load_split(files[split][i], tokenizer, len(labels[name]), max_len, suffix)
         print(f"adapter {name} ({adapters[name].method}, {cfg.load_adapter[i]}): "
               f"{reader_kind(reader, name)}, dev {files['dev'][i]} "
               f"({len(splits[name, 'dev'])}), test {files['test'][i]} ({len(splits[name, 'test'])})")
@@ -525,6 +540,14 @@ def run_mixed(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, Dict[str, fl
             scores = reader(ids.to(run_cfg.device), mask.to(run_cfg.device), [key[0] for key, _ in chunk])
             for (key, j), row in zip(chunk, scores):
                 preds[key][j] = int(row.argmax())
+    return write_row_results(names, files, outs, splits, preds)
+
+
+def write_row_results(names: List[str], files: Dict[str, List[str]], outs: Dict[str, List[str]],
+                      splits: Dict[Tuple[str, str], Split], preds: Dict[Tuple[str, str], torch.Tensor]
+                      ) -> Dict[str, Dict[str, float]]:
+    """Each name's predictions on each of its files (outs[split][i]) and its `name: dev acc :: `
+    lines (CFIMDB's placeholder test labels noted).  Returns {name: {split: accuracy}}."""
     results = {}
     for i, name in enumerate(names):
         results[name] = {}
