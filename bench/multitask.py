@@ -1,6 +1,6 @@
 """Several tasks' prefixes trained in one run (`--task_names`) against the same tasks trained one
 at a time: dev accuracy per task (and test accuracy where the test labels are real), trainable
-prefix parameters, and the wall time of each, as a Markdown table.
+prefix parameters, and the wall and CPU time of each, as a Markdown table.
 
     python bench/multitask.py --checkpoint ../shared/assets/llama2c/stories260K.bin \\
         --tokenizer ../shared/assets/llama2c/tok512.model --norm rmsnorm --epochs 1 --shared 0,20
@@ -11,8 +11,9 @@ through the task code itself (configs built here, no argv strings):
   classification defaults, `--length` positions, the mean head);
 - together: one run of tasks/multitask.py for each N of --shared: N shared + (length - N) own
   positions, so that every row reads as many prefix positions as it does alone.
-Every run has the same epochs, batch size, learning rate (the method's) and seed.  A run's wall
-time counts everything it does: loading the model, training, the dev pass of every epoch, the
+Every run has the same epochs, batch size, learning rate (the method's) and seed.  A run's time
+(wall, and this process's CPU time: steadier where other work shares the machine) counts
+everything it does: loading the model, training, the dev pass of every epoch, the
 final dev and test predictions and the files.  Progress: a line as each run begins and ends
 (with an estimate of what is left, bench/progress.py) and the training loop's tqdm bars; each
 run's own output goes to <out_dir>/<run>.log.
@@ -52,11 +53,12 @@ def task_files(args, tmp: str) -> Dict[str, Dict[str, str]]:
 
 
 def timed(label: str, tmp: str, work):
-    """work() with its printed lines in <tmp>/<label>.log (the tqdm bars stay on stderr): (result, seconds)."""
-    start = time.perf_counter()
+    """work() with its printed lines in <tmp>/<label>.log (the tqdm bars stay on stderr):
+    (result, wall seconds, CPU seconds of this process: on a shared machine, the steadier measure)."""
+    start, cpu = time.perf_counter(), time.process_time()
     with open(os.path.join(tmp, f"{label}.log"), "w") as log, contextlib.redirect_stdout(log):
         result = work()
-    return result, time.perf_counter() - start
+    return result, time.perf_counter() - start, time.process_time() - cpu
 
 
 def main():
@@ -88,7 +90,8 @@ def main():
     from minillama.data import read_examples
     from minillama.runconfig import RunConfig, seed_everything
     from minillama.tasks import classify, multitask
-    from minillama.tasks.classify import ClassifyConfig, placeholder_note
+    from minillama.classification import placeholder_note
+    from minillama.tasks.classify import ClassifyConfig
     from minillama.tasks.multitask import MultitaskConfig, TaskConfig
     from minillama.train import TrainConfig
 
@@ -138,22 +141,23 @@ def main():
         results[label] = timed(label, tmp, work)
         accs = results[label][0]
         runs.done(f"{label}: " + ", ".join(f"{t} dev {a['dev']:.3f}" for t, a in accs.items())
-                  + f", {results[label][1]:.0f} s")
+                  + f", {results[label][1]:.0f} s ({results[label][2]:.0f} s CPU)")
 
     header = ([f"{TITLES.get(t, t)} dev" for t in tasks] + [f"{TITLES.get(t, t)} test" for t in real_test]
-              + ["prefix parameters", "wall time"])
+              + ["prefix parameters", "wall time", "CPU time"])
     print(f"| run ({args.epochs} epoch(s), {length} prefix positions a row) | " + " | ".join(header) + " |")
     print("|---" * (len(header) + 1) + "|")
     separate = {t: results[t][0][t] for t in tasks}
-    seconds = [results[t][1] for t in tasks]
+    wall, cpu = ([results[t][i] for t in tasks] for i in (1, 2))
     cells = ([f"{separate[t]['dev']:.3f}" for t in tasks] + [f"{separate[t]['test']:.3f}" for t in real_test]
-             + [f"{len(tasks) * length * per_position:,}",
-                f"{minutes(sum(seconds))} ({' + '.join(minutes(s) for s in seconds)})"])
+             + [f"{len(tasks) * length * per_position:,}"]
+             + [f"{minutes(sum(x))} ({' + '.join(minutes(s) for s in x)})" for x in (wall, cpu)])
     print(f"| one at a time ({', then '.join(tasks)}) | " + " | ".join(cells) + " |")
     for n in shared:
-        accs, s = results[f"together-{n}"]
+        accs, w, c = results[f"together-{n}"]
         cells = ([f"{accs[t]['dev']:.3f}" for t in tasks] + [f"{accs[t]['test']:.3f}" for t in real_test]
-                 + [f"{(n + len(tasks) * (length - n)) * per_position:,}", f"{minutes(s)} ({s / sum(seconds):.2f}x)"])
+                 + [f"{(n + len(tasks) * (length - n)) * per_position:,}",
+                    f"{minutes(w)} ({w / sum(wall):.2f}x)", f"{minutes(c)} ({c / sum(cpu):.2f}x)"])
         print(f"| one run, {n} shared + {length - n} own positions | " + " | ".join(cells) + " |")
     print(f"\noutputs, adapters and each run's log: {tmp}", file=sys.stderr)
 

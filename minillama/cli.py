@@ -25,7 +25,8 @@ from .adapters.registry import REGISTRY, trainers
 from .errors import MinillamaError, show_one_line
 from .mmlu import MMLUSettings
 from .runconfig import RunConfig, seed_everything
-from .tasks.classify import PREFIX_HEAD, PREFIX_MODE, ClassifyConfig
+from .classification import PREFIX_HEAD, PREFIX_MODE
+from .tasks.classify import ClassifyConfig
 from .tasks.e2e import E2EConfig
 from .tasks.generate import GenerateConfig
 from .tasks.mmlu_eval import MMLUEvalConfig
@@ -45,7 +46,8 @@ EVALUATING_OPTIONS = CLASSIFY_OPTIONS + ("mmlu",)  # every option but generate
 # Every config whose fields flags set, in --help's order (their flags: minillama/flags.py)
 SECTIONS = {ClassifyConfig: "classification", TrainConfig: "training", MMLUSettings: "mmlu", MMLUEvalConfig: "mmlu",
             MMLUPrefixConfig: "mmlu (--option prefix --task mmlu)", E2EConfig: "e2e (conditional generation)",
-            TaskConfig: "multi-task (--option prefix --task_names): the tasks", MultitaskConfig: "multi-task: what the tasks share"}
+            TaskConfig: "multi-task (--option prefix --task_names): the tasks",
+            MultitaskConfig: "multi-task: what the tasks share"}
 TASK_CONFIGS = tuple(SECTIONS)
 
 

@@ -166,26 +166,36 @@ def test_two_tasks_learn_together_through_their_prefixes_and_heads():
 
 
 # -- bad input -------------------------------------------------------------------------------------
-LISTS = dict(task_names="sst,cfimdb", train="s-train.txt,c-train.txt", dev="s-dev.txt,c-dev.txt",
-             test="s-test.txt,c-test.txt", label_names="s.json,c.json")
+LISTS = dict(name="sst,cfimdb", train="s-train.txt,c-train.txt", dev="s-dev.txt,c-dev.txt",
+             test="s-test.txt,c-test.txt", label_names="s.json,c.json")  # TaskConfig's flags, as given
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"train": "s-train.txt"}, "--train: give one file per task (2, for sst,cfimdb), comma-separated; got 's-train.txt'"),
-    ({"dev": "s-dev.txt,c-dev.txt,x.txt"}, "--dev: give one file per task (2, for sst,cfimdb)"),
-    ({"test": None}, "--test: give one file per task (2, for sst,cfimdb), comma-separated; got None"),
-    ({"label_names": "s.json"}, "--label-names: give one file per task (2, for sst,cfimdb)"),
-    ({"task_names": "sst"}, "--train: give one file per task (1, for sst)"),
-    ({"dev_out": "a.txt"}, "--dev_out: give one file per task (2, for sst,cfimdb)"),
-    ({"task_names": "sst,sst"}, "--task_names: 'sst' is named twice: give each task its own name"),
-    ({"task_names": "sst,a/b"}, "--task_names: 'a/b' cannot name output files"),
-    ({"shared_length": -1}, "--shared_prefix_length must be a number of positions >= 0, got -1"),
-    ({"export_peft": "d"}, "--export_peft converts one adapter, and --task_names writes one per task"),
+@pytest.mark.parametrize("lists,settings,message", [
+    ({"train": "s-train.txt"}, {}, "--train: give one file per task (2, for sst,cfimdb), comma-separated; got 's-train.txt'"),
+    ({"dev": "s-dev.txt,c-dev.txt,x.txt"}, {}, "--dev: give one file per task (2, for sst,cfimdb)"),
+    ({"test": None}, {}, "--test: give one file per task (2, for sst,cfimdb), comma-separated; got None"),
+    ({"label_names": "s.json"}, {}, "--label-names: give one file per task (2, for sst,cfimdb)"),
+    ({"name": "sst"}, {}, "--train: give one file per task (1, for sst)"),
+    ({"dev_out": "a.txt"}, {}, "--dev_out: give one file per task (2, for sst,cfimdb)"),
+    ({"save_adapter": "a,"}, {}, "--save_adapter: give one file per task (2, for sst,cfimdb), comma-separated; got 'a,'"),
+    ({"name": "sst,sst"}, {}, "--task_names: 'sst' is named twice: give each task its own name"),
+    ({"name": "sst,a/b"}, {}, "--task_names: 'a/b' cannot name output files"),
+    ({}, {"shared_length": -1}, "--shared_prefix_length must be a number of positions >= 0, got -1"),
+    ({}, {"export_peft": "d"}, "--export_peft converts one adapter, and --task_names writes one per task"),
+    ({}, {"load_adapter": ["a"]}, "--load_adapter evaluates saved adapters (several: --adapter_names)"),
 ])
-def test_bad_lists_and_settings_are_one_line(change, message):
+def test_bad_lists_and_settings_are_one_line(lists, settings, message):
     with pytest.raises(MinillamaError) as e:
-        MultitaskConfig.from_lists(**{**LISTS, "method": PrefixConfig(), **change})
+        MultitaskConfig.from_lists({**LISTS, **lists}, method=PrefixConfig(), **settings)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_lists_make_one_config_per_task():
+    cfg = MultitaskConfig.from_lists({**LISTS, "save_adapter": "a/s,b/c"}, method=PrefixConfig(), shared_length=4)
+    assert [(t.name, t.train, t.label_names, t.outputs["dev"], t.adapter_path) for t in cfg.tasks] == \
+        [("sst", "s-train.txt", "s.json", "sst-dev-prefix-output.txt", "a/s"),
+         ("cfimdb", "c-train.txt", "c.json", "cfimdb-dev-prefix-output.txt", "b/c")]
+    assert (cfg.shared_length, cfg.head, cfg.training.lr) == (4, "mean", 1e-2)  # ptuning2's classification lr
 
 
 @pytest.mark.parametrize("cfg,method", [(PromptTuningConfig(), "prompt"), (LlamaAdapterConfig(), "adapter"),
@@ -193,7 +203,7 @@ def test_bad_lists_and_settings_are_one_line(change, message):
 def test_only_deep_prefixes_train_per_task(cfg, method):
     """Prompt tuning's input embeddings and LLaMA-Adapter's gated prompts are not per-row keys and values."""
     with pytest.raises(MinillamaError) as e:
-        MultitaskConfig.from_lists(**LISTS, method=cfg)
+        MultitaskConfig.from_lists(LISTS, method=cfg)
     assert str(e.value) == ("--task_names trains a deep prefix per task, whose rows mix in one batch: "
                             f"--prefix_mode ptuning2 or prefix, not {method}")
     with pytest.raises(MinillamaError, match=f"one prefix per task mixes deep prefixes .* not {method}"):
@@ -203,10 +213,10 @@ def test_only_deep_prefixes_train_per_task(cfg, method):
 def test_labels_that_do_not_fit_a_tasks_head_are_refused_before_the_model_loads(tmp_path):
     """SST's labels (0..4) read against CFIMDB's two names: file:line, before anything loads."""
     sst, imdb = data_slice(tmp_path, "sst", n=8), data_slice(tmp_path, "cfimdb", n=8)
-    cfg = MultitaskConfig.from_lists(task_names="sst,cfimdb", train=f"{sst['train']},{imdb['train']}",
-                                     dev=f"{sst['dev']},{imdb['dev']}", test=f"{sst['test']},{imdb['test']}",
-                                     label_names=f"{imdb['labels']},{imdb['labels']}", method=PrefixConfig(),
-                                     dev_out=f"{tmp_path}/o1.txt,{tmp_path}/o2.txt")
+    cfg = MultitaskConfig.from_lists(dict(name="sst,cfimdb", train=f"{sst['train']},{imdb['train']}",
+                                          dev=f"{sst['dev']},{imdb['dev']}", test=f"{sst['test']},{imdb['test']}",
+                                          label_names=f"{imdb['labels']},{imdb['labels']}",
+                                          dev_out=f"{tmp_path}/o1.txt,{tmp_path}/o2.txt"), method=PrefixConfig())
     with pytest.raises(MinillamaError) as e:
         multitask.run(RunConfig(model_path=str(tmp_path / "no-model.pt")), cfg)
     first_big = next(i for i, line in enumerate(open(sst["train"]), 1) if int(line.split(" ||| ")[0]) >= 2)

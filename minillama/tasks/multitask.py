@@ -37,6 +37,8 @@ from torch import nn
 
 from ..adapters import AdapterConfig, save_adapter
 from ..adapters.multi import TaskPrefixes
+from ..classification import (HIDDEN_DROPOUT_PROB, POOL_OF_HEAD, PREFIX_HEAD, check_reading, mixed_run_paths,
+                              per_name, reader_kind, row_splits, write_row_results)
 from ..curves import curves_path, plot_curves
 from ..data import Split, read_examples, read_label_names
 from ..errors import MinillamaError
@@ -47,8 +49,6 @@ from ..resume import data_identity, resolved
 from ..runconfig import RunConfig
 from ..runlog import RunLog
 from ..train import Classification, TrainConfig, accuracy, check_warmup, describe_trainable, fit, predict
-from .classify import (POOL_OF_HEAD, PREFIX_HEAD, ClassifyConfig, check_reading, mixed_run_paths, per_adapter,
-                       reader_kind, row_splits, write_row_results)
 
 SPLITS = ("train", "dev", "test")
 DEEP_PREFIXES = ("ptuning2", "prefix")  # the methods whose rows mix in one batch (adapters/multi.py)
@@ -99,7 +99,7 @@ class MultitaskConfig:
                               help="with --task_names: N prefix positions shared by every task, before each task's "
                                    "own --prefix_length (default {default})")
     head: str = same_flag(PREFIX_HEAD, "--prefix_head", readers="head")  # cls | mean | verbalizer, one per task
-    hidden_dropout_prob: float = same_flag(ClassifyConfig.hidden_dropout_prob, "--hidden_dropout_prob", readers="head")
+    hidden_dropout_prob: float = same_flag(HIDDEN_DROPOUT_PROB, "--hidden_dropout_prob", readers="head")
     max_sentence_len: Optional[int] = same_flag(None, "--max_sentence_len", readers="classify")
     training: TrainConfig = field(default_factory=TrainConfig)
     log_jsonl: Optional[str] = same_flag(None, "--log_jsonl", readers="log")
@@ -127,7 +127,7 @@ class MultitaskConfig:
         per_task = {}
         for f, spec in flagged_fields(TaskConfig):
             if f.name != "name" and (f.default is MISSING or lists.get(f.name)):
-                per_task[f.name] = per_adapter(lists.get(f.name), names, spec.name, "task")
+                per_task[f.name] = per_name(lists.get(f.name), names, spec.name, "task")
         return cls([TaskConfig(name, **{k: v[i] for k, v in per_task.items()}) for i, name in enumerate(names)],
                    **settings)
 
