@@ -25,11 +25,13 @@ from .adapters.registry import REGISTRY, trainers
 from .errors import MinillamaError, show_one_line
 from .mmlu import MMLUSettings
 from .runconfig import RunConfig, seed_everything
-from .tasks.classify import PREFIX_HEAD, PREFIX_MODE, ClassifyConfig
+from .classification import PREFIX_HEAD, PREFIX_MODE
+from .tasks.classify import ClassifyConfig
 from .tasks.e2e import E2EConfig
 from .tasks.generate import GenerateConfig
 from .tasks.mmlu_eval import MMLUEvalConfig
 from .tasks.mmlu_prefix import MMLUPrefixConfig
+from .tasks.multitask import MultitaskConfig, TaskConfig
 from .train import TrainConfig
 
 METHOD_CONFIGS = [m.config for m in REGISTRY.values()]
@@ -43,7 +45,9 @@ CLASSIFY_OPTIONS = ("prompt",) + TRAINING_OPTIONS
 EVALUATING_OPTIONS = CLASSIFY_OPTIONS + ("mmlu",)  # every option but generate
 # Every config whose fields flags set, in --help's order (their flags: minillama/flags.py)
 SECTIONS = {ClassifyConfig: "classification", TrainConfig: "training", MMLUSettings: "mmlu", MMLUEvalConfig: "mmlu",
-            MMLUPrefixConfig: "mmlu (--option prefix --task mmlu)", E2EConfig: "e2e (conditional generation)"}
+            MMLUPrefixConfig: "mmlu (--option prefix --task mmlu)", E2EConfig: "e2e (conditional generation)",
+            TaskConfig: "multi-task (--option prefix --task_names): the tasks",
+            MultitaskConfig: "multi-task: what the tasks share"}
 TASK_CONFIGS = tuple(SECTIONS)
 
 
@@ -182,6 +186,7 @@ READERS: Dict[str, Readers] = {
     "classify_train": Readers(options=CLASSIFY_OPTIONS, tasks=("classify",), mixed=False),
     "head": Readers(options=TRAINING_OPTIONS, tasks=("classify",), trains=True),
     "mixed": Readers(options=CLASSIFY_OPTIONS, tasks=("classify",)),
+    "multitask": Readers(options=("prefix",), tasks=("classify",), mixed=False, trains=True),
     "k_shot": Readers(options=("prompt",), tasks=("classify",), who="--option prompt"),
     "mmlu": Readers(tasks=("mmlu",), who="--option mmlu and --option prefix --task mmlu"),
     "mmlu_eval": Readers(options=("mmlu",)),
@@ -327,6 +332,12 @@ def task_config(ns: Dict[str, Any], spelling: Optional[Dict[str, str]] = None) -
     if task == "e2e":
         return "e2e", E2EConfig(option=option, method=method, training=training_config(ns, default(E2EConfig, "training")),
                                 **flags.given(ns, E2EConfig))
+    if "task_names" in ns or "shared_prefix_length" in ns:  # one prefix per task, in one run (tasks/multitask.py)
+        if "task_names" not in ns:
+            raise MinillamaError("--shared_prefix_length shares prefix positions between the tasks of --task_names: "
+                                 "give --task_names, or drop it")
+        return "multitask", MultitaskConfig.from_lists(flags.given(ns, TaskConfig), method=method,
+                                                       training=training_config(ns), **flags.given(ns, MultitaskConfig))
     return "classify", ClassifyConfig(option=option, method=method, training=training_config(ns),
                                       **flags.given(ns, ClassifyConfig))
 

@@ -164,10 +164,14 @@ class Split:
     def sentences(self) -> List[str]:
         return [ex.sentence for ex in self.examples]
 
+    def order(self, shuffle: bool = False, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """The examples' indices [N] in the order batches take them: file order, or random."""
+        return torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
+
     def batches(self, batch_size: int, shuffle: bool = False,
                 generator: Optional[torch.Generator] = None) -> Iterator[Batch]:
-        """Batches in file order, or in a random order drawn from generator."""
-        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
+        """Batches in file order, or in a random order drawn from generator (`order`)."""
+        order = self.order(shuffle, generator)
         for start in range(0, len(self), batch_size):
             idx = order[start:start + batch_size]
             ids, mask = pad_batch([self.token_ids[i] for i in idx.tolist()], self.pad_id)

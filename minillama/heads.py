@@ -7,7 +7,8 @@
   text (zero-shot prompting, the prefix family's "verbalizer" head, and MMLU, whose
   answer letters are single-token names).
 - `RowReader`: rows of one batch that each read their answer their own way (one
-  adapter per row, adapters/multi.py): their own cls head, or their own label names.
+  adapter per row, adapters/multi.py): their own cls head, or their own label names;
+  trainable (tasks/multitask.py trains a head per task through it).
 
 A backbone is any module with
     forward(input_ids [B, T], attention_mask [B, T], last_only=False)
@@ -18,6 +19,7 @@ reads every row's last real token.
 """
 from __future__ import annotations
 
+import itertools
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
@@ -123,12 +125,17 @@ class RowReader(nn.Module):
     HeadClassifier), or label names' token ids, scored as VerbalizerClassifier scores them.
     One pass reads every head and every single-token name (last_only unless a mean head
     needs every position); names of several tokens need the text followed by the name,
-    which run as one more mixed batch of (row, name) pairs."""
+    which run as one more mixed batch of (row, name) pairs.  Every head reads every row
+    (each row keeps its own head's scores), so every head's weights take part in each
+    training step (a zero gradient where none of its rows is in the batch), as
+    DistributedDataParallel needs; `dropout` acts on what the heads read
+    (as HeadClassifier's)."""
 
     def __init__(self, multi: nn.Module, readers: Dict[str, Union[nn.Linear, Sequence[Sequence[int]]]],
-                 pools: Optional[Dict[str, str]] = None):
+                 pools: Optional[Dict[str, str]] = None, dropout: float = 0.0):
         super().__init__()
         self.multi = multi
+        self.dropout = nn.Dropout(dropout)
         self.heads = nn.ModuleDict({k: v for k, v in readers.items() if isinstance(v, nn.Module)})
         self.mean_heads = {k for k, pool in (pools or {}).items() if pool == "mean" and k in self.heads}
         self.names = {k: [list(ids) for ids in v] for k, v in readers.items() if not isinstance(v, nn.Module)}
@@ -145,12 +152,18 @@ class RowReader(nn.Module):
         ids, mask = left_pad(input_ids, attention_mask)
         pooled = bool(self.mean_heads.intersection(adapter))
         logits, hidden = self.multi(ids, mask, adapter=adapter, last_only=not pooled)
-        means = mean_over_tokens(hidden, mask) if pooled else None  # [B, dim]
+        last = self.dropout(hidden[:, -1])  # [B, dim]
+        means = self.dropout(mean_over_tokens(hidden, mask)) if pooled else last  # [B, dim]
+        # every head on every row, in one [B, sum of K] tensor of which each row takes its own head's
+        # columns: every head is then part of the loss (a zero gradient where none of its rows is)
+        read = [head(means if name in self.mean_heads else last).float() for name, head in self.heads.items()]
+        every = torch.cat(read, dim=1) if read else None
+        starts = dict(zip(self.heads, itertools.accumulate([0] + [r.shape[1] for r in read])))
         next_logp = F.log_softmax(logits[:, -1].float(), dim=-1)  # [B, vocab]
         scores, longer = [], []  # longer: (row, label, name tokens) of names with more than one token
         for b, name in enumerate(adapter):
             if name in self.heads:
-                scores.append(self.heads[name](means[b] if name in self.mean_heads else hidden[b, -1]).float())
+                scores.append(every[b, starts[name]: starts[name] + self.heads[name].out_features])
                 continue
             row = next_logp.new_zeros(len(self.names[name]))
             for k, label_ids in enumerate(self.names[name]):

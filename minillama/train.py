@@ -289,19 +289,22 @@ def train_step(model: nn.Module, optimizer, batch, device: torch.device, bf16: b
     return value, None if correct is None else int(n)
 
 
+HEADS = ("head.", "heads.")  # new heads: HeadClassifier's, and RowReader's one per task
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> AdamW:
-    """AdamW on the trainable parameters; a new head ("head.*") at cfg.head_lr when given.
-    Each group keeps its `base_lr`; the schedule scales it every step."""
+    """AdamW on the trainable parameters; a new head ("head.*", or "heads.<task>.*") at
+    cfg.head_lr when given.  Each group keeps its `base_lr`; the schedule scales it every step."""
     params = trainable_parameters(model)
     if not params:
         raise ValueError("the model has no trainable parameters")
     if cfg.lr is None:
         raise ValueError("TrainConfig.lr is None: resolve it with cfg.with_lr(method default) first")
-    head = [p for n, p in params.items() if n.startswith("head.")] if cfg.head_lr is not None else []
+    head = [p for n, p in params.items() if n.startswith(HEADS)] if cfg.head_lr is not None else []
     if cfg.head_lr is not None and not head:
         raise MinillamaError("--head_lr is the learning rate of a new classification head, and this model trains "
                              "none (the verbalizer and --task e2e have no head): drop --head_lr")
-    rest = [p for n, p in params.items() if not (head and n.startswith("head."))]
+    rest = [p for n, p in params.items() if not (head and n.startswith(HEADS))]
     groups = [{"params": rest, "lr": cfg.lr, "base_lr": cfg.lr}] if rest else []
     if head:
         groups.append({"params": head, "lr": cfg.head_lr, "base_lr": cfg.head_lr})

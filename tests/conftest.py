@@ -116,6 +116,16 @@ def padded_batch(seed=0, T=9):
     return ids, mask
 
 
+def left_padded_rows(n, T=9, seed=0):
+    """n rows of T random tokens, row r left-padded by (2 r) mod 7 positions: (ids, mask) [n, T]."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 97, (n, T), generator=g)
+    mask = torch.ones(n, T, dtype=torch.long)
+    for row in range(n):
+        mask[row, : (row * 2) % 7] = 0
+    return ids, mask
+
+
 # -- classification runs on real data slices (shared by several test modules) ---------------------
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
@@ -144,6 +154,17 @@ def course_argv(option, ckpt, data, *extra):
             "--norm", "rmsnorm", "--train", data["train"], "--dev", data["dev"], "--test", data["test"],
             "--label-names", data["labels"], "--batch_size", "16",
             *(["--epochs", "1", "--lr", "1e-3"] if trains else []), *extra]
+
+
+def multitask_argv(ckpt, sst, imdb, out, *extra):
+    """--task_names sst,cfimdb on two data slices, outputs in `out` (tests/test_multitask.py,
+    test_resume.py, test_distributed.py)."""
+    return ["--option", "prefix", "--pretrained-model-path", ckpt, "--tokenizer", asset("llama2c/tok512.model"),
+            "--norm", "rmsnorm", "--task_names", "sst,cfimdb", "--train", f"{sst['train']},{imdb['train']}",
+            "--dev", f"{sst['dev']},{imdb['dev']}", "--test", f"{sst['test']},{imdb['test']}",
+            "--label-names", f"{sst['labels']},{imdb['labels']}", "--batch_size", "8", "--epochs", "2",
+            "--max_sentence_len", "40", "--dev_out", f"{out}/sst-dev.txt,{out}/imdb-dev.txt",
+            "--test_out", f"{out}/sst-test.txt,{out}/imdb-test.txt", *map(str, extra)]
 
 
 def read_predictions(path):

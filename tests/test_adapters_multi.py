@@ -4,7 +4,7 @@ in the forward, with last_only, and in greedy generation; bad mixes are one line
 import pytest
 import torch
 
-from conftest import tiny_model
+from conftest import left_padded_rows, tiny_model
 from minillama.adapters import LlamaAdapterConfig, LoraConfig, PrefixConfig, PrefixTuningConfig, attach
 from minillama.adapters.multi import MultiAdapter
 from minillama.errors import MinillamaError
@@ -19,15 +19,6 @@ def adapters_of(base):
         for adapter in adapters.values():
             adapter.kv.normal_(0.0, 1.0)  # keys/values of a real model's scale (the 0.02 init barely shows)
     return {name: adapter.eval() for name, adapter in adapters.items()}
-
-
-def left_padded_rows(n, T=9, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, 97, (n, T), generator=g)
-    mask = torch.ones(n, T, dtype=torch.long)
-    for row in range(n):
-        mask[row, : (row * 2) % 7] = 0
-    return ids, mask
 
 
 ASSIGNMENT = ["a", "b", None, "c", "a", "b"]

@@ -17,7 +17,7 @@ from minillama import distributed
 from minillama.distributed import shard_bounds
 from minillama.errors import MinillamaError
 from minillama.formats import save_checkpoint
-from conftest import course_argv, data_slice, e2e_argv, e2e_slice
+from conftest import course_argv, data_slice, e2e_argv, e2e_slice, multitask_argv
 
 
 def test_shards_cover_every_row_once_and_differ_by_at_most_one():
@@ -52,15 +52,20 @@ def ckpt(tmp_path_factory):
     return str(path)
 
 
+def keep_first(data, n):
+    """The data slice with its dev and test files cut to their first n rows."""
+    for split in ("dev", "test"):
+        lines = open(data[split], encoding="utf-8").readlines()[:n]
+        open(data[split], "w", encoding="utf-8").writelines(lines)
+    return data
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("option,extra", [("lora", ["--lora_rank", "2"]), ("prefix", ["--prefix_length", "3"])])
 def test_two_gloo_ranks_equal_one_process(tmp_path, ckpt, option, extra):
     """10 train rows in global batches of 4 (the last batch of 2: one row per rank), 7 dev
     and 7 test rows (uneven shards), 2 epochs, dropout off."""
-    data = data_slice(tmp_path, "sst", n=10)
-    for split, n in (("dev", 7), ("test", 7)):
-        lines = open(data[split], encoding="utf-8").readlines()[:n]
-        open(data[split], "w", encoding="utf-8").writelines(lines)
+    data = keep_first(data_slice(tmp_path, "sst", n=10), 7)
     results = {}
     for nproc in (1, 2):
         out = tmp_path / f"out{nproc}"
@@ -87,6 +92,34 @@ def test_two_gloo_ranks_equal_one_process(tmp_path, ckpt, option, extra):
         # the same sums in another order: float32 rounding, relative to the values (a folded prefix reaches ~7)
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-5, msg=k)
     assert [json.loads(l)["event"] for l in open(out2 / "log.jsonl")] == ["epoch", "epoch", "eval"]
+    assert sorted(os.listdir(out1)) == sorted(os.listdir(out2))  # rank 0 alone wrote, nothing twice
+
+
+@pytest.mark.slow
+def test_multitask_under_two_gloo_ranks_equals_one_process(tmp_path, ckpt):
+    """--task_names sst,cfimdb: 10 + 6 train rows in mixed global batches of 4 (a rank's share may
+    hold one task only), 7 and 5 dev rows (uneven shards), 2 shared + 3 own positions, dropout off."""
+    sst, imdb = keep_first(data_slice(tmp_path, "sst", n=10), 7), keep_first(data_slice(tmp_path, "cfimdb", n=6), 5)
+    results = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"out{nproc}"
+        out.mkdir()
+        argv = multitask_argv(ckpt, sst, imdb, out, "--batch_size", "4", "--hidden_dropout_prob", "0",
+                              "--lr", "1e-2", "--shared_prefix_length", "2", "--prefix_length", "3",
+                              "--save_adapter", f"{out}/sst,{out}/imdb")
+        proc = launch(argv, nproc, str(out))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results[nproc] = ([line for line in proc.stdout.splitlines() if " acc :: " in line], out)
+    (accs1, out1), (accs2, out2) = results[1], results[2]
+    assert accs1 == accs2 and len(accs1) == 6  # 2 epoch lines, then dev and test of each task, printed once
+    for name in ("sst-dev.txt", "sst-test.txt", "imdb-dev.txt", "imdb-test.txt"):
+        assert open(out1 / name).read() == open(out2 / name).read(), name
+    from safetensors.torch import load_file
+    for name in ("sst", "imdb"):
+        a, b = load_file(str(out1 / f"{name}.safetensors")), load_file(str(out2 / f"{name}.safetensors"))
+        assert set(a) == set(b) == {"prefix", "head.weight", "head.bias"}
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-5, msg=f"{name} {k}")
     assert sorted(os.listdir(out1)) == sorted(os.listdir(out2))  # rank 0 alone wrote, nothing twice
 
 

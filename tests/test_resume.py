@@ -26,7 +26,7 @@ from conftest import REPO_ROOT, run_unprivileged, tiny_model
 from minillama import resume
 from minillama.cli import main
 from minillama.formats import save_checkpoint
-from conftest import course_argv, data_slice
+from conftest import course_argv, data_slice, multitask_argv
 from conftest import e2e_argv, e2e_slice
 
 RUN_LLAMA = os.path.join(REPO_ROOT, "run_llama.py")
@@ -150,6 +150,42 @@ def test_prefix_killed_after_an_epoch_or_mid_epoch_resumes_exactly(tmp_path, ckp
         assert not any(f.endswith((".txt", ".safetensors")) for f in os.listdir(runs[name]))
         resumed = cli(argv + ["--resume"], tmp_path)
         assert_resumed_exactly(reference, resumed, runs["ref"], runs[name], *position, 3, ck)
+
+
+@pytest.mark.slow
+def test_multitask_killed_after_an_epoch_or_mid_epoch_resumes_exactly(tmp_path, ckpts):
+    """--task_names sst,cfimdb (prefix tuning's MLPs, 2 shared + 3 own positions, head dropout): 16 + 8
+    rows, 3 mixed steps an epoch, 2 epochs; every task's predictions and adapter byte for byte."""
+    sst, imdb = data_slice(tmp_path, "sst", n=16), data_slice(tmp_path, "cfimdb", n=8)
+    runs = {name: tmp_path / name for name in ("ref", "epoch", "mid")}
+
+    def argv(out, *more):
+        return multitask_argv(ckpts["tiny"], sst, imdb, out, "--prefix_mode", "prefix", "--prefix_hidden", "16",
+                              "--shared_prefix_length", "2", "--prefix_length", "3", "--hidden_dropout_prob", "0.3",
+                              "--lr", "1e-2", "--lr_schedule", "cosine", "--warmup_steps", "2",
+                              "--max_sentence_len", "32", "--save_adapter", f"{out}/sst,{out}/imdb",
+                              "--log_jsonl", out / "log.jsonl", *more)
+
+    def finals(stdout):
+        return [l for l in stdout.splitlines() if l.startswith(("sst: ", "cfimdb: ")) and " acc :: " in l]
+    for d in runs.values():
+        d.mkdir()
+    reference = cli(argv(runs["ref"]), tmp_path)
+    files = outputs(runs["ref"])
+    assert {"sst-dev.txt", "imdb-test.txt", "sst.safetensors", "imdb.json", "sst-cfimdb-multitask-curves.png",
+            "log.jsonl"} <= set(files)
+    assert len(finals(reference)) == 4
+    for name, extra, position in (("epoch", [], (1, 0)), ("mid", ["--save_every", "2"], (0, 2))):
+        ck = tmp_path / f"ck-{name}"
+        run = argv(runs[name], "--checkpoint_dir", ck, *extra)
+        killed_after_save(run, tmp_path, 1)
+        assert saved_position(ck) == position
+        assert not any(f.endswith((".txt", ".safetensors")) for f in os.listdir(runs[name]))
+        resumed = cli(run + ["--resume"], tmp_path)
+        assert outputs(runs[name]) == files  # predictions, adapters, curves, log: byte for byte
+        assert f"resumed from {ck}/checkpoint.pt: epoch {position[0]}, step {position[1]} of 3" in resumed
+        assert finals(resumed) == finals(reference)
+        assert acc_lines(resumed)[0] == acc_lines(reference)[0][position[0]:]
 
 
 @pytest.mark.slow

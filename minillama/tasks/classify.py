@@ -33,6 +33,9 @@ from ..adapters.registry import OUTPUT_WORDS
 from ..adapters import AdapterConfig, attach, load_adapter, load_adapters, parameter_counts, save_adapter
 from ..adapters.adapterhub_format import check_adapterhub_dir, check_adapterhub_exportable, export_adapterhub_for_task
 from ..adapters.io import check_adapter_sources, check_saved_adapterhub_exportable, check_saved_exportable, peek_adapter
+from ..classification import (HEADS, HIDDEN_DROPOUT_PROB, POOL_OF_HEAD, PREFIX_HEAD, check_reading, course_prompt,
+                              mixed_run_paths, note_cut_sentences, per_name, placeholder_note, reader_kind,
+                              row_splits, write_row_results)
 from ..curves import curves_path, plot_curves
 from ..adapters.peft_format import check_export_dir, check_exportable, export_for_task
 from ..data import Example, load_split, pad_batch, read_examples, read_label_names, write_predictions
@@ -45,29 +48,9 @@ from ..runconfig import RunConfig
 from ..runlog import RunLog
 from ..train import TrainConfig, accuracy, check_warmup, describe_trainable, fit, predict
 
-COURSE_PROMPT = "Is this movie {names}? This movie is "
-# What --option prefix trains for classification when neither --prefix_mode nor --prefix_hidden
-# is given: P-tuning v2 with its classification settings (PrefixConfig.task_settings), read
-# through the mean of all real tokens' states, not the last one's (every position passes on the
-# prefix's gradient: a steadier signal; the SST runs in RESULTS.md).  Every prefix mode's head.
-PREFIX_MODE = "ptuning2"
-PREFIX_HEAD = "mean"
 # The course's default data set, for the fields left unset (train, label_names)
 DEFAULT_TRAIN = "data/cfimdb-train.txt"
 DEFAULT_LABEL_NAMES = "data/cfimdb-label-mapping.json"
-HEADS = ("cls", "mean", "verbalizer")
-POOL_OF_HEAD = {"cls": "last", "mean": "mean"}  # HeadClassifier's pooling of each linear head
-
-
-def label_phrase(names: Sequence[str]) -> str:
-    """'a or b' for two names, 'a, b, c, d, or e' for more (the course's wording)."""
-    if len(names) == 2:
-        return " or ".join(names)
-    return ", ".join(names[:-1]) + ", or " + names[-1]
-
-
-def course_prompt(names: Sequence[str]) -> str:
-    return COURSE_PROMPT.format(names=label_phrase(names))
 
 
 def demonstrations(examples: Sequence[Example], names: Sequence[str], k: int, seed: int) -> str:
@@ -118,7 +101,7 @@ class ClassifyConfig:
     k_shot: int = flag(0, "--k_shot", readers="k_shot",
                        help="MMLU: 0..5 exemplars from dev before each question; --option prompt: K labelled --train "
                             "examples (balanced, chosen with --seed) before each sentence (default {default})")
-    hidden_dropout_prob: float = flag(0.3, "--hidden_dropout_prob", readers="head", help="default {default}")
+    hidden_dropout_prob: float = flag(HIDDEN_DROPOUT_PROB, "--hidden_dropout_prob", readers="head", help="default {default}")
     training: TrainConfig = field(default_factory=TrainConfig)
     save_adapter: Optional[str] = flag(None, "--save_adapter", readers="save",
                                        help="write the trained adapter to PATH.safetensors + PATH.json "
@@ -153,14 +136,9 @@ class ClassifyConfig:
             raise MinillamaError(f"classification option must be one of {', '.join(OUTPUT_WORDS)}, got {self.option!r}")
         if self.head is None:
             self.head = "verbalizer" if self.method is None else PREFIX_HEAD if self.option == "prefix" else "cls"
-        if self.head not in HEADS:
-            raise MinillamaError(f"--prefix_head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        check_reading(self.head, self.hidden_dropout_prob, self.max_sentence_len)
         if self.method is None and self.head != "verbalizer":
             raise MinillamaError("the frozen model (--option prompt) reads its answer with the verbalizer")
-        if not 0.0 <= self.hidden_dropout_prob < 1.0:
-            raise MinillamaError(f"--hidden_dropout_prob must be in [0, 1), got {self.hidden_dropout_prob}")
-        if self.max_sentence_len is not None and self.max_sentence_len <= 0:
-            raise MinillamaError(f"--max_sentence_len must be a positive integer, got {self.max_sentence_len}")
         if isinstance(self.k_shot, bool) or not isinstance(self.k_shot, int) or self.k_shot < 0:
             raise MinillamaError(f"--k_shot must be a non-negative number of examples, got {self.k_shot}")
         if self.k_shot and self.option != "prompt":
@@ -282,14 +260,6 @@ def finish(cfg: ClassifyConfig, classifier: nn.Module, label_names: List[str], m
 
 
 # -- data ---------------------------------------------------------------------------------
-def placeholder_note(test_path: str, labels: torch.Tensor) -> Optional[str]:
-    """CFIMDB's public test labels are placeholders (all the same value)."""
-    if os.path.basename(test_path).startswith("cfimdb") or bool((labels == labels[0]).all()):
-        return (f"note: the test labels of {test_path} are placeholders (all {int(labels[0])}), "
-                "so test acc is meaningless; report dev acc")
-    return None
-
-
 def context_budget(backbone, tokenizer, classifier, suffix: Optional[str], max_sentence_len: Optional[int],
                    prefix: str = "", k_shot: int = 0) -> int:
     """Sentence tokens that fit the model's context with BOS, the in-context examples, the
@@ -304,16 +274,6 @@ def context_budget(backbone, tokenizer, classifier, suffix: Optional[str], max_s
     if fit_len <= 0:
         raise MinillamaError(f"the model's context ({backbone.input_room} tokens) is too short for the prompt")
     return fit_len if max_sentence_len is None else min(max_sentence_len, fit_len)
-
-
-def note_cut_sentences(splits, tokenizer, max_len: int, asked: Optional[int]):
-    """One line per split whose sentences were cut to the context (not when the user asked)."""
-    for split in splits.values():
-        lengths = [len(tokenizer.encode(s, bos=False)) for s in split.sentences]
-        cut = sum(n > max_len for n in lengths)
-        if cut and (asked is None or max_len < asked):
-            print(f"note: {cut} of {len(lengths)} sentences in {split.path} are longer than the {max_len} tokens "
-                  f"that fit the model's context and were cut (longest {max(lengths)} tokens)")
 
 
 # -- run ------------------------------------------------------------------------------------
@@ -427,20 +387,11 @@ def run(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, float]:
 
 
 # -- several adapters, each on its own files, in one pass -----------------------------------
-def per_adapter(value: Optional[str], names: List[str], flag: str) -> List[str]:
-    """A comma list with one entry per adapter."""
-    items = [v.strip() for v in (value or "").split(",")]
-    if len(items) != len(names) or not all(items):
-        raise MinillamaError(f"{flag}: give one file per adapter ({len(names)}, for {','.join(names)}), "
-                             f"comma-separated; got {value!r}")
-    return items
-
-
 def mixed_label_names(cfg: ClassifyConfig, adapters: Dict[str, nn.Module]) -> Dict[str, List[str]]:
     """--label-names with one file per adapter, else the names each adapter file saved."""
     names = cfg.adapter_names
     if cfg.label_names:
-        return {n: read_label_names(p) for n, p in zip(names, per_adapter(cfg.label_names, names, "--label-names"))}
+        return {n: read_label_names(p) for n, p in zip(names, per_name(cfg.label_names, names, "--label-names"))}
     out = {}
     for name, path in zip(names, cfg.load_adapter):
         saved = adapters[name].adapter_meta.get("label_names")
@@ -451,31 +402,13 @@ def mixed_label_names(cfg: ClassifyConfig, adapters: Dict[str, nn.Module]) -> Di
     return out
 
 
-def mixed_run_paths(names: List[str], inputs: Dict[str, List[str]], outs: Dict[str, List[str]],
-                    adapters: List[str]) -> Dict[str, str]:
-    """{flag (adapter): path} of a mixed run for check_distinct_paths: every output, and each
-    input file once (two adapters may read one dev set; nothing may write over it)."""
-    paths, read = {}, set()
-    for split, files in inputs.items():
-        for name, path in zip(names, files):
-            if os.path.realpath(path) not in read:
-                read.add(os.path.realpath(path))
-                paths[f"--{split} ({name})"] = path
-    for name, adapter in zip(names, adapters):
-        for suffix in (".json", ".safetensors"):
-            paths[f"--load_adapter ({name}, {suffix})"] = adapter + suffix
-    for split, files in outs.items():
-        paths.update({f"--{split}_out ({name})": path for name, path in zip(names, files)})
-    return paths
-
-
 def run_mixed(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, Dict[str, float]]:
     """Evaluate --load_adapter A B ... (named --adapter_names) on their own dev/test files,
     in batches whose rows mix every adapter.  Returns {name: {"dev": acc, "test": acc}}."""
     from ..adapters.multi import MultiAdapter
     names = cfg.adapter_names
-    files = {"dev": per_adapter(cfg.dev, names, "--dev"), "test": per_adapter(cfg.test, names, "--test")}
-    outs = {split: per_adapter(getattr(cfg, f"{split}_out"), names, f"--{split}_out") if getattr(cfg, f"{split}_out")
+    files = {"dev": per_name(cfg.dev, names, "--dev"), "test": per_name(cfg.test, names, "--test")}
+    outs = {split: per_name(getattr(cfg, f"{split}_out"), names, f"--{split}_out") if getattr(cfg, f"{split}_out")
             else [f"{n}-{split}-prefix-output.txt" for n in names] for split in files}
     for paths in files.values():
         for path in paths:
@@ -501,16 +434,8 @@ def run_mixed(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, Dict[str, fl
             readers[name] = label_token_ids(tokenizer, labels[name])
     pools = {name: POOL_OF_HEAD.get(saved_head(a, a.head_state)) for name, a in adapters.items()}
     reader = RowReader(multi, readers, pools).to(run_cfg.device)
-    room = model.input_room - max(multi.lengths)  # every row gives way to the longest prefix
-    splits = {}  # (name, split) -> Split
+    splits = row_splits(reader, tokenizer, model.input_room - max(multi.lengths), labels, files, cfg.max_sentence_len)
     for i, name in enumerate(names):
-        suffix = None if name in reader.heads else course_prompt(labels[name])
-        extra = 1 + (len(tokenizer.encode(suffix, bos=False)) if suffix else 0) + reader.extra_positions(name)
-        max_len = room - extra if cfg.max_sentence_len is None else min(cfg.max_sentence_len, room - extra)
-        if max_len <= 0:
-            raise MinillamaError(f"the model's context ({room} tokens beside the prefixes) is too short for the prompt")
-        for split in files:
-            splits[name, split] = load_split(files[split][i], tokenizer, len(labels[name]), max_len, suffix)
         print(f"adapter {name} ({adapters[name].method}, {cfg.load_adapter[i]}): "
               f"{reader_kind(reader, name)}, dev {files['dev'][i]} "
               f"({len(splits[name, 'dev'])}), test {files['test'][i]} ({len(splits[name, 'test'])})")
@@ -525,23 +450,4 @@ def run_mixed(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, Dict[str, fl
             scores = reader(ids.to(run_cfg.device), mask.to(run_cfg.device), [key[0] for key, _ in chunk])
             for (key, j), row in zip(chunk, scores):
                 preds[key][j] = int(row.argmax())
-    results = {}
-    for i, name in enumerate(names):
-        results[name] = {}
-        for split in files:
-            key = (name, split)
-            write_predictions(outs[split][i], preds[key].tolist(), splits[key].sentences)
-            results[name][split] = accuracy(preds[key], splits[key].labels)
-            print(f"{name}: {split} acc :: {results[name][split]:.3f}")
-            print(f"{name}: wrote {split} predictions to {outs[split][i]}")
-            note = placeholder_note(files[split][i], splits[key].labels) if split == "test" else None
-            if note:
-                print(f"{name}: {note}")
-    return results
-
-
-def reader_kind(reader: RowReader, name: str) -> str:
-    """How one adapter of a mixed run reads its answer, in the words of --prefix_head."""
-    if name not in reader.heads:
-        return "label names (verbalizer)"
-    return "mean head" if name in reader.mean_heads else "cls head"
+    return write_row_results(names, files, outs, splits, preds)
