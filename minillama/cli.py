@@ -27,6 +27,7 @@ from .adapters.bottleneck import CONFIGS as BOTTLENECK_CONFIGS, DEFAULT_NON_LINE
 from .errors import MinillamaError, show_one_line
 from .adapters.llama_adapter import GATES
 from .adapters.prefix import INITS
+from .adapters.probe import HEADS as PROBE_HEADS, ProbeConfig
 from .core.config import NORMS
 from .formats import DTYPES
 from .mmlu import MODES as MMLU_MODES, MMLUSettings
@@ -39,11 +40,12 @@ from .tasks.mmlu_eval import MMLUEvalConfig
 from .tasks.mmlu_prefix import MMLUPrefixConfig
 from .train import SCHEDULES, TrainConfig
 
-OPTIONS = ("generate", "prompt", "finetune", "lora", "prefix", "bottleneck", "mmlu")
+OPTIONS = ("generate", "prompt", "finetune", "lora", "prefix", "bottleneck", "probe", "mmlu")
 TASKS = ("classify", "mmlu", "e2e")
 PREFIX_MODES = {"prefix": PrefixTuningConfig, "ptuning2": PrefixConfig, "prompt": PromptTuningConfig,
                 "adapter": LlamaAdapterConfig}
-OPTION_METHODS = {"finetune": FullConfig, "lora": LoraConfig, **PREFIX_MODES, "bottleneck": BottleneckConfig}
+OPTION_METHODS = {"finetune": FullConfig, "lora": LoraConfig, **PREFIX_MODES, "bottleneck": BottleneckConfig,
+                  "probe": ProbeConfig}
 
 
 def lr_defaults() -> str:
@@ -79,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--option", type=str, required=True, choices=OPTIONS,
                    help="generate: continue a prompt; prompt: zero-shot; finetune: full model; "
                         "lora: LoRA adapters; prefix: prefix/prompt tuning, P-tuning v2; bottleneck: bottleneck "
-                        "adapters (Houlsby, Pfeiffer); mmlu: evaluate on MMLU")
+                        "adapters (Houlsby, Pfeiffer); probe: only a head, on the frozen model's features; "
+                        "mmlu: evaluate on MMLU")
     # model and run
     p.add_argument("--pretrained-model-path", type=str,
                    help=f"llama2.c .pt/.bin checkpoint or Llama 3.2 directory (default {default(RunConfig, 'model_path')})")
@@ -159,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--non_linearity", type=str, choices=list(NON_LINEARITIES),
                     help="between the down- and up-projection (default: the config's, "
                          + ", ".join(f"{c} {f}" for c, f in DEFAULT_NON_LINEARITY.items()) + ")")
+    # probing: the frozen model, a trained head
+    pr = p.add_argument_group("probe")
+    pr.add_argument("--probe_head", type=str, choices=PROBE_HEADS,
+                    help="linear: one linear layer; mlp: two (hidden width = model width, GELU) "
+                         f"(default {default(ProbeConfig, 'head')})")
     # prefix family
     x = p.add_argument_group("prefix")
     x.add_argument("--prefix_mode", type=str, choices=list(PREFIX_MODES),
@@ -190,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "prompt (no new head: the whole task in the prefix)")
     x.add_argument("--save_adapter", type=str,
                    help="write the trained adapter to PATH.safetensors + PATH.json "
-                        "(prefix default: <dataset>-prefix-adapter; --task mmlu: mmlu-prefix-adapter)")
+                        "(prefix default: <dataset>-prefix-adapter; --task mmlu: mmlu-<option>-adapter)")
     x.add_argument("--export_peft", type=str, metavar="DIR",
                    help="also write the adapter (trained, or given by --load_adapter) as a Hugging Face PEFT "
                         "directory: lora, prefix, ptuning2, prompt, adapter (a classification head stays behind)")
@@ -205,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     # mmlu
     m = p.add_argument_group("mmlu")
     m.add_argument("--task", type=str, choices=TASKS,
-                   help="what --option prefix trains on: the course's classification data (default) or MMLU")
+                   help="what a training option trains on: the course's classification data (default), MMLU "
+                        "(--option prefix or bottleneck) or E2E pairs")
     m.add_argument("--mmlu_dir", type=str, help=f"MMLU data with dev/ val/ test/ CSVs (default {default(MMLUSettings, 'mmlu_dir')})")
     m.add_argument("--subjects", type=str, help="comma-separated MMLU subjects (default: all 57)")
     m.add_argument("--limit", type=int, help="at most this many questions per subject")
@@ -254,7 +263,8 @@ class Asked:
         return self.option in TRAINING_OPTIONS and not self.loads
 
 
-TRAINING_OPTIONS = ("finetune", "lora", "prefix", "bottleneck")
+TRAINING_OPTIONS = ("finetune", "lora", "prefix", "bottleneck", "probe")
+GENERATOR_OPTIONS = ("finetune", "lora", "prefix", "bottleneck")  # --task e2e (a probe trains a classification head)
 CLASSIFY_OPTIONS = ("prompt",) + TRAINING_OPTIONS
 EVALUATING_OPTIONS = CLASSIFY_OPTIONS + ("mmlu",)  # every option but generate
 
@@ -322,6 +332,7 @@ FLAG_GROUPS: Dict[str, FlagGroup] = {
                        "lora_targets": "targets"}, options=("lora",), trains=True),
     "bottleneck": FlagGroup({"bottleneck_config": "config", "reduction_factor": "reduction_factor",
                              "non_linearity": "non_linearity"}, options=("bottleneck",), trains=True),
+    "probe": FlagGroup({"probe_head": "head"}, options=("probe",), trains=True),
     "prefix": FlagGroup({"prefix_mode": "mode", "prefix_length": "length"}, options=("prefix",), trains=True),
     "prefix_init": FlagGroup({"prefix_init": "init", "prefix_init_text": "init_text"}, options=("prefix",),
                              trains=True, modes=("prefix", "ptuning2", "prompt")),
@@ -342,9 +353,10 @@ FLAG_GROUPS: Dict[str, FlagGroup] = {
     "mmlu": FlagGroup({"mmlu_dir": "mmlu_dir", "subjects": "subjects", "limit": "limit", "k_shot": "k_shot",
                        "mmlu_mode": "mode", "mmlu_new_tokens": "new_tokens", "chat": "chat", "mmlu_out": "out",
                        "temperatures": "temperatures", "samples": "samples"},
-                      tasks=("mmlu",), who="--option mmlu and --option prefix --task mmlu"),
+                      tasks=("mmlu",), who="--option mmlu and --option prefix|bottleneck --task mmlu"),
     "mmlu_eval": FlagGroup({"mmlu_split": "split"}, options=("mmlu",)),
-    "mmlu_prefix": FlagGroup({"mmlu_holdout": "holdout"}, options=("prefix",), tasks=("mmlu",), trains=True),
+    "mmlu_prefix": FlagGroup({"mmlu_holdout": "holdout"}, options=("prefix", "bottleneck"), tasks=("mmlu",),
+                             trains=True),
     # conditional generation
     "e2e": FlagGroup({"dev": "dev", "test": "test", "source_column": "source_column",
                       "target_column": "target_column", "beam_size": "beam_size", "length_penalty": "length_penalty",
@@ -438,6 +450,8 @@ def method_config(option: str, ns: Dict[str, Any], task: str = "classify"):
         return LoraConfig(**given(ns, flags("lora")))
     if option == "bottleneck":
         return BottleneckConfig(**given(ns, flags("bottleneck")))
+    if option == "probe":
+        return ProbeConfig(**given(ns, flags("probe")))
     if option != "prefix":
         return None
     mode = prefix_mode(ns, task)
@@ -466,10 +480,10 @@ def task_config(ns: Dict[str, Any], spelling: Optional[Dict[str, str]] = None) -
     """(task module name, its config) for the option and --task given; a flag the run would not
     read is refused first (FLAG_GROUPS)."""
     option, task = ns["option"], ns.get("task", "classify")
-    if task == "mmlu" and option not in ("prefix", "mmlu"):
-        raise MinillamaError(f"--task mmlu trains a prefix on MMLU: use --option prefix (or --option mmlu to "
-                             f"evaluate), not --option {option}")
-    if task == "e2e" and option not in TRAINING_OPTIONS:
+    if task == "mmlu" and option not in ("prefix", "bottleneck", "mmlu"):
+        raise MinillamaError(f"--task mmlu trains a prefix or bottleneck adapters on MMLU: use --option prefix or "
+                             f"bottleneck (or --option mmlu to evaluate), not --option {option}")
+    if task == "e2e" and option not in GENERATOR_OPTIONS:
         raise MinillamaError(f"--task e2e trains a generator: use --option finetune, lora, prefix or bottleneck, "
                              f"not --option {option}")
     check_flags_read(ns, spelling or flag_spelling(build_parser()))
@@ -482,7 +496,7 @@ def task_config(ns: Dict[str, Any], spelling: Optional[Dict[str, str]] = None) -
     # with --load_adapter, the adapter's own method is read from its file
     method = method_config(option, ns, task)
     if task == "mmlu":
-        return "mmlu_prefix", MMLUPrefixConfig(settings=mmlu_settings(ns), method=method,
+        return "mmlu_prefix", MMLUPrefixConfig(settings=mmlu_settings(ns), option=option, method=method,
                                                training=training_config(ns), **given(ns, {
             **flags("mmlu_prefix", "save", "export"), "mmlu_out": "out", **common}))
     if task == "e2e":

@@ -11,6 +11,7 @@ from .full import FullConfig, FullFinetune
 from .llama_adapter import LlamaAdapter, LlamaAdapterConfig
 from .lora import LoraConfig, LoraModel
 from .prefix import PrefixConfig, PrefixTuning, PrefixTuningConfig, PTuningV2
+from .probe import Probe, ProbeConfig
 from .prompt import PromptTuning, PromptTuningConfig
 
 # method name -> (config class, backbone class)
@@ -22,6 +23,7 @@ REGISTRY: Dict[str, tuple] = {
     "prompt": (PromptTuningConfig, PromptTuning),
     "adapter": (LlamaAdapterConfig, LlamaAdapter),
     "bottleneck": (BottleneckConfig, Bottleneck),
+    "probe": (ProbeConfig, Probe),
 }
 METHODS: Dict[str, Type[AdaptedModel]] = {name: model for name, (_, model) in REGISTRY.items()}
 
