@@ -51,7 +51,7 @@ SECTIONS = {ClassifyConfig: "classification", TrainConfig: "training", MMLUSetti
 TASK_CONFIGS = tuple(SECTIONS)
 
 
-TASK_WORDS = {"mmlu": "trains a prefix or adapter on MMLU", "e2e": "trains a generator"}
+TASK_WORDS = {"mmlu": "trains a prefix or bottleneck adapters on MMLU", "e2e": "trains a generator"}
 
 
 def lr_defaults() -> str:
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--option", type=str, required=True, choices=OPTIONS, help=option_help())
     p.add_argument("--task", type=str, choices=TASKS,
                    help="what a training option trains on: the course's classification data (default), MMLU "
-                        "(--option prefix|bottleneck) or conditional generation (e2e)")
+                        f"(--option {'|'.join(trainers('mmlu'))}) or conditional generation (e2e)")
     p.add_argument("--use_gpu", action="store_true", help="run on CUDA when there is one")
     flags.check_declared_once((RunConfig, GenerateConfig, *TASK_CONFIGS, *METHOD_CONFIGS))
     declared: Dict[str, flags.Flag] = {}
@@ -188,7 +188,7 @@ READERS: Dict[str, Readers] = {
     "mixed": Readers(options=CLASSIFY_OPTIONS, tasks=("classify",)),
     "multitask": Readers(options=("prefix",), tasks=("classify",), mixed=False, trains=True),
     "k_shot": Readers(options=("prompt",), tasks=("classify",), who="--option prompt"),
-    "mmlu": Readers(tasks=("mmlu",), who="--option mmlu and --option prefix --task mmlu"),
+    "mmlu": Readers(tasks=("mmlu",), who=f"--option mmlu and --option {'|'.join(trainers('mmlu'))} --task mmlu"),
     "mmlu_eval": Readers(options=("mmlu",)),
     "mmlu_prefix": Readers(options=trainers("mmlu"), tasks=("mmlu",), trains=True),
     "e2e": Readers(tasks=("e2e",)),
@@ -327,7 +327,8 @@ def task_config(ns: Dict[str, Any], spelling: Optional[Dict[str, str]] = None) -
     # with --load_adapter, the adapter's own method is read from its file
     method = method_config(ns, task)
     if task == "mmlu":
-        return "mmlu_prefix", MMLUPrefixConfig(settings=MMLUSettings(**flags.given(ns, MMLUSettings)), method=method,
+        return "mmlu_prefix", MMLUPrefixConfig(settings=MMLUSettings(**flags.given(ns, MMLUSettings)), option=option,
+                                               method=method,
                                                training=training_config(ns), **flags.given(ns, MMLUPrefixConfig))
     if task == "e2e":
         return "e2e", E2EConfig(option=option, method=method, training=training_config(ns, default(E2EConfig, "training")),

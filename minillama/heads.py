@@ -2,7 +2,9 @@
 
 - `HeadClassifier`: a linear head on the final hidden state of the last real token
   (finetune, lora, the prefix family's "cls" head), or on the mean of the final hidden
-  states of all real tokens ("mean": every position carries the prefix's gradient).
+  states of all real tokens ("mean": every position carries the prefix's gradient); any
+  other head module in its place (adapters/probe.py's MLP), and over a frozen backbone a
+  `FeatureCache`: what the head reads computed once per sentence.
 - `VerbalizerClassifier`: the LM's own log-likelihood of each label name after the
   text (zero-shot prompting, the prefix family's "verbalizer" head, and MMLU, whose
   answer letters are single-token names).
@@ -44,21 +46,68 @@ def mean_over_tokens(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
+class FeatureCache:
+    """What a frozen backbone's HeadClassifier reads, computed once per sentence.
+
+    A backbone that never trains and stays in eval mode (adapters/probe.py) gives every row
+    features [dim] that are a pure function of the row's real tokens (and of the pooling, fixed
+    per classifier).  So the cache is keyed by those tokens: a row is found whatever batch it
+    comes in (shuffled, re-padded, split into micro-batches or torchrun shards), and a sentence
+    in two splits is one entry.  A row not yet cached is computed when first seen, in a batch
+    of the missing rows alone; classification fills it split by split before training
+    (tasks/classify.py, `cache_features`)."""
+
+    def __init__(self):
+        self.rows: Dict[tuple, torch.Tensor] = {}  # real tokens -> features [dim]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @staticmethod
+    def keys(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> List[tuple]:
+        """Each row's real tokens, as a tuple (input_ids, attention_mask: [B, T])."""
+        real = attention_mask.bool()
+        tokens, keys, start = input_ids[real].tolist(), [], 0  # every row's real tokens, row after row
+        for n in real.sum(dim=1).tolist():
+            keys.append(tuple(tokens[start:start + n]))
+            start += n
+        return keys
+
+    def read(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, compute) -> torch.Tensor:
+        """input_ids, attention_mask [B, T] -> features [B, dim], computing the rows not cached
+        with compute(ids [b, T], mask [b, T]) -> [b, dim]."""
+        keys = self.keys(input_ids, attention_mask)
+        missing: Dict[tuple, int] = {}  # a sentence not cached -> its first row here
+        for i, key in enumerate(keys):
+            if key not in self.rows and key not in missing:
+                missing[key] = i
+        if missing:
+            rows = torch.tensor(list(missing.values()), device=input_ids.device)
+            with torch.no_grad():
+                computed = compute(input_ids[rows], attention_mask[rows])
+            self.rows.update(zip(missing, computed))
+        return torch.stack([self.rows[k] for k in keys])
+
+
 class HeadClassifier(nn.Module):
-    """logits [B, K] = W dropout(h) + b, h the last real token's final hidden state
-    (pool "last"), or the mean of every real token's (pool "mean")."""
+    """logits [B, K] = head(dropout(h)), h the last real token's final hidden state (pool
+    "last"), or the mean of every real token's (pool "mean"); head: a Linear(dim, K) unless
+    another module is given.  With a `cache` (a FeatureCache; the backbone must be frozen and in
+    eval mode) h is computed once per sentence."""
 
     def __init__(self, backbone: nn.Module, dim: int, num_labels: int, dropout: float = 0.0,
-                 pool: str = "last"):
+                 pool: str = "last", head: Optional[nn.Module] = None, cache: Optional[FeatureCache] = None):
         super().__init__()
         if pool not in POOLS:
             raise MinillamaError(f"head pooling must be one of {', '.join(POOLS)}, got {pool!r}")
-        self.backbone, self.pool = backbone, pool
+        if cache is not None and any(p.requires_grad for p in backbone.parameters()):
+            raise ValueError("a feature cache needs a frozen backbone: trained, its features would change")
+        self.backbone, self.pool, self.cache = backbone, pool, cache
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(dim, num_labels)
+        self.head = head if head is not None else nn.Linear(dim, num_labels)
 
-    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """input_ids, attention_mask: [B, T], right-padded -> what the head reads [B, dim]"""
+    def backbone_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """input_ids, attention_mask: [B, T], right-padded -> what the head reads [B, dim], computed"""
         # Left-padded, every row's last real token is the last position, and last_only
         # spares the last block's queries, feed-forward and head for all other positions.
         ids, mask = left_pad(input_ids, attention_mask)
@@ -67,6 +116,15 @@ class HeadClassifier(nn.Module):
             return mean_over_tokens(hidden, mask)
         _, hidden = self.backbone(ids, mask, last_only=True)  # [B, 1, dim]
         return hidden[:, -1]
+
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """input_ids, attention_mask: [B, T], right-padded -> what the head reads [B, dim]
+        (from the cache when there is one)."""
+        if self.cache is None:
+            return self.backbone_features(input_ids, attention_mask)
+        if self.backbone.training:
+            raise ValueError("a feature cache needs a backbone in eval mode: in train mode its dropout would vary")
+        return self.cache.read(input_ids, attention_mask, self.backbone_features)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """input_ids, attention_mask: [B, T], right-padded -> logits [B, K]"""

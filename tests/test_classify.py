@@ -55,7 +55,8 @@ def test_finetune_and_lora_learn_a_separable_task(option, lr):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("option,word", [("prompt", "prompting"), ("finetune", "finetuning"), ("lora", "lora")])
+@pytest.mark.parametrize("option,word", [("prompt", "prompting"), ("finetune", "finetuning"), ("lora", "lora"),
+                                         ("probe", "probe")])
 def test_cli_end_to_end_writes_one_prediction_per_line(tmp_path, monkeypatch, capsys, tiny_ckpt, option, word):
     data = data_slice(tmp_path, "sst")
     monkeypatch.chdir(tmp_path)  # default output names land here

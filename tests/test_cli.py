@@ -41,6 +41,21 @@ def test_no_flags_give_the_config_defaults():
     assert ClassifyConfig(option="lora", method=LoraConfig()).training.lr == 2e-5
 
 
+def test_probe_and_bottleneck_mmlu_defaults():
+    """--option probe: a linear head at lr 1e-2 on the last token; --option bottleneck --task mmlu:
+    the bottleneck config's defaults, saved as mmlu-bottleneck-adapter (the prefix's name unchanged)."""
+    from minillama.adapters import BottleneckConfig, ProbeConfig
+    name, run, cfg = parse(["--option", "probe"])
+    assert (name, run, cfg) == ("classify", RunConfig(), ClassifyConfig(option="probe", method=ProbeConfig()))
+    assert (cfg.method.head, cfg.head, cfg.training.lr, cfg.outputs["dev"]) == \
+        ("linear", "cls", 1e-2, "cfimdb-dev-probe-output.txt")
+    assert parse(["--option", "probe", "--probe_head", "mlp"])[2].method == ProbeConfig(head="mlp")
+    name, _, m = parse(["--option", "bottleneck", "--task", "mmlu", "--reduction_factor", "4", "--mmlu_holdout", "0.3"])
+    assert name == "mmlu_prefix" and m.option == "bottleneck" and m.method == BottleneckConfig(reduction_factor=4)
+    assert (m.save_adapter, m.training.lr, m.holdout) == ("mmlu-bottleneck-adapter", 1e-3, 0.3)
+    assert parse(["--option", "prefix", "--task", "mmlu"])[2].save_adapter == "mmlu-prefix-adapter"
+
+
 def test_flags_reach_their_fields():
     _, run, cfg = parse(["--option", "lora", "--pretrained-model-path", "m.bin", "--tokenizer", "t.model",
                          "--norm", "rmsnorm", "--use_sdpa", "--bf16", "--seed", "3", "--lora_rank", "8",
@@ -187,7 +202,7 @@ def test_no_fast_runs_the_plain_core_and_refuses_sdpa_with_it(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["--option", "lora", "--k_shot", "2"], "--k_shot does nothing with --option lora: drop it "
-                                            "(it is read by --option prompt; --option mmlu and --option prefix --task mmlu)"),
+                                            "(it is read by --option prompt; --option mmlu and --option prefix|bottleneck --task mmlu)"),
     (["--option", "finetune", "--k_shot", "0"], "--k_shot does nothing with --option finetune"),  # given = counted
     (["--option", "prompt", "--k_shot", "-1"], "--k_shot must be a non-negative number of examples, got -1"),
     (["--option", "prompt", "--checkpoint_dir", "ck", "--resume"], "--checkpoint_dir does nothing with --option prompt"),

@@ -1,6 +1,7 @@
-"""`run_llama.py --option prefix --task mmlu` (minillama/tasks/mmlu_prefix.py): training
+"""`run_llama.py --option prefix | bottleneck --task mmlu` (minillama/tasks/mmlu_prefix.py): training
 on val minus a held-out part, baseline vs tuned, the saved adapter, the holdout split."""
 import json
+import os
 
 import pytest
 import torch
@@ -119,3 +120,53 @@ def test_baseline_and_tuned_answers_across_temperatures(tmp_path):
         assert list(report["temperatures"][which]) == ["0", "1"]
         greedy = report["temperatures"][which]["0"]
         assert greedy["consistency"] == 1.0 and greedy["accuracy"] == report[which]["generate"]["accuracy"]
+
+
+@pytest.mark.slow
+def test_bottleneck_task_mmlu_end_to_end(tmp_path, monkeypatch, capsys):
+    """--option bottleneck --task mmlu trains bottleneck adapters as the prefix trains (val minus the
+    held-out part, the letter loss, baseline vs tuned), saved by default as mmlu-bottleneck-adapter;
+    --option mmlu and --option bottleneck --task mmlu --load_adapter score the saved adapters alike."""
+    from minillama.adapters import Bottleneck, load_adapter
+    root = make_fixture(tmp_path / "mmlu")
+    ckpt = str(tmp_path / "tiny.pt")
+    save_checkpoint(tiny_model(vocab_size=512, max_seq_len=512), ckpt)
+    monkeypatch.chdir(tmp_path)
+    common = ["--pretrained-model-path", ckpt, "--tokenizer", asset("llama2c/tok512.model"), "--norm", "rmsnorm",
+              "--mmlu_dir", root, "--batch_size", "2"]
+    argv = ["--option", "bottleneck", "--task", "mmlu", *common, "--mmlu_out", "report.json"]
+    assert main(argv + ["--epochs", "3", "--lr", "1e-2", "--mmlu_holdout", "0.5", "--reduction_factor", "8",
+                        "--log_jsonl", "bn.jsonl"]) == 0
+    printed = capsys.readouterr().out
+    assert "bottleneck: trainable parameters: 4,384 of " in printed  # 2 layers x 2 adapters x (64*8+8 + 8*64+64)
+    assert "saved adapter to mmlu-bottleneck-adapter.safetensors/.json" in printed
+    assert os.path.exists("mmlu-bottleneck-adapter-curves.png")
+    report = json.load(open("report.json"))
+    assert (report["method"], report["config"]) == \
+        ("bottleneck", {"config": "houlsby", "reduction_factor": 8, "non_linearity": "swish"})
+    assert "prefix_mode" not in report and report["trainable_parameters"] == 4384
+    assert report["data"]["n_train"] == 2 and report["data"]["n_heldout"] == 3 and report["data"]["n_test"] == 5
+    losses = [h["train_loss"] for h in report["history"]]
+    assert len(losses) == 3 and losses[-1] < losses[0]  # the answer-letter loss goes down
+    log = [json.loads(line) for line in open("bn.jsonl")]
+    assert [r["epoch"] for r in log if r["event"] == "epoch"] == [0, 1, 2]
+    assert {r["model"] for r in log if r["event"] == "test"} == {"baseline", "tuned"}
+    # the trained adapters change the letter scores (their up-projections started at zero); the
+    # saved file reproduces the tuned count
+    tok = load_tokenizer(asset("llama2c/tok512.model"))
+    qs = mmlu_data.flatten(mmlu_data.load_split(root, "test"))
+    base = tiny_model(vocab_size=512, max_seq_len=512)
+    prompts, _ = mmlu.encode_questions(tok, qs, {}, 0, False, 512)
+    ids = mmlu.letter_token_ids(tok)
+    before = mmlu.score_logits(base, prompts, ids, tok.pad_id, progress=False)
+    adapter = load_adapter(base, "mmlu-bottleneck-adapter")
+    assert isinstance(adapter, Bottleneck)
+    after = mmlu.score_logits(adapter, prompts, ids, tok.pad_id, progress=False)
+    assert (before - after).abs().max() > 1e-3
+    tuned = report["tuned"]["logits"]["correct"]
+    assert tuned == sum("ABCD"[i] == q.answer for i, q in zip(after.argmax(-1).tolist(), qs))
+    assert main(["--option", "mmlu", *common, "--load_adapter", "mmlu-bottleneck-adapter", "--mmlu_out", "eval.json"]) == 0
+    assert json.load(open("eval.json"))["correct"] == tuned
+    assert main(argv + ["--load_adapter", "mmlu-bottleneck-adapter"]) == 0  # evaluates, trains nothing
+    again = json.load(open("report.json"))
+    assert again["history"] == [] and again["tuned"]["logits"]["correct"] == tuned

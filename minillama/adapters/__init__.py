@@ -18,6 +18,7 @@ from .registry import METHODS, REGISTRY, attach, make_config
 from .llama_adapter import LlamaAdapter, LlamaAdapterConfig
 from .lora import LoraConfig, LoraModel, LoRALinear, inject_lora, merge_lora, unmerge_lora
 from .prefix import PrefixConfig, PrefixTuning, PrefixTuningConfig, PTuningV2
+from .probe import Probe, ProbeConfig
 from .prompt import PromptTuning, PromptTuningConfig
 
 
@@ -33,4 +34,5 @@ def PrefixModel(base: nn.Module, mode: str = "prefix", length: int = 10, *, repa
 __all__ = ["AdaptedModel", "AdapterConfig", "Bottleneck", "BottleneckConfig", "LlamaAdapter", "LlamaAdapterConfig", "LoraConfig", "LoraModel", "LoRALinear", "PrefixConfig",
            "PrefixTuningConfig", "PromptTuningConfig", "PrefixTuning", "PTuningV2", "PromptTuning", "PrefixModel",
            "REGISTRY", "METHODS", "attach", "make_config", "inject_lora", "merge_lora", "unmerge_lora",
-           "save_adapter", "load_adapter", "load_adapters", "interpolate", "FullConfig", "FullFinetune", "parameter_counts"]
+           "save_adapter", "load_adapter", "load_adapters", "interpolate", "FullConfig", "FullFinetune", "parameter_counts",
+           "Probe", "ProbeConfig"]

@@ -33,7 +33,7 @@ the base's: an adapter acts on each position alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Dict, Optional
+from typing import ClassVar, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +60,7 @@ class BottleneckConfig(AdapterConfig):
 
     method: ClassVar[str] = "bottleneck"
     summary: ClassVar[str] = "bottleneck adapters (Houlsby, Pfeiffer)"
+    tasks: ClassVar[Tuple[str, ...]] = ("classify", "mmlu", "e2e")
     # Houlsby et al. searched 3e-5..3e-3 for BERT; a small model whose adapters start at zero
     # effect takes the larger steps LoRA-sized parameter counts usually get.
     default_lr: ClassVar[float] = 1e-3

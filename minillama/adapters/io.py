@@ -181,6 +181,18 @@ def load_adapters(base: nn.Module, paths: List[str], alpha: Optional[float] = No
     return backbone.requires_grad_(False), head
 
 
+def check_lm_adapters(paths: Optional[List[str]], run: str):
+    """Where the language model's own outputs are scored (`run`: MMLU, E2E), an adapter that leaves
+    them as they are (a probe: a classification head on the unchanged model) is refused, from its
+    JSON alone."""
+    for path in paths or []:
+        method = peek_adapter(path).get("method")
+        if getattr(METHODS.get(method), "frozen_features", False):
+            raise MinillamaError(f"--load_adapter {path}: a {method} adapter is a classification head on the "
+                                 f"unchanged model, which {run} does not read: evaluate it with --option {method} on "
+                                 "its classification files")
+
+
 def check_saved_adapterhub_exportable(path: str):
     """check_adapterhub_exportable for a saved adapter (--load_adapter A --export_adapterhub DIR), from
     its JSON alone (a PEFT directory never holds a bottleneck adapter)."""

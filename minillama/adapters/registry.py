@@ -16,6 +16,7 @@ from .lora_peft import LoraPeft
 from .peft_convert import PeftConverter
 from .prefix import PrefixConfig, PrefixTuning, PrefixTuningConfig, PTuningV2
 from .prefix_peft import PrefixPeft
+from .probe import Probe, ProbeConfig
 from .prompt import PromptTuning, PromptTuningConfig
 from .prompt_peft import PromptPeft
 
@@ -34,6 +35,7 @@ REGISTRY: Dict[str, Method] = {
     "prompt": Method(PromptTuningConfig, PromptTuning, peft=PromptPeft()),
     "adapter": Method(LlamaAdapterConfig, LlamaAdapter, peft=AdaptionPromptPeft()),
     "bottleneck": Method(BottleneckConfig, Bottleneck),
+    "probe": Method(ProbeConfig, Probe),
 }
 METHODS: Dict[str, Type[AdaptedModel]] = {name: m.model for name, m in REGISTRY.items()}
 # The word of each --option in default output file names (sst-dev-finetuning-output.txt);

@@ -1,4 +1,4 @@
-"""`run_llama.py --option prompt | finetune | lora | prefix`: sentiment classification
+"""`run_llama.py --option prompt | finetune | lora | prefix | bottleneck | probe`: sentiment classification
 on the course's SST-5 and CFIMDB files.
 
 Each option = a backbone (the frozen Llama, or one adapted by a method from
@@ -6,7 +6,10 @@ minillama/adapters) + an answer reader from minillama/heads.py:
 - prompt:   the frozen model, label names scored after the course prompt (verbalizer);
 - finetune: every weight trains (adapters/full.py), a linear head on the last token;
 - lora:     LoRA factors + the head;
-- prefix:   a prefix-family method (--prefix_mode) + the cls head or the verbalizer.
+- prefix:   a prefix-family method (--prefix_mode) + the cls head or the verbalizer;
+- bottleneck: bottleneck adapters + the head;
+- probe:    the frozen model + a linear or MLP head (adapters/probe.py), every sentence's
+            features computed once before training (heads.FeatureCache, `cache_features`).
 The training loop (minillama/train.py) and the output writing are shared.
 
 Several saved deep-prefix adapters, each on its own files, in one pass (`run_mixed`):
@@ -28,6 +31,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ..adapters.registry import OUTPUT_WORDS
 from ..adapters import AdapterConfig, attach, load_adapter, load_adapters, parameter_counts, save_adapter
@@ -38,15 +42,16 @@ from ..classification import (HEADS, HIDDEN_DROPOUT_PROB, POOL_OF_HEAD, PREFIX_H
                               row_splits, write_row_results)
 from ..curves import curves_path, plot_curves
 from ..adapters.peft_format import check_export_dir, check_exportable, export_for_task
-from ..data import Example, load_split, pad_batch, read_examples, read_label_names, write_predictions
+from ..adapters.probe import Probe
+from ..data import Example, Split, load_split, pad_batch, read_examples, read_label_names, write_predictions
 from ..errors import MinillamaError
 from ..files import check_all_writable, check_distinct_paths
 from ..flags import comma_list, flag
-from ..heads import HeadClassifier, RowReader, VerbalizerClassifier, label_token_ids
+from ..heads import FeatureCache, HeadClassifier, RowReader, VerbalizerClassifier, label_token_ids
 from ..resume import data_identity, resolved
 from ..runconfig import RunConfig
 from ..runlog import RunLog
-from ..train import TrainConfig, accuracy, check_warmup, describe_trainable, fit, predict
+from ..train import TrainConfig, accuracy, autocast, check_warmup, describe_trainable, fit, predict
 
 # The course's default data set, for the fields left unset (train, label_names)
 DEFAULT_TRAIN = "data/cfimdb-train.txt"
@@ -139,6 +144,9 @@ class ClassifyConfig:
         check_reading(self.head, self.hidden_dropout_prob, self.max_sentence_len)
         if self.method is None and self.head != "verbalizer":
             raise MinillamaError("the frozen model (--option prompt) reads its answer with the verbalizer")
+        if self.option == "probe" and self.head == "verbalizer" and not self.load_adapter:
+            raise MinillamaError("--option probe trains a head on the frozen model's features, and the verbalizer "
+                                 "has none: use --prefix_head cls or mean (or --option prompt for the verbalizer)")
         if isinstance(self.k_shot, bool) or not isinstance(self.k_shot, int) or self.k_shot < 0:
             raise MinillamaError(f"--k_shot must be a non-negative number of examples, got {self.k_shot}")
         if self.k_shot and self.option != "prompt":
@@ -216,16 +224,34 @@ def saved_head(adapter: nn.Module, head_state: Optional[Dict[str, torch.Tensor]]
 def build_classifier(cfg: ClassifyConfig, backbone: nn.Module, tokenizer, label_names: List[str],
                      head_state: Optional[Dict[str, torch.Tensor]], names_from: str = "") -> nn.Module:
     head = saved_head(backbone, head_state) if cfg.load_adapter else cfg.head
+    probe = isinstance(backbone, Probe)  # its own head, over features computed once
+    if probe and head == "verbalizer":
+        raise MinillamaError(f"adapter {cfg.load_adapter[0]} is a probe without its head tensors (head.*): "
+                             "train and save it again")
     if head == "verbalizer":
         return VerbalizerClassifier(backbone, label_token_ids(tokenizer, label_names))
     classifier = HeadClassifier(backbone, backbone.config.dim, len(label_names), cfg.hidden_dropout_prob,
-                                pool=POOL_OF_HEAD[head])
+                                pool=POOL_OF_HEAD[head], head=backbone.make_head(len(label_names)) if probe else None,
+                                cache=FeatureCache() if probe else None)
     if head_state:
-        if head_state["weight"].shape[0] != len(label_names):
-            raise MinillamaError(f"the adapter's head has {head_state['weight'].shape[0]} labels but "
-                                 f"{names_from or cfg.label_names} names {len(label_names)}: use the adapter's data set")
+        check_head_state(classifier.head, head_state, len(label_names), names_from or cfg.label_names)
         classifier.head.load_state_dict(head_state)
     return classifier
+
+
+def check_head_state(head: nn.Module, saved: Dict[str, torch.Tensor], num_labels: int, names_from: str):
+    """A loaded adapter's head tensors fit the head built for it: its label count (the output
+    layer's rows), then every tensor's name and shape."""
+    expected = head.state_dict()
+    out = [name for name in expected if name.endswith("weight")][-1]  # the output layer's weight
+    if out in saved and saved[out].shape[0] != num_labels:
+        raise MinillamaError(f"the adapter's head has {saved[out].shape[0]} labels but "
+                             f"{names_from} names {num_labels}: use the adapter's data set")
+    for name, tensor in expected.items():
+        if name not in saved or saved[name].shape != tensor.shape:
+            raise MinillamaError(f"the adapter's head tensors ({', '.join(sorted(saved))}) do not fit its head "
+                                 f"({', '.join(f'{k} {list(t.shape)}' for k, t in expected.items())}): "
+                                 "train and save it again")
 
 
 def describe_method(cfg: ClassifyConfig, classifier: nn.Module) -> str:
@@ -274,6 +300,21 @@ def context_budget(backbone, tokenizer, classifier, suffix: Optional[str], max_s
     if fit_len <= 0:
         raise MinillamaError(f"the model's context ({backbone.input_room} tokens) is too short for the prompt")
     return fit_len if max_sentence_len is None else min(max_sentence_len, fit_len)
+
+
+def cache_features(classifier: HeadClassifier, splits: Dict[str, Split], batch_size: int, run_cfg: RunConfig):
+    """--option probe: every sentence's features under the frozen model, computed once, split by
+    split, before anything trains or predicts (heads.FeatureCache), so that each epoch costs the
+    head alone.  In file order and in eval mode, as predict runs them."""
+    with torch.no_grad():
+        for name, split in splits.items():
+            for batch in tqdm(split.batches(batch_size), total=split.num_batches(batch_size), desc=f"features {name}",
+                              disable=not run_cfg.progress, leave=False):
+                batch = batch.to(run_cfg.device)
+                with autocast(run_cfg.device, run_cfg.bf16):
+                    classifier.features(batch.input_ids, batch.attention_mask)
+    print(f"features of the frozen model computed once: {len(classifier.cache):,} distinct sentences of "
+          + ", ".join(f"{name} ({len(split)})" for name, split in splits.items()))
 
 
 # -- run ------------------------------------------------------------------------------------
@@ -358,6 +399,8 @@ def run(run_cfg: RunConfig, cfg: ClassifyConfig) -> Dict[str, float]:
     for split in splits.values():
         print(f"load {len(split)} data from {split.path}")
     note_cut_sentences(splits, tokenizer, max_len, cfg.max_sentence_len)
+    if getattr(classifier, "cache", None) is not None:
+        cache_features(classifier, splits, cfg.training.batch_size, run_cfg)
 
     with RunLog(cfg.log_jsonl, cfg.wandb, job=f"classify-{cfg.option}") as log:
         if cfg.trains:

@@ -29,7 +29,7 @@ import torch
 from ..adapters import AdapterConfig, FullConfig, attach, load_adapters, save_adapter
 from ..adapters.adapterhub_format import check_adapterhub_dir, check_adapterhub_exportable, export_adapterhub_for_task
 from ..adapters.registry import OUTPUT_WORDS, trainers
-from ..adapters.io import check_adapter_sources, check_saved_adapterhub_exportable
+from ..adapters.io import check_adapter_sources, check_lm_adapters, check_saved_adapterhub_exportable
 from ..adapters.peft_format import check_export_dir, export_for_task
 from ..curves import curves_path, plot_curves
 from ..fast import prepare_for_decoding
@@ -245,6 +245,7 @@ def run(run_cfg: RunConfig, cfg: E2EConfig) -> Dict:
         check_saved_adapterhub_exportable(cfg.load_adapter[0])
     train_pairs = read_split(cfg.train, cfg, cfg.max_train_rows) if cfg.trains else []
     dev_pairs, test_pairs = read_split(cfg.dev, cfg), read_split(cfg.test, cfg)
+    check_lm_adapters(cfg.load_adapter, "--task e2e")
 
     model, tokenizer = run_cfg.load()
     print(f"load model from {run_cfg.model_path}")

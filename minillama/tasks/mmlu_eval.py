@@ -7,7 +7,7 @@ from typing import Dict, List, Optional
 
 from .. import mmlu_data
 from ..adapters import load_adapters
-from ..adapters.io import check_adapter_sources
+from ..adapters.io import check_adapter_sources, check_lm_adapters
 from ..errors import MinillamaError
 from ..files import check_all_writable, check_distinct_paths
 from ..mmlu import (MMLUSettings, evaluate_with, format_sweep, format_table, load_dev, load_questions,
@@ -42,6 +42,7 @@ def run(run_cfg: RunConfig, cfg: MMLUEvalConfig) -> Dict:
     s = cfg.settings
     questions = mmlu_data.flatten(load_questions(s, cfg.split))
     dev = load_dev(s)
+    check_lm_adapters(cfg.load_adapter, "--option mmlu")
     model, tokenizer = run_cfg.load(chat=s.chat)
     if cfg.load_adapter:  # evaluate a saved adapter (two: --interpolate)
         model = load_adapters(model, cfg.load_adapter, cfg.interpolate, tokenizer)[0].eval()

@@ -1,7 +1,9 @@
-"""`run_llama.py --option prefix --task mmlu`: a prefix-family adapter trained on MMLU.
+"""`run_llama.py --option prefix | bottleneck --task mmlu`: a prefix-family adapter, or
+bottleneck adapters, trained on MMLU (the method is the config's `method`; `option` names the
+default adapter file, mmlu-<option>-adapter).
 
 Training data.  MMLU's auxiliary_train split is not in the mirror, and test must stay
-untouched for the final numbers, so the prefix trains on val (1531 questions, the split
+untouched for the final numbers, so the adapter trains on val (1531 questions, the split
 MMLU provides for tuning), with `holdout` of each subject held out for early stopping;
 dev keeps its role as the pool of k-shot exemplars (never a training target).
 The loss is the answer-letter cross-entropy over the 4 letter logits at the last prompt
@@ -17,7 +19,8 @@ from typing import Dict, List, Optional, Tuple
 
 from .. import mmlu_data
 from ..adapters import AdapterConfig, PrefixTuningConfig, attach, load_adapters, parameter_counts, save_adapter
-from ..adapters.io import check_adapter_sources, check_saved_exportable
+from ..adapters.registry import trainers
+from ..adapters.io import check_adapter_sources, check_lm_adapters, check_saved_exportable
 from ..curves import curves_path, plot_curves
 from ..adapters.peft_format import check_export_dir, check_exportable, export_for_task
 from ..data import Split
@@ -34,14 +37,18 @@ from ..runlog import RunLog
 from ..train import TrainConfig, describe_trainable, fit
 
 
+OPTIONS = trainers("mmlu")  # what --task mmlu trains (the method configs' `tasks`)
+
+
 @dataclass
 class MMLUPrefixConfig:
     settings: MMLUSettings = field(default_factory=MMLUSettings)
+    option: str = "prefix"                     # prefix | bottleneck: names the default adapter file and the printed lines
     method: AdapterConfig = field(default_factory=PrefixTuningConfig)
     training: TrainConfig = field(default_factory=TrainConfig)
     holdout: float = flag(0.2, "--mmlu_holdout", readers="mmlu_prefix",
                           help="share of val (per subject) held out for early stopping (default {default})")
-    save_adapter: str = same_flag("mmlu-prefix-adapter", "--save_adapter", readers="save")  # + .safetensors / .json
+    save_adapter: Optional[str] = same_flag(None, "--save_adapter", readers="save")  # None: mmlu-<option>-adapter
     load_adapter: Optional[List[str]] = same_flag(None, "--load_adapter", readers="adapters")  # vs the baseline
     interpolate: Optional[float] = same_flag(None, "--interpolate", readers="adapters")
     export_peft: Optional[str] = same_flag(None, "--export_peft", readers="export")
@@ -50,6 +57,10 @@ class MMLUPrefixConfig:
     wandb: bool = same_flag(False, "--wandb", readers="log")
 
     def __post_init__(self):
+        if self.option not in OPTIONS:
+            raise MinillamaError(f"--task mmlu trains --option {' or '.join(OPTIONS)}, not {self.option}")
+        if self.save_adapter is None:
+            self.save_adapter = f"mmlu-{self.option}-adapter"
         if not 0.0 < self.holdout < 1.0:
             raise MinillamaError(f"--mmlu_holdout must be in (0, 1), got {self.holdout}")
         check_adapter_sources(self.load_adapter, self.interpolate)
@@ -59,8 +70,12 @@ class MMLUPrefixConfig:
 
     @property
     def trains(self) -> bool:
-        """A prefix trains unless --load_adapter evaluates saved adapters."""
+        """An adapter trains unless --load_adapter evaluates saved adapters."""
         return not self.load_adapter
+
+    def words(self, method: str) -> str:
+        """The adapter in the printed lines: 'prefix <mode>' for the prefix family, else its method."""
+        return f"prefix {method}" if self.option == "prefix" else method
 
 
 def split_holdout(by_subject: Dict[str, List[Question]], fraction: float,
@@ -120,6 +135,7 @@ def run(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
     train_q, held_q = split_holdout(load_questions(s, "val"), cfg.holdout, run_cfg.seed)
     test_q = mmlu_data.flatten(load_questions(s, "test"))
     dev = load_dev(s)
+    check_lm_adapters(cfg.load_adapter, "--task mmlu")
     model, tokenizer = run_cfg.load(chat=s.chat)
     print(f"load model from {run_cfg.model_path}; MMLU: train {len(train_q)} / held-out {len(held_q)} "
           f"(val), test {len(test_q)}")
@@ -141,9 +157,9 @@ def run(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
     else:
         backbone = load_adapters(model, cfg.load_adapter, cfg.interpolate, tokenizer)[0]
     length = getattr(backbone, "length", None)  # (a loaded LoRA adapter has none)
-    print(f"prefix {backbone.method}" + (f", length {length}" if length is not None else "")
+    print(cfg.words(backbone.method) + (f", length {length}" if length is not None else "")
           + f": {describe_trainable(backbone)}")
-    with RunLog(cfg.log_jsonl, cfg.wandb, job="mmlu-prefix") as log:
+    with RunLog(cfg.log_jsonl, cfg.wandb, job=f"mmlu-{cfg.option}") as log:
         history = []
         if trains:
             classifier = VerbalizerClassifier(backbone, [[i] for i in letter_token_ids(tokenizer, s.chat)],
@@ -156,7 +172,7 @@ def run(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
                           on_epoch=lambda r: log.log("epoch", epoch=r.epoch, train_loss=r.train_loss,
                                                      train_acc=r.train_acc, heldout_acc=r.dev_acc),
                           fingerprint=fingerprint(run_cfg, cfg))
-            plot_curves(history, curves, f"prefix {cfg.method.method} on MMLU", cfg.training.min_delta)
+            plot_curves(history, curves, f"{cfg.words(cfg.method.method)} on MMLU", cfg.training.min_delta)
             print(f"wrote training curves to {curves}")
             backbone.finalize()
         backbone.eval()
@@ -172,7 +188,9 @@ def run(run_cfg: RunConfig, cfg: MMLUPrefixConfig) -> Dict:
             for mode in modes:
                 summary = {k: v for k, v in results[which][mode].items() if k != "subjects"}
                 log.log("test", **{**summary, "model": which, "mode": mode})
-    report = {"model": run_cfg.model_path, "prefix_mode": backbone.method, "prefix_length": length,
+    method = {"prefix_mode": backbone.method, "prefix_length": length} if cfg.option == "prefix" else \
+        {"method": backbone.method, "config": backbone.cfg.to_dict()}
+    report = {"model": run_cfg.model_path, **method,
               "trainable_parameters": parameter_counts(backbone)["trainable"],
               "data": {"train": "val minus held-out", "n_train": len(train_q), "n_heldout": len(held_q),
                        "n_test": len(test_q), "holdout": cfg.holdout},
