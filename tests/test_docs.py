@@ -23,7 +23,8 @@ def test_the_tour_total_is_the_sum_of_its_core_rows():
 
 
 def test_the_readme_defaults_table_is_what_the_configs_say():
-    from minillama.cli import GENERATOR_OPTIONS, OPTION_METHODS, PREFIX_MODES, parse
+    from minillama.adapters.registry import trainers
+    from minillama.cli import OPTION_METHODS, parse
     text = open(os.path.join(REPO, "README.md")).read()
     rows = re.findall(r"^\| `(\w+)`: [^|]+\| ([\d.e-]+) \| ([^|]+)\| ([\d.e-]+|—) \|$", text, flags=re.M)
     assert [r[0] for r in rows] == list(OPTION_METHODS)
@@ -31,7 +32,7 @@ def test_the_readme_defaults_table_is_what_the_configs_say():
         config = OPTION_METHODS[method]
         assert float(lr) == config.default_lr, method
         if e2e_lr == "—":  # an option --task e2e refuses
-            assert method not in GENERATOR_OPTIONS and method not in PREFIX_MODES, method
+            assert OPTION_METHODS[method].trained_by() not in trainers("e2e"), method
         else:
             assert float(e2e_lr) == config.lr_for("e2e"), method
     default = parse(["--option", "prefix"])[2]
