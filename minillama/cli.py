@@ -54,6 +54,11 @@ TASK_CONFIGS = tuple(SECTIONS)
 TASK_WORDS = {"mmlu": "trains a prefix or bottleneck adapters on MMLU", "e2e": "trains a generator"}
 
 
+def or_list(words) -> str:
+    """'a, b or c'."""
+    return " or ".join(filter(None, (", ".join(words[:-1]), words[-1])))
+
+
 def lr_defaults() -> str:
     """Every method's default learning rate and its per-task ones, for --lr's help."""
     def words(config) -> str:
@@ -316,7 +321,7 @@ def task_config(ns: Dict[str, Any], spelling: Optional[Dict[str, str]] = None) -
     read is refused first (READERS)."""
     option, task = ns["option"], ns.get("task", "classify")
     if task != "classify" and option not in trainers(task) + (("mmlu",) if task == "mmlu" else ()):
-        raise MinillamaError(f"--task {task} {TASK_WORDS[task]}: use --option {' or '.join(trainers(task))}"
+        raise MinillamaError(f"--task {task} {TASK_WORDS[task]}: use --option {or_list(trainers(task))}"
                              + (" (or --option mmlu to evaluate)" if task == "mmlu" else "") + f", not --option {option}")
     check_flags_read(ns, spelling or flag_spelling(build_parser()))
     if option == "generate":

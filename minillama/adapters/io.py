@@ -21,7 +21,7 @@ from .base import AdaptedModel
 from .identity import SHAPE_KEYS, base_identity, check_base, check_finite
 from .adapterhub_format import check_adapterhub_exportable, is_adapterhub_dir, load_adapterhub, peek_adapterhub
 from .peft_format import check_exportable, is_peft_dir, load_peft
-from .registry import REGISTRY
+from .registry import METHODS, REGISTRY
 
 HEAD_PREFIX = "head."
 
