@@ -205,27 +205,22 @@ SELECTION_READERS = {"option": READERS["run"], "task": READERS["run"], "use_gpu"
                      "prefix_mode": Readers(options=("prefix",), trains=True)}
 
 
-def method_readers(config) -> Readers:
-    option = config.trained_by()
-    return Readers(options=(option,), trains=True, modes=(config.method,) if option == "prefix" else None)
-
-
 def readers_of_flags() -> Dict[str, List[Readers]]:
-    """dest -> the Readers of every field (or switch) that flag sets; a method's, merged by option."""
+    """dest -> the Readers of every field (or switch) that flag sets.  A method's flags are read
+    by the runs that train it: per option, the prefix modes whose config has the flag (all of
+    them: no mode requirement)."""
     table: Dict[str, List[Readers]] = {dest: [r] for dest, r in SELECTION_READERS.items()}
     for config in (RunConfig, GenerateConfig, *TASK_CONFIGS):
         for _, spec in flags.flagged_fields(config):
             table.setdefault(spec.dest, []).append(READERS[spec.readers])
+    methods: Dict[str, Dict[str, List[str]]] = {}  # dest -> option -> the methods reading it
     for config in METHOD_CONFIGS:
-        mine = method_readers(config)
         for dest in flags.flag_names(config) + [s.dest for s in config.switches]:
-            found = table.setdefault(dest, [])
-            same = next((i for i, r in enumerate(found) if r.options == mine.options and r.modes), None)
-            if same is None or mine.modes is None:
-                found.append(mine)
-            else:
-                modes = tuple(dict.fromkeys(found[same].modes + mine.modes))
-                found[same] = dataclasses.replace(found[same], modes=None if set(modes) == set(PREFIX_MODES) else modes)
+            methods.setdefault(dest, {}).setdefault(config.trained_by(), []).append(config.method)
+    for dest, by_option in methods.items():
+        for option, names in by_option.items():
+            modes = tuple(names) if option == "prefix" and set(names) != set(PREFIX_MODES) else None
+            table.setdefault(dest, []).append(Readers(options=(option,), trains=True, modes=modes))
     return table
 
 

@@ -89,9 +89,9 @@ class E2EConfig:
             raise MinillamaError(f"--beam_size must be a positive integer (1 = greedy), got {self.beam_size}")
         if not abs(self.length_penalty) < float("inf"):
             raise MinillamaError(f"--length_penalty must be a finite number, got {self.length_penalty}")
-        for flag, value in (("--max_new_tokens", self.max_new_tokens), ("--max_train_rows", self.max_train_rows)):
+        for name, value in (("--max_new_tokens", self.max_new_tokens), ("--max_train_rows", self.max_train_rows)):
             if value is not None and value <= 0:
-                raise MinillamaError(f"{flag} must be a positive integer, got {value}")
+                raise MinillamaError(f"{name} must be a positive integer, got {value}")
         check_adapter_sources(self.load_adapter, self.interpolate)
         if self.export_peft and self.option == "finetune" and not self.load_adapter:
             raise MinillamaError("--export_peft: --option finetune trains no adapter "
