@@ -1,15 +1,22 @@
 """The benches show themselves: bench/progress.py's lines (a run begins, a run ends with the
-time so far and an estimate of what remains), and reproduce_table.sh refusing, in one line
-and before any run, a checkpoint that is missing."""
+time so far and an estimate of what remains), reproduce_table.sh refusing, in one line
+and before any run, a checkpoint that is missing; and efficiency.py's table, from the trained
+rows to the prompted ones, each row a run_llama.py command line checked before any row runs."""
+import json
 import os
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
-from conftest import REPO_ROOT
+import pytest
+
+from conftest import REPO_ROOT, asset, data_slice, tiny_model
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "bench"))
+import efficiency  # noqa: E402
 import progress  # noqa: E402
+from minillama.formats import save_checkpoint  # noqa: E402
 
 
 def test_runs_say_what_begins_what_ended_and_what_remains(monkeypatch, capsys):
@@ -41,3 +48,92 @@ def test_reproduce_table_without_its_checkpoint_is_one_line_naming_how_to_get_it
                            "https://example.org/s42.pt); a quick CPU run on the bundled stories260K: see the header "
                            "of bench/reproduce_table.sh\n")
     assert sorted(os.listdir(tmp_path)) == ["assets.tsv", "bench", "tokenizer.model"]  # no output folder
+
+
+# -- efficiency.py ---------------------------------------------------------------------------------
+def test_efficiency_table_has_the_literature_beside_the_share_and_no_step_for_prompting():
+    rows = [dict(method="lora", title="LoRA (r 4, all projections)", trains=True, trainable=9669,
+                 adapter_trainable=9344, base=125248, disk_bytes=40000, model_bytes=500000, step_s=0.1234,
+                 peak_mib=12.4, wall_s=95, dev_acc=0.25, batch=4, padded_tokens=33),
+            dict(method="zero_shot", title="Zero-shot prompting", trains=False, trainable=0, adapter_trainable=0,
+                 base=125248, disk_bytes=0, model_bytes=500000, step_s=None, peak_mib=3.6, wall_s=4, dev_acc=0.5,
+                 batch=4, padded_tokens=48)]
+    args = SimpleNamespace(checkpoint="/m/tiny.pt", shape=None, dataset="sst", device="cpu", threads=1, steps=1,
+                           no_accuracy=False, epochs=1, train_batch=4, n_train=16, n_dev=8, seed=0)
+    assert efficiency.table(rows, args).splitlines() == [
+        "tiny.pt on SST (cpu, 1 thread(s)); step time at batch 4 (median padded width 33 tokens), median of 1 "
+        "steps (CPU time); dev acc after 1 epoch(s) at batch 4 on 16 training examples (the best dev epoch kept), "
+        "8 dev examples, seed 0",
+        "",
+        "| method | trainable (adapter + head) | share of the model | literature | on disk | vs model | s/step | "
+        "peak MiB | wall | dev acc |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| LoRA (r 4, all projections) | 9,669 (9,344 + 325) | 7.720% | ~0.5 % | 40.0 KB | 8.000% | 0.123 | 12 | "
+        "1.6 min | 0.250 |",
+        "| Zero-shot prompting | 0 (0 + 0) | 0.000% |  | 0 B | 0.000% | - | 4 (inference) | 4 s | 0.500 |"]
+
+
+def efficiency_run(tmp_path, *extra):
+    """bench/efficiency.py on a tiny model (dim 64, 2 layers, tok512's vocabulary) and the first
+    24 lines of each real SST split: 16 training and 8 dev examples, batches of 4, one epoch."""
+    ckpt = tmp_path / "tiny.pt"
+    if not ckpt.exists():
+        save_checkpoint(tiny_model(vocab_size=512, max_seq_len=512), str(ckpt))
+        data = data_slice(tmp_path, "sst", n=24)
+        shutil.copy(data["labels"], tmp_path / "sst-label-mapping.json")
+    argv = [sys.executable, os.path.join(REPO_ROOT, "bench", "efficiency.py"), "--checkpoint", str(ckpt),
+            "--tokenizer", asset("llama2c/tok512.model"), "--data_dir", str(tmp_path), "--max_train", "16",
+            "--max_dev", "8", "--epochs", "1", "--steps", "1", "--batch", "4", "--train_batch", "4", "--threads", "1",
+            *extra]
+    return subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=900)
+
+
+@pytest.mark.slow
+def test_efficiency_rows_trained_and_prompted_and_resumed(tmp_path):
+    png, rows_json = tmp_path / "efficiency.png", tmp_path / "rows.json"
+    proc = efficiency_run(tmp_path, "--methods", "lora,houlsby,zero_shot,k_shot", "--png", str(png),
+                          "--json", str(rows_json))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    table = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in lines if line.startswith("| ")}
+    # trainable (adapter + head), share of the 125,248 weights, the literature's share
+    assert table["LoRA (r 4, all projections)"][:3] == ["9,669 (9,344 + 325)", "7.720%", "~0.5 %"]
+    assert table["Bottleneck adapters (Houlsby, dim / 16)"][:3] == ["2,645 (2,320 + 325)", "2.112%", "~1 %"]
+    for name in ("Zero-shot prompting", "2-shot prompting"):  # nothing trains, nothing saved, no step
+        assert table[name][:6] == ["0 (0 + 0)", "0.000%", "", "0 B", "0.000%", "-"]
+        assert table[name][6].endswith(" (inference)")
+    rows = {r["method"]: r for r in json.loads(rows_json.read_text())}
+    assert [rows[m]["step_s"] is None for m in rows] == [False, False, True, True]
+    assert [len(rows[m]["dev_per_epoch"]) for m in rows] == [1, 1, 0, 0]
+    assert all(0 <= rows[m]["dev_acc"] <= 1 for m in rows)
+    assert rows["lora"]["disk_bytes"] > 4 * 9669  # the fp32 adapter and head, and its JSON
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "4 rows in " in proc.stdout
+    for row in ("lora", "houlsby", "zero_shot", "k_shot"):
+        assert f"done] {row}: " in proc.stderr  # each row's own time
+    # the same settings again: every row comes from --json, none runs
+    again = efficiency_run(tmp_path, "--methods", "lora,houlsby,zero_shot,k_shot", "--json", str(rows_json),
+                           "--resume")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [line for line in again.stdout.splitlines() if line.startswith("| ")] == \
+        [line for line in lines if line.startswith("| ")]
+    assert again.stderr.count("reused from") == 4 and "done]" not in again.stderr
+
+
+@pytest.mark.slow
+def test_efficiency_row_run_llama_refuses_stops_the_bench_before_any_row(tmp_path):
+    proc = efficiency_run(tmp_path, "--methods", "zero_shot,lora", "--lr", "zero_shot=1e-3")
+    assert proc.returncode == 1 and proc.stdout == ""
+    last = proc.stderr.splitlines()[-1]
+    assert last.startswith("row zero_shot: run_llama.py refuses `--option prompt --pretrained-model-path ")
+    assert "--lr 1e-3`: --lr does nothing with --option prompt: drop it" in last
+    assert "done]" not in proc.stderr  # no row began
+
+
+@pytest.mark.slow
+def test_efficiency_probe_row_is_run_llama_option_probe(tmp_path):
+    """The probe row trains the cls head alone (5 x 64 + 5) on the frozen model."""
+    proc = efficiency_run(tmp_path, "--methods", "zero_shot,probe")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| Probe "))
+    assert row.split(" | ")[1:4] == ["325 (0 + 325)", "0.259%", ""]
