@@ -280,7 +280,7 @@ def peft_adapted(name: str, hf):
     if name == "peft_finetune":
         return hf.requires_grad_(True)
     if name == "peft_lora":
-        from minillama.adapters.lora import LoraConfig as OurLora
+        from minillama.adapters.lora_config import LoraConfig as OurLora
         from minillama.adapters.lora_peft import peft_target_modules
         return get_peft_model(hf, LoraConfig(task_type=TaskType.CAUSAL_LM, r=4, lora_alpha=1, lora_dropout=0.0,
                                              target_modules=peft_target_modules(OurLora().targets)))

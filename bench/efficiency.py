@@ -66,7 +66,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 from minillama import cli  # noqa: E402
-from minillama.adapters.lora import TARGET_PARENTS  # noqa: E402
+from minillama.adapters.lora_config import TARGET_PARENTS  # noqa: E402
 from minillama.core.config import LlamaConfig  # noqa: E402
 from minillama.core.model import Llama  # noqa: E402
 from minillama.data import load_split, read_examples, read_label_names  # noqa: E402

@@ -26,7 +26,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Dict, List
+from typing import Dict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)

@@ -87,10 +87,10 @@ class MMLUSettings:
             raise MinillamaError("--samples draws answers at each of --temperatures: give --temperatures too")
         if not 0 <= self.k_shot <= 5:
             raise MinillamaError(f"--k_shot must be in 0..5 (MMLU's dev split holds 5 per subject), got {self.k_shot}")
-        for flag, value in (("--limit", self.limit), ("--mmlu_new_tokens", self.new_tokens),
+        for name, value in (("--limit", self.limit), ("--mmlu_new_tokens", self.new_tokens),
                             ("--batch_size", self.batch_size)):
             if value is not None and value <= 0:
-                raise MinillamaError(f"{flag} must be a positive integer, got {value}")
+                raise MinillamaError(f"{name} must be a positive integer, got {value}")
 
 
 def load_questions(s: MMLUSettings, split: str) -> Dict[str, List[Question]]:

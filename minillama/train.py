@@ -70,9 +70,9 @@ class TrainConfig:
 
     def __post_init__(self):
         positive = {"--epochs": self.epochs, "--batch_size": self.batch_size}
-        for flag, value in positive.items():
+        for name, value in positive.items():
             if not isinstance(value, int) or value <= 0:
-                raise MinillamaError(f"{flag} must be a positive integer, got {value}")
+                raise MinillamaError(f"{name} must be a positive integer, got {value}")
         if self.lr is not None and not 0.0 <= self.lr < math.inf:
             raise MinillamaError(f"--lr must be >= 0 and finite, got {self.lr}")
         if not 0.0 <= self.weight_decay < math.inf:
@@ -90,9 +90,9 @@ class TrainConfig:
         if self.grad_accum > self.batch_size:
             raise MinillamaError(f"--grad_accum {self.grad_accum} splits a batch of {self.batch_size} into more "
                                  "micro-batches than it has examples: lower it or raise --batch_size")
-        for flag, value in (("--max_grad_norm", self.max_grad_norm), ("--head_lr", self.head_lr)):
+        for name, value in (("--max_grad_norm", self.max_grad_norm), ("--head_lr", self.head_lr)):
             if value is not None and not 0.0 < value < math.inf:
-                raise MinillamaError(f"{flag} must be a finite number > 0, got {value}")
+                raise MinillamaError(f"{name} must be a finite number > 0, got {value}")
         if self.save_every is not None and (not isinstance(self.save_every, int) or self.save_every <= 0):
             raise MinillamaError(f"--save_every must be a positive number of steps, got {self.save_every}")
         if (self.resume or self.save_every) and not self.checkpoint_dir:

@@ -39,3 +39,12 @@ def test_the_readme_defaults_table_is_what_the_configs_say():
     assert "**`--option prefix`'s default**: 60 tokens, vocab init, mean head" in text
     assert (default.method.method, default.method.length, default.method.init, default.head) == \
         ("ptuning2", 60, "vocab", "mean")
+
+
+def test_the_core_and_the_methods_of_the_tour_fit_in_one_sitting():
+    """core/ plus LoRA and the prefix family (their settings modules aside) stay within 1,300 lines."""
+    files = [os.path.join("minillama", "core", f) for f in os.listdir(os.path.join(REPO, "minillama", "core"))
+             if f.endswith(".py")]
+    files += [os.path.join("minillama", "adapters", f"{m}.py") for m in ("lora", "prefix", "prompt", "llama_adapter")]
+    lines = sum(sum(1 for _ in open(os.path.join(REPO, f))) for f in files)
+    assert lines <= 1300, f"{lines} lines: move what is not the idea itself beside it"

@@ -1,7 +1,8 @@
 """Adaptation methods: each is a config (what to build) + a backbone class (adapters/base.py).
 
-Add a method: write adapters/<name>.py with a config subclassing AdapterConfig and a
-backbone subclassing AdaptedModel, then add one line to REGISTRY in adapters/registry.py
+Add a method: write adapters/<name>.py with a config subclassing AdapterConfig (in it, or
+beside it in adapters/<name>_config.py) and a backbone subclassing AdaptedModel, then add one
+line to REGISTRY in adapters/registry.py
 (naming its PEFT converter, adapters/<name>_peft.py, if PEFT has a format for it).
 """
 from __future__ import annotations
@@ -15,9 +16,12 @@ from .bottleneck import Bottleneck, BottleneckConfig
 from .full import FullConfig, FullFinetune
 from .io import interpolate, load_adapter, load_adapters, parameter_counts, save_adapter
 from .registry import METHODS, REGISTRY, attach, make_config
-from .llama_adapter import LlamaAdapter, LlamaAdapterConfig
-from .lora import LoraConfig, LoraModel, LoRALinear, inject_lora, merge_lora, unmerge_lora
-from .prefix import PrefixConfig, PrefixTuning, PrefixTuningConfig, PTuningV2
+from .llama_adapter import LlamaAdapter
+from .llama_adapter_config import LlamaAdapterConfig
+from .lora_config import LoraConfig
+from .lora import LoraModel, LoRALinear, inject_lora, merge_lora, unmerge_lora
+from .prefix import PrefixTuning, PTuningV2
+from .prefix_config import PrefixConfig, PrefixTuningConfig
 from .probe import Probe, ProbeConfig
 from .prompt import PromptTuning, PromptTuningConfig
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from ..errors import MinillamaError
-from .llama_adapter import LlamaAdapterConfig
+from .llama_adapter_config import LlamaAdapterConfig
 from .peft_convert import CONFIG_FILE, PEFT_PREFIX, WEIGHTS_FILE, PeftConverter, field, other_base, tensor
 
 ADAPTION_KEY = re.compile(r"^(?:base_model\.model\.)?model\.layers\.(\d+)\.self_attn\.adaption_(prompt|gate)$")

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import MinillamaError
 from ..formats.hf import HF_LAYER_NAMES, hf_to_meta_qk, meta_to_hf_qk
-from .lora import TARGET_PARENTS, LoraConfig
+from .lora_config import TARGET_PARENTS, LoraConfig
 from .peft_convert import CONFIG_FILE, PEFT_PREFIX, WEIGHTS_FILE, PeftConverter, field, other_base, tensor
 
 # minillama projection ("attention.wq") -> HF module ("self_attn.q_proj"), from the weight-name table

@@ -32,7 +32,7 @@ from ..core.attention import KVCache
 from ..errors import MinillamaError
 from .base import AdaptedModel
 from .identity import base_identity
-from .prefix import PrefixConfig
+from .prefix_config import PrefixConfig
 from .registry import METHODS, attach
 
 

@@ -16,7 +16,7 @@ import torch
 
 from ..formats.hf import hf_to_meta_qk, meta_to_hf_qk
 from .peft_convert import CONFIG_FILE, PeftConverter, check_decoder_only, field, other_base, tensor
-from .prefix import PrefixConfig
+from .prefix_config import PrefixConfig
 
 
 def keys_to_hf(keys: torch.Tensor, to_hf: bool = True) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .base import AdaptedModel
-from .prefix import PrefixConfig
+from .prefix_config import PrefixConfig
 from .prefix_init import start_embeddings
 
 

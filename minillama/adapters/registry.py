@@ -9,12 +9,15 @@ from ..errors import MinillamaError
 from .base import AdaptedModel, AdapterConfig
 from .bottleneck import Bottleneck, BottleneckConfig
 from .full import FullConfig, FullFinetune
-from .llama_adapter import LlamaAdapter, LlamaAdapterConfig
+from .llama_adapter import LlamaAdapter
+from .llama_adapter_config import LlamaAdapterConfig
 from .llama_adapter_peft import AdaptionPromptPeft
-from .lora import LoraConfig, LoraModel
+from .lora import LoraModel
+from .lora_config import LoraConfig
 from .lora_peft import LoraPeft
 from .peft_convert import PeftConverter
-from .prefix import PrefixConfig, PrefixTuning, PrefixTuningConfig, PTuningV2
+from .prefix import PrefixTuning, PTuningV2
+from .prefix_config import PrefixConfig, PrefixTuningConfig
 from .prefix_peft import PrefixPeft
 from .probe import Probe, ProbeConfig
 from .prompt import PromptTuning, PromptTuningConfig
