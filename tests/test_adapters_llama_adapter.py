@@ -145,6 +145,7 @@ def test_padding_last_only_and_cached_decoding():
     assert not torch.equal(cached, base.generate(ids, 5, attention_mask=mask))
 
 
+@pytest.mark.slow  # long training
 def test_learns_a_task_above_chance():
     """The verbalizer task of test_adapters_prefix.py on the frozen pretrained stories260K
     (BOS + 4 words from one of two random groups; answer with the group's label token):

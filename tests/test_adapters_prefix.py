@@ -141,6 +141,7 @@ def test_generate_with_cache_equals_without_and_equals_reading_the_text(method):
     assert generate(model, prompt, 1000).shape[1] == 24 - len(TEXT)
 
 
+@pytest.mark.slow  # long training
 def test_prefix_tuning_learns_a_task_with_a_verbalizer():
     """A frozen pretrained stories260K reads word_group_task's sequences and must answer
     with the group's label token.  Trained on 32 sequences, the prefix must classify 64

@@ -36,6 +36,7 @@ def synthetic(n, seed, vocab=97, num_labels=3):
     return Split(examples, ids, pad_id=0)
 
 
+@pytest.mark.slow  # long training
 @pytest.mark.parametrize("option,lr", [("finetune", 1e-3), ("lora", 1e-2)])
 def test_finetune_and_lora_learn_a_separable_task(option, lr):
     train, dev, test = synthetic(384, 0), synthetic(96, 1), synthetic(128, 2)

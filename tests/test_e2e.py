@@ -49,6 +49,7 @@ def test_cli_e2e_end_to_end(tmp_path, capsys, ckpt, option, extra):
     assert has_adapter == (option != "finetune")
 
 
+@pytest.mark.slow  # long training
 def test_a_trained_prefix_changes_what_generate_writes(tmp_path, ckpt):
     """The prefix enters generation through minillama's own KV cache (no dropped prefix)."""
     data = e2e_slice(tmp_path)

@@ -94,6 +94,7 @@ def test_official_example_all_five(official, name):
         assert official[name] == OFFICIAL_RAW[name]
 
 
+@pytest.mark.slow  # Java
 def test_official_printout(official):
     assert format_scores(official) == OFFICIAL_STDOUT
 

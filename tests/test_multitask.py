@@ -150,6 +150,7 @@ def marked(n, seed, marks):
     return Split(examples, ids, pad_id=0)
 
 
+@pytest.mark.slow  # long training
 def test_two_tasks_learn_together_through_their_prefixes_and_heads():
     """Task a's labels are marked by tokens 3, 4, 5; task b's by 6, 7: one run learns both."""
     train = {"a": marked(192, 0, [3, 4, 5]), "b": marked(96, 1, [6, 7])}
