@@ -137,3 +137,33 @@ def test_efficiency_probe_row_is_run_llama_option_probe(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     row = next(line for line in proc.stdout.splitlines() if line.startswith("| Probe "))
     assert row.split(" | ")[1:4] == ["325 (0 + 325)", "0.259%", ""]
+
+
+@pytest.mark.slow
+def test_multitask_bench_compares_one_at_a_time_with_one_run(tmp_path):
+    """bench/multitask.py on a tiny model (2 layers, kv width 32: 128 prefix parameters a position)
+    and 16/8/8 rows of the real SST and CFIMDB splits: one row for the tasks apart, one per --shared."""
+    ckpt = tmp_path / "tiny.pt"
+    save_checkpoint(tiny_model(vocab_size=512, max_seq_len=512), str(ckpt))
+    for task in ("sst", "cfimdb"):
+        data = data_slice(tmp_path, task, n=16)
+        shutil.copy(data["labels"], tmp_path / f"{task}-label-mapping.json")
+    argv = [sys.executable, os.path.join(REPO_ROOT, "bench", "multitask.py"), "--checkpoint", str(ckpt),
+            "--tokenizer", asset("llama2c/tok512.model"), "--data_dir", str(tmp_path), "--max_train", "16",
+            "--max_dev", "8", "--max_test", "8", "--length", "6", "--shared", "0,2", "--batch_size", "4",
+            "--max_sentence_len", "64", "--out_dir", str(tmp_path / "out")]
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split(" | ") for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0][0] == "| run (1 epoch(s), 6 prefix positions a row)"
+    assert rows[0][1:] == ["SST dev", "CFIMDB dev", "SST test", "prefix parameters", "wall time", "CPU time |"]
+    names = [r[0] for r in rows[1:]]
+    assert names == ["| one at a time (sst, then cfimdb)", "| one run, 0 shared + 6 own positions",
+                     "| one run, 2 shared + 4 own positions"]
+    assert [r[4] for r in rows[1:]] == ["1,536", "1,536", "1,280"]  # 2 x 6, 2 x 6, 2 + 2 x 4 positions x 128
+    assert all(0 <= float(r[k]) <= 1 for r in rows[1:] for k in (1, 2, 3))
+    assert rows[2][5].endswith("x)") and rows[3][6].endswith("x) |")  # each joint run as a ratio of the two alone
+    for task in ("sst", "cfimdb"):  # each task's adapter from the joint run, and from its run alone
+        assert (tmp_path / "out" / "together-2" / f"{task}-adapter.safetensors").exists()
+        assert (tmp_path / "out" / task / "adapter.safetensors").exists()
+    assert "[4/4 done] together-2: " in proc.stderr

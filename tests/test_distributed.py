@@ -62,7 +62,8 @@ def keep_first(data, n):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("option,extra", [("lora", ["--lora_rank", "2"]), ("prefix", ["--prefix_length", "3"])])
+@pytest.mark.parametrize("option,extra", [("lora", ["--lora_rank", "2"]), ("prefix", ["--prefix_length", "3"]),
+                                          ("bottleneck", ["--bottleneck_config", "houlsby"])])
 def test_two_gloo_ranks_equal_one_process(tmp_path, ckpt, option, extra):
     """10 train rows in global batches of 4 (the last batch of 2: one row per rank), 7 dev
     and 7 test rows (uneven shards), 2 epochs, dropout off."""
