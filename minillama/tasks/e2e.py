@@ -71,7 +71,7 @@ class E2EConfig:
     test_out: Optional[str] = same_flag(None, "--test_out", readers="e2e")  # None: e2e-test-<word>-output.txt
     dev_out: Optional[str] = same_flag(None, "--dev_out", readers="e2e")    # dev is decoded only when asked
     scores_out: Optional[str] = flag(None, "--scores_out", readers="e2e",
-                                     help="JSON report of the five metrics (default <test_out>-scores.json)")
+                                     help="JSON report of the five metrics (default <test_out without .txt>-scores.json)")
     no_java: bool = flag(False, "--no_java", readers="e2e",
                          help="score BLEU and NIST only (METEOR, ROUGE_L, CIDEr need Java)")
     save_adapter: Optional[str] = same_flag(None, "--save_adapter", readers="e2e_save")  # None: e2e-<method>-adapter
