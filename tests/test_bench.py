@@ -73,14 +73,22 @@ def test_efficiency_table_has_the_literature_beside_the_share_and_no_step_for_pr
         "| Zero-shot prompting | 0 (0 + 0) | 0.000% |  | 0 B | 0.000% | - | 4 (inference) | 4 s | 0.500 |"]
 
 
-def efficiency_run(tmp_path, *extra):
-    """bench/efficiency.py on a tiny model (dim 64, 2 layers, tok512's vocabulary) and the first
-    24 lines of each real SST split: 16 training and 8 dev examples, batches of 4, one epoch."""
+def bench_inputs(tmp_path, tasks, n):
+    """A bench's model and data in tmp_path, made once: a tiny checkpoint (dim 64, 2 layers,
+    tok512's vocabulary) and the first n lines of each real split of every task, as --data_dir."""
     ckpt = tmp_path / "tiny.pt"
     if not ckpt.exists():
         save_checkpoint(tiny_model(vocab_size=512, max_seq_len=512), str(ckpt))
-        data = data_slice(tmp_path, "sst", n=24)
-        shutil.copy(data["labels"], tmp_path / "sst-label-mapping.json")
+        for task in tasks:
+            data = data_slice(tmp_path, task, n=n)
+            shutil.copy(data["labels"], tmp_path / f"{task}-label-mapping.json")
+    return ckpt
+
+
+def efficiency_run(tmp_path, *extra):
+    """bench/efficiency.py on bench_inputs' tiny model and the first 24 lines of each real SST
+    split: 16 training and 8 dev examples, batches of 4, one epoch."""
+    ckpt = bench_inputs(tmp_path, ("sst",), n=24)
     argv = [sys.executable, os.path.join(REPO_ROOT, "bench", "efficiency.py"), "--checkpoint", str(ckpt),
             "--tokenizer", asset("llama2c/tok512.model"), "--data_dir", str(tmp_path), "--max_train", "16",
             "--max_dev", "8", "--epochs", "1", "--steps", "1", "--batch", "4", "--train_batch", "4", "--threads", "1",
@@ -143,11 +151,7 @@ def test_efficiency_probe_row_is_run_llama_option_probe(tmp_path):
 def test_multitask_bench_compares_one_at_a_time_with_one_run(tmp_path):
     """bench/multitask.py on a tiny model (2 layers, kv width 32: 128 prefix parameters a position)
     and 16/8/8 rows of the real SST and CFIMDB splits: one row for the tasks apart, one per --shared."""
-    ckpt = tmp_path / "tiny.pt"
-    save_checkpoint(tiny_model(vocab_size=512, max_seq_len=512), str(ckpt))
-    for task in ("sst", "cfimdb"):
-        data = data_slice(tmp_path, task, n=16)
-        shutil.copy(data["labels"], tmp_path / f"{task}-label-mapping.json")
+    ckpt = bench_inputs(tmp_path, ("sst", "cfimdb"), n=16)
     argv = [sys.executable, os.path.join(REPO_ROOT, "bench", "multitask.py"), "--checkpoint", str(ckpt),
             "--tokenizer", asset("llama2c/tok512.model"), "--data_dir", str(tmp_path), "--max_train", "16",
             "--max_dev", "8", "--max_test", "8", "--length", "6", "--shared", "0,2", "--batch_size", "4",
