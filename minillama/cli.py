@@ -382,8 +382,19 @@ def use_gpu_asked(argv: Optional[List[str]]) -> bool:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run one command; under torchrun every rank runs it (distributed.py) and rank 0 alone
-    prints and writes."""
+    """Run one command; under torchrun every rank runs it (distributed.py), rank 0 alone
+    prints and writes, and every rank's process ends here (distributed.leave)."""
+    try:
+        status = run_command(argv)
+    except BaseException:  # a bug: its traceback follows, the process group destroyed first
+        distributed.shutdown()
+        raise
+    distributed.leave(status)
+    return status
+
+
+def run_command(argv: Optional[List[str]]) -> int:
+    """The command's exit status: 0 done, 2 a user mistake (one line printed), 130 interrupted."""
     files.start_run()  # a full disk names what this run had written
     try:
         device = distributed.init(use_gpu_asked(argv))  # None unless launched by torchrun
@@ -407,8 +418,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    finally:
-        distributed.shutdown()
     return 0
 
 

@@ -114,6 +114,24 @@ def shutdown():
         dist.destroy_process_group()
 
 
+def leave(status: int):
+    """End this rank's process with `status` (a no-op outside a distributed run).  After a
+    success every rank first waits for the others, so rank 0 has written its outputs; then the
+    process group is destroyed while the interpreter is whole, and the process exits at once
+    (os._exit, streams flushed).  Why not a normal exit: once DistributedDataParallel has
+    wrapped a model, torch's C++ side keeps the gloo process group alive past
+    destroy_process_group, and its teardown during interpreter shutdown can abort a rank
+    (SIGABRT, "terminate called without an active exception") after its work is done."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if status == 0:
+        dist.barrier()
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 def shard_bounds(n: int, rank: int, size: int) -> Tuple[int, int]:
     """Rows [start, end) of a batch of n rows for this rank: consecutive, sizes differ by at most one."""
     base, extra = divmod(n, size)

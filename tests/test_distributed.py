@@ -162,6 +162,40 @@ def test_use_gpu_with_too_few_gpus_names_what_to_do(monkeypatch):
     distributed.check_gpus(ranks=2, gpus=2)  # enough: no error
 
 
+def test_leave_outside_a_distributed_run_returns():
+    distributed.leave(0)  # no process group: nothing to end, the caller returns its status
+    distributed.leave(2)
+
+
+LEAVE_SCRIPT = """
+import sys, time, torch
+from minillama import distributed
+distributed.init(use_gpu=False)
+net = distributed.wrap(torch.nn.Linear(4, 2), "cpu")  # DDP: the case whose exit could abort
+net(torch.ones(3, 4)).sum().backward()
+rank, status = distributed.world()[0], int(sys.argv[1])
+if rank == 0:
+    time.sleep(1.0)  # rank 0 still at work while rank 1 is done
+    print("rank 0 wrote", end="")
+distributed.leave(status)
+print("unreachable: leave ends the process")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("status", [0, 3])
+def test_leave_ends_every_rank_with_its_status(tmp_path, status):
+    script = tmp_path / "leave.py"
+    script.write_text(LEAVE_SCRIPT)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", PYTHONPATH=REPO_ROOT)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), str(status)], capture_output=True, text=True, env=env, timeout=300)
+    if status == 0:  # rank 0 finished its work, though rank 1 was done first
+        assert proc.returncode == 0 and proc.stdout == "rank 0 wrote", proc.stderr[-3000:]
+    else:  # a failure waits for nobody: torchrun reports the rank's own status
+        assert proc.returncode == 1 and f"exitcode  : {status}" in proc.stderr, proc.stderr[-3000:]
+
+
 def mistakes():
     """(extra flags, words of the one line) of user mistakes under 2 ranks."""
     cases = [(["--batch_size", "5"], "--batch_size 5 is the global batch and must divide evenly among the 2 ranks")]
