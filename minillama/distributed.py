@@ -125,7 +125,10 @@ def leave(status: int):
     if not (dist.is_available() and dist.is_initialized()):
         return
     if status == 0:
-        dist.barrier()
+        try:
+            dist.barrier()
+        except RuntimeError:  # another rank left with a failure it reported: torchrun names it
+            pass
     dist.destroy_process_group()
     sys.stdout.flush()
     sys.stderr.flush()

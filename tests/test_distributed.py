@@ -173,7 +173,8 @@ from minillama import distributed
 distributed.init(use_gpu=False)
 net = distributed.wrap(torch.nn.Linear(4, 2), "cpu")  # DDP: the case whose exit could abort
 net(torch.ones(3, 4)).sum().backward()
-rank, status = distributed.world()[0], int(sys.argv[1])
+rank = distributed.world()[0]
+status = int(sys.argv[1].split(",")[rank])  # this rank's status
 if rank == 0:
     time.sleep(1.0)  # rank 0 still at work while rank 1 is done
     print("rank 0 wrote", end="")
@@ -183,17 +184,30 @@ print("unreachable: leave ends the process")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("status", [0, 3])
-def test_leave_ends_every_rank_with_its_status(tmp_path, status):
+@pytest.mark.parametrize("statuses", ["0,0", "3,3", "0,3"])
+def test_leave_ends_every_rank_with_its_status(tmp_path, statuses):
+    """Each rank leaves with its own status (rank 0's first); rank 0 is still at work when rank 1 is done."""
     script = tmp_path / "leave.py"
     script.write_text(LEAVE_SCRIPT)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", PYTHONPATH=REPO_ROOT)
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(script), str(status)], capture_output=True, text=True, env=env, timeout=300)
-    if status == 0:  # rank 0 finished its work, though rank 1 was done first
+                           str(script), statuses], capture_output=True, text=True, env=env, timeout=300)
+    if statuses == "0,0":  # rank 1 waited for rank 0, which finished its line; nothing ran after leave
         assert proc.returncode == 0 and proc.stdout == "rank 0 wrote", proc.stderr[-3000:]
-    else:  # a failure waits for nobody: torchrun reports the rank's own status
-        assert proc.returncode == 1 and f"exitcode  : {status}" in proc.stderr, proc.stderr[-3000:]
+    else:  # a failure waits for nobody: torchrun reports rank 1's own status and stops
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        assert re.search(r"rank\s+: 1 \(local_rank: 1\)\n\s+exitcode\s+: 3 ", proc.stderr), proc.stderr[-3000:]
+
+
+def test_leave_after_a_success_ends_even_when_another_rank_failed(monkeypatch):
+    """Rank 0 done, another rank gone with its failure: the barrier breaks, rank 0 still exits 0."""
+    calls = []
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(distributed.dist, "barrier", lambda: (_ for _ in ()).throw(RuntimeError("peer closed")))
+    monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: calls.append("destroy"))
+    monkeypatch.setattr(distributed.os, "_exit", lambda status: calls.append(("exit", status)))
+    distributed.leave(0)
+    assert calls == ["destroy", ("exit", 0)]
 
 
 def mistakes():
