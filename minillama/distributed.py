@@ -129,7 +129,7 @@ def leave(status: int):
             dist.barrier()
         except RuntimeError:  # another rank left with a failure it reported: torchrun names it
             pass
-    dist.destroy_process_group()
+    shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)

@@ -10,8 +10,9 @@ Three changes, each proven equal to the plain module in tests/test_fast_attentio
    each block can see computes 5/8 of the [T, S] scores at T = S = 512 in blocks of 128,
    and the saved probabilities shrink alike.  Same result, since every skipped key had
    probability 0.
-3. `sdpa=True`: torch's fused `scaled_dot_product_attention` in place of the written-out
-   softmax (kv heads repeated for grouped-query attention).
+3. `sdpa=True`, opt-in (`--use_sdpa`; off by default, refused with `--no_fast`): torch's
+   fused `scaled_dot_product_attention` in place of the written-out softmax (kv heads
+   repeated for grouped-query attention), equal in values and gradients.
 """
 from __future__ import annotations
 
